@@ -1,0 +1,246 @@
+// Package config holds every setting of the service in one table: its environment
+// name, default, validation and documentation. The README's settings table is
+// generated from the same table (see TestREADMEListsEverySetting).
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the effective configuration of one process.
+type Config struct {
+	DatabaseURL string
+
+	StorageBackend string
+	StorageDir     string
+
+	S3Endpoint  string
+	S3AccessKey string
+	S3SecretKey string
+	S3Bucket    string
+	S3Region    string
+	S3UseSSL    bool
+	S3PathStyle bool
+
+	MaxFirmwares int
+	MaxCoredumps int
+
+	Host      string
+	Port      int
+	LogLevel  string
+	LogFormat string
+
+	ShutdownTimeout   time.Duration
+	ReadHeaderTimeout time.Duration
+	AppEnv            string
+}
+
+// Setting describes one environment variable.
+type Setting struct {
+	Name    string
+	Default string
+	Doc     string
+	Secret  bool
+	apply   func(c *Config, v string) error
+}
+
+// Settings is the single source of truth for configuration; order is the README order.
+var Settings = []Setting{
+	{Name: "DATABASE_URL", Default: "sqlite:./data/iotsupport.db", Secret: true,
+		Doc: "Database: `sqlite:PATH` (embedded, default) or `postgres://user:pass@host:port/db` (also `postgresql://`).",
+		apply: func(c *Config, v string) error {
+			if !strings.HasPrefix(v, "sqlite:") && !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
+				return fmt.Errorf("must start with sqlite:, postgres:// or postgresql://")
+			}
+			if strings.HasPrefix(v, "sqlite:") && strings.TrimPrefix(v, "sqlite:") == "" {
+				return fmt.Errorf("sqlite: needs a file path")
+			}
+			c.DatabaseURL = v
+			return nil
+		}},
+	{Name: "STORAGE_BACKEND", Default: "local", Doc: "Object storage backend: `local` (a directory) or `s3`.",
+		apply: func(c *Config, v string) error {
+			if v != "local" && v != "s3" {
+				return fmt.Errorf("must be local or s3")
+			}
+			c.StorageBackend = v
+			return nil
+		}},
+	{Name: "STORAGE_DIR", Default: "./data/blobs", Doc: "Root directory of the `local` storage backend.",
+		apply: func(c *Config, v string) error { return nonEmpty(&c.StorageDir, v) }},
+	{Name: "S3_ENDPOINT_URL", Default: "", Doc: "S3 endpoint, e.g. `http://127.0.0.1:7070`; empty means AWS. Required when `STORAGE_BACKEND=s3` unless using AWS.",
+		apply: func(c *Config, v string) error {
+			if v != "" {
+				if u, err := url.Parse(v); err != nil || u.Host == "" && !strings.Contains(v, ":") {
+					return fmt.Errorf("not a URL or host:port")
+				}
+			}
+			c.S3Endpoint = v
+			return nil
+		}},
+	{Name: "S3_ACCESS_KEY_ID", Default: "", Doc: "S3 access key.", apply: func(c *Config, v string) error { c.S3AccessKey = v; return nil }},
+	{Name: "S3_SECRET_ACCESS_KEY", Default: "", Secret: true, Doc: "S3 secret key.", apply: func(c *Config, v string) error { c.S3SecretKey = v; return nil }},
+	{Name: "S3_BUCKET_NAME", Default: "iot-support-attachments", Doc: "Bucket holding every object; created at start-up when missing.",
+		apply: func(c *Config, v string) error {
+			if len(v) < 3 || len(v) > 63 || strings.Trim(v, "abcdefghijklmnopqrstuvwxyz0123456789.-") != "" {
+				return fmt.Errorf("must be 3-63 characters of a-z, 0-9, '.' and '-'")
+			}
+			c.S3Bucket = v
+			return nil
+		}},
+	{Name: "S3_REGION", Default: "us-east-1", Doc: "S3 region.", apply: func(c *Config, v string) error { return nonEmpty(&c.S3Region, v) }},
+	{Name: "S3_USE_SSL", Default: "false", Doc: "Use https when `S3_ENDPOINT_URL` has no scheme.", apply: boolSetting(func(c *Config) *bool { return &c.S3UseSSL })},
+	{Name: "S3_PATH_STYLE", Default: "true", Doc: "Path-style addressing (`endpoint/bucket/key`), needed by most self-hosted S3 servers.", apply: boolSetting(func(c *Config) *bool { return &c.S3PathStyle })},
+	{Name: "MAX_FIRMWARES", Default: "5", Doc: "Firmware versions kept per model (≥ 1); the current version is never pruned.", apply: intSetting(1, 10000, func(c *Config) *int { return &c.MaxFirmwares })},
+	{Name: "MAX_COREDUMPS", Default: "20", Doc: "Core dumps kept per device (≥ 1).", apply: intSetting(1, 100000, func(c *Config) *int { return &c.MaxCoredumps })},
+	{Name: "HOST", Default: "127.0.0.1", Doc: "Listen address. Use `0.0.0.0` to accept connections from other machines.",
+		apply: func(c *Config, v string) error {
+			if v != "localhost" && net.ParseIP(v) == nil {
+				return fmt.Errorf("must be an IP address or localhost")
+			}
+			c.Host = v
+			return nil
+		}},
+	{Name: "PORT", Default: "3101", Doc: "Listen port.", apply: intSetting(1, 65535, func(c *Config) *int { return &c.Port })},
+	{Name: "LOG_LEVEL", Default: "info", Doc: "`debug`, `info`, `warn` or `error`.",
+		apply: func(c *Config, v string) error { return oneOf(&c.LogLevel, v, "debug", "info", "warn", "error") }},
+	{Name: "LOG_FORMAT", Default: "json", Doc: "`json` or `text`.",
+		apply: func(c *Config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
+	{Name: "SHUTDOWN_TIMEOUT", Default: "30s", Doc: "On SIGTERM, how long in-flight requests may take to finish.", apply: durationSetting(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{Name: "READ_HEADER_TIMEOUT", Default: "10s", Doc: "Time a client has to send request headers (slow-loris guard).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
+	{Name: "APP_ENV", Default: "production", Doc: "`production`, `development` or `testing` (testing enables `/api/testing/*`).",
+		apply: func(c *Config, v string) error { return oneOf(&c.AppEnv, v, "production", "development", "testing") }},
+}
+
+func nonEmpty(dst *string, v string) error {
+	if strings.TrimSpace(v) == "" {
+		return fmt.Errorf("must not be empty")
+	}
+	*dst = v
+	return nil
+}
+
+func oneOf(dst *string, v string, allowed ...string) error {
+	v = strings.ToLower(v)
+	for _, a := range allowed {
+		if v == a {
+			*dst = v
+			return nil
+		}
+	}
+	return fmt.Errorf("must be one of %s", strings.Join(allowed, ", "))
+}
+
+func boolSetting(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("must be true or false")
+		}
+		*field(c) = b
+		return nil
+	}
+}
+
+func intSetting(lo, hi int, field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("must be an integer")
+		}
+		if n < lo || n > hi {
+			return fmt.Errorf("must be between %d and %d", lo, hi)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func durationSetting(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("must be a duration like 30s or 2m")
+		}
+		if d <= 0 {
+			return fmt.Errorf("must be positive")
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+// Load builds the configuration from a lookup function (os.LookupEnv in production).
+// The first invalid setting is returned as an error naming it.
+func Load(lookup func(string) (string, bool)) (*Config, error) {
+	c := &Config{}
+	for _, s := range Settings {
+		v, ok := lookup(s.Name)
+		if !ok || v == "" {
+			v = s.Default
+		}
+		if err := s.apply(c, v); err != nil {
+			if ok {
+				return nil, fmt.Errorf("invalid %s=%q: %v", s.Name, mask(s, v), err)
+			}
+			return nil, fmt.Errorf("invalid %s: %v", s.Name, err)
+		}
+	}
+	if c.StorageBackend == "s3" && c.S3AccessKey == "" != (c.S3SecretKey == "") {
+		return nil, fmt.Errorf("invalid S3_ACCESS_KEY_ID/S3_SECRET_ACCESS_KEY: set both or neither")
+	}
+	return c, nil
+}
+
+// FromEnv loads the configuration from the process environment.
+func FromEnv() (*Config, error) { return Load(os.LookupEnv) }
+
+func mask(s Setting, v string) string {
+	if !s.Secret || v == "" {
+		return v
+	}
+	if u, err := url.Parse(v); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "****")
+			return u.String()
+		}
+		return v
+	}
+	if strings.HasPrefix(v, "sqlite:") {
+		return v
+	}
+	return "****"
+}
+
+// Effective returns NAME=value lines for every setting, secrets masked, sorted as in Settings.
+func Effective(lookup func(string) (string, bool)) []string {
+	out := make([]string, 0, len(Settings))
+	for _, s := range Settings {
+		v, ok := lookup(s.Name)
+		if !ok || v == "" {
+			v = s.Default
+		}
+		out = append(out, s.Name+"="+mask(s, v))
+	}
+	return out
+}
+
+// Names returns every setting name, sorted.
+func Names() []string {
+	n := make([]string, len(Settings))
+	for i, s := range Settings {
+		n[i] = s.Name
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Addr is the listen address.
+func (c *Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }

@@ -1,0 +1,266 @@
+package devices
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/iotsupport/iotsupport/internal/apperr"
+	"github.com/iotsupport/iotsupport/internal/db"
+)
+
+// KeyPattern is the rule for device keys; keys become object-key segments.
+var KeyPattern = regexp.MustCompile(`^[a-z0-9]{8}$`)
+
+// Device is a device with its model reference and derived fields.
+type Device struct {
+	ID             int64
+	Key            string
+	DeviceModelID  int64
+	ModelCode      string
+	ModelName      string
+	ModelFirmware  *string
+	Active         bool
+	Config         string
+	DeviceName     *string
+	DeviceEntityID *string
+	EnableOTA      *bool
+	LastCoredumpAt *time.Time
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// ClientID is the device's OIDC client id, `iotdevice-{model_code}-{key}`.
+func (d *Device) ClientID() string { return "iotdevice-" + d.ModelCode + "-" + d.Key }
+
+// DeviceColumns is selected by every device query; LastCoredumpAtSQL is replaced once
+// core dumps exist.
+const deviceColumns = `d.id, d.key, d.device_model_id, m.code, m.name, m.firmware_version, d.active, d.config,
+	d.device_name, d.device_entity_id, d.enable_ota, d.created_at, d.updated_at`
+
+func scanDevice(s scanner) (*Device, error) {
+	var d Device
+	var fw, name, entity sql.NullString
+	var ota sql.NullBool
+	if err := s.Scan(&d.ID, &d.Key, &d.DeviceModelID, &d.ModelCode, &d.ModelName, &fw, &d.Active, &d.Config,
+		&name, &entity, &ota, &d.CreatedAt, &d.UpdatedAt); err != nil {
+		return nil, err
+	}
+	d.ModelFirmware, d.DeviceName, d.DeviceEntityID = nullStr(fw), nullStr(name), nullStr(entity)
+	if ota.Valid {
+		d.EnableOTA = &ota.Bool
+	}
+	d.CreatedAt, d.UpdatedAt = d.CreatedAt.UTC(), d.UpdatedAt.UTC()
+	return &d, nil
+}
+
+const deviceFrom = ` FROM devices d JOIN device_models m ON m.id = d.device_model_id`
+
+// ListDevices returns devices ordered by key, optionally of one model.
+func (s *Service) ListDevices(ctx context.Context, modelID *int64) ([]*Device, error) {
+	q := `SELECT ` + deviceColumns + deviceFrom
+	var args []any
+	if modelID != nil {
+		q += ` WHERE d.device_model_id = $1`
+		args = append(args, *modelID)
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY d.key`, args...)
+	if err != nil {
+		return nil, dbErr("list devices", err)
+	}
+	defer rows.Close()
+	var out []*Device
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, dbErr("list devices", err)
+		}
+		out = append(out, d)
+	}
+	return out, dbErr("list devices", rows.Err())
+}
+
+// GetDevice returns one device or NotFound.
+func (s *Service) GetDevice(ctx context.Context, id int64) (*Device, error) {
+	return s.getDevice(ctx, s.db, `d.id = $1`, id, fmt.Sprint(id))
+}
+
+// GetDeviceByKey returns one device by key or NotFound.
+func (s *Service) GetDeviceByKey(ctx context.Context, key string) (*Device, error) {
+	return s.getDevice(ctx, s.db, `d.key = $1`, key, key)
+}
+
+func (s *Service) getDevice(ctx context.Context, q querier, where string, arg any, label string) (*Device, error) {
+	d, err := scanDevice(q.QueryRowContext(ctx, `SELECT `+deviceColumns+deviceFrom+` WHERE `+where, arg))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, apperr.NotFoundf("Device %s was not found", label)
+	}
+	if err != nil {
+		return nil, dbErr("get device", err)
+	}
+	return d, nil
+}
+
+// configFields are the display fields copied out of a device config.
+type configFields struct {
+	name, entity *string
+	ota          *bool
+}
+
+// checkConfig parses config, validates it against the model's schema and extracts display fields.
+func checkConfig(config string, schema *string) (configFields, error) {
+	var f configFields
+	dec := json.NewDecoder(bytes.NewReader([]byte(config)))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil || dec.More() {
+		return f, apperr.Validationf("config must be valid JSON")
+	}
+	if schema != nil {
+		sch, err := compileSchema(*schema)
+		if err != nil {
+			return f, apperr.Validationf("model config_schema is invalid: %v", err)
+		}
+		if err := sch.Validate(doc); err != nil {
+			return f, apperr.Validationf("Config validation failed: %s", oneLine(err))
+		}
+	}
+	if obj, ok := doc.(map[string]any); ok {
+		if v, ok := obj["deviceName"].(string); ok && strings.TrimSpace(v) != "" {
+			f.name = &v
+		}
+		if v, ok := obj["deviceEntityId"].(string); ok && strings.TrimSpace(v) != "" {
+			f.entity = &v
+		}
+		if v, ok := obj["enableOTA"].(bool); ok {
+			f.ota = &v
+		}
+	}
+	return f, nil
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// refuseLoader stops schemas from pulling remote or local files through $ref.
+type refuseLoader struct{}
+
+func (refuseLoader) Load(url string) (any, error) {
+	return nil, fmt.Errorf("external $ref %q is not allowed", url)
+}
+
+func compileSchema(schema string) (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(schema))
+	if err != nil {
+		return nil, err
+	}
+	c := jsonschema.NewCompiler()
+	c.UseLoader(refuseLoader{})
+	if err := c.AddResource("config_schema.json", doc); err != nil {
+		return nil, err
+	}
+	return c.Compile("config_schema.json")
+}
+
+var keyEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// NewKey returns a random device key: 5 random bytes in lower-case base32, [a-z2-7]{8}.
+func NewKey() string {
+	b := make([]byte, 5)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return strings.ToLower(keyEncoding.EncodeToString(b))
+}
+
+// CreateDevice validates config against the model and inserts a device with a fresh key.
+func (s *Service) CreateDevice(ctx context.Context, modelID int64, config string) (*Device, error) {
+	m, err := s.GetModel(ctx, modelID)
+	if err != nil {
+		return nil, err
+	}
+	f, err := checkConfig(config, m.ConfigSchema)
+	if err != nil {
+		return nil, err
+	}
+	// A key collision (1 in 2^40 per pair) is retried with a new key.
+	for attempt := 0; attempt < 8; attempt++ {
+		var id int64
+		now := db.Now()
+		err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+			return tx.QueryRowContext(ctx, `INSERT INTO devices (key, device_model_id, config, device_name, device_entity_id,
+				enable_ota, active, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id`,
+				NewKey(), modelID, config, f.name, f.entity, f.ota, true, now).Scan(&id)
+		})
+		if db.IsUniqueViolation(err) {
+			continue
+		}
+		if err != nil {
+			return nil, dbErr("create device", err)
+		}
+		return s.GetDevice(ctx, id)
+	}
+	return nil, fmt.Errorf("create device: no free key after retries: %w", err)
+}
+
+// UpdateDevice replaces a device's config and active flag.
+func (s *Service) UpdateDevice(ctx context.Context, id int64, config string, active bool) (*Device, error) {
+	var changed bool
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		d, err := s.getDevice(ctx, tx, `d.id = $1`, id, fmt.Sprint(id))
+		if err != nil {
+			return err
+		}
+		var schema sql.NullString
+		if err := tx.QueryRowContext(ctx, `SELECT config_schema FROM device_models WHERE id = $1`, d.DeviceModelID).Scan(&schema); err != nil {
+			return err
+		}
+		f, err := checkConfig(config, nullStr(schema))
+		if err != nil {
+			return err
+		}
+		changed = d.Config != config
+		_, err = tx.ExecContext(ctx, `UPDATE devices SET config = $1, device_name = $2, device_entity_id = $3, enable_ota = $4,
+			active = $5, updated_at = $6 WHERE id = $7`, config, f.name, f.entity, f.ota, active, db.Now(), id)
+		return err
+	})
+	if err != nil {
+		return nil, dbErr("update device", err)
+	}
+	d, err := s.GetDevice(ctx, id)
+	if err == nil && changed {
+		for _, h := range s.AfterConfigChange {
+			h(ctx, d)
+		}
+	}
+	return d, err
+}
+
+// DeleteDevice removes a device; hooks queue its objects for deletion in the same transaction.
+func (s *Service) DeleteDevice(ctx context.Context, id int64) error {
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		d, err := s.getDevice(ctx, tx, `d.id = $1`, id, fmt.Sprint(id))
+		if err != nil {
+			return err
+		}
+		for _, h := range s.BeforeDeviceDelete {
+			if err := h(ctx, tx, d); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM devices WHERE id = $1`, id)
+		return err
+	})
+	return dbErr("delete device", err)
+}

@@ -1,0 +1,133 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/iotsupport/iotsupport/internal/devices"
+)
+
+// DeviceSummary is a device in lists.
+type DeviceSummary struct {
+	ID             int64      `json:"id"`
+	Key            string     `json:"key"`
+	DeviceModelID  int64      `json:"device_model_id"`
+	Active         bool       `json:"active"`
+	DeviceName     *string    `json:"device_name"`
+	DeviceEntityID *string    `json:"device_entity_id"`
+	EnableOTA      *bool      `json:"enable_ota"`
+	LastCoredumpAt *time.Time `json:"last_coredump_at"`
+}
+
+// DeviceModelRef is the model embedded in a device.
+type DeviceModelRef struct {
+	ID              int64   `json:"id"`
+	Code            string  `json:"code"`
+	Name            string  `json:"name"`
+	FirmwareVersion *string `json:"firmware_version"`
+}
+
+// DeviceBody is the full device.
+type DeviceBody struct {
+	DeviceSummary
+	DeviceModel DeviceModelRef `json:"device_model"`
+	Config      string         `json:"config"`
+	ClientID    string         `json:"client_id"`
+	CreatedAt   time.Time      `json:"created_at"`
+	UpdatedAt   time.Time      `json:"updated_at"`
+}
+
+func deviceSummary(d *devices.Device) DeviceSummary {
+	return DeviceSummary{ID: d.ID, Key: d.Key, DeviceModelID: d.DeviceModelID, Active: d.Active, DeviceName: d.DeviceName,
+		DeviceEntityID: d.DeviceEntityID, EnableOTA: d.EnableOTA, LastCoredumpAt: d.LastCoredumpAt}
+}
+
+func deviceBody(d *devices.Device) *DeviceBody {
+	return &DeviceBody{DeviceSummary: deviceSummary(d),
+		DeviceModel: DeviceModelRef{ID: d.DeviceModelID, Code: d.ModelCode, Name: d.ModelName, FirmwareVersion: d.ModelFirmware},
+		Config:      d.Config, ClientID: d.ClientID(), CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
+}
+
+type deviceIDPath struct {
+	DeviceID int64 `path:"device_id" minimum:"1" doc:"Device id"`
+}
+
+type deviceOut struct{ Body *DeviceBody }
+
+type listDevicesOut struct {
+	Body struct {
+		Devices []DeviceSummary `json:"devices"`
+		Count   int             `json:"count"`
+	}
+}
+
+func (s *Server) registerDevices() {
+	tags := []string{"Devices"}
+	huma.Register(s.api, huma.Operation{OperationID: "list-devices", Method: http.MethodGet, Path: "/api/devices",
+		Summary: "List devices", Tags: tags},
+		func(ctx context.Context, in *struct {
+			ModelID int64 `query:"model_id" minimum:"0" doc:"Only devices of this model"`
+		}) (*listDevicesOut, error) {
+			var filter *int64
+			if in.ModelID > 0 {
+				filter = &in.ModelID
+			}
+			ds, err := s.deps.Devices.ListDevices(ctx, filter)
+			if err != nil {
+				return nil, err
+			}
+			out := &listDevicesOut{}
+			out.Body.Devices = make([]DeviceSummary, 0, len(ds))
+			for _, d := range ds {
+				out.Body.Devices = append(out.Body.Devices, deviceSummary(d))
+			}
+			out.Body.Count = len(ds)
+			return out, nil
+		})
+	huma.Register(s.api, huma.Operation{OperationID: "create-device", Method: http.MethodPost, Path: "/api/devices",
+		Summary: "Create a device", Tags: tags, DefaultStatus: 201},
+		func(ctx context.Context, in *struct {
+			Body struct {
+				DeviceModelID int64  `json:"device_model_id" minimum:"1"`
+				Config        string `json:"config" doc:"Device configuration as JSON text"`
+			}
+		}) (*deviceOut, error) {
+			d, err := s.deps.Devices.CreateDevice(ctx, in.Body.DeviceModelID, in.Body.Config)
+			if err != nil {
+				return nil, err
+			}
+			return &deviceOut{Body: deviceBody(d)}, nil
+		})
+	huma.Register(s.api, huma.Operation{OperationID: "get-device", Method: http.MethodGet, Path: "/api/devices/{device_id}",
+		Summary: "Get a device", Tags: tags},
+		func(ctx context.Context, in *deviceIDPath) (*deviceOut, error) {
+			d, err := s.deps.Devices.GetDevice(ctx, in.DeviceID)
+			if err != nil {
+				return nil, err
+			}
+			return &deviceOut{Body: deviceBody(d)}, nil
+		})
+	huma.Register(s.api, huma.Operation{OperationID: "update-device", Method: http.MethodPut, Path: "/api/devices/{device_id}",
+		Summary: "Replace a device's config and active flag", Tags: tags},
+		func(ctx context.Context, in *struct {
+			deviceIDPath
+			Body struct {
+				Config string `json:"config"`
+				Active bool   `json:"active"`
+			}
+		}) (*deviceOut, error) {
+			d, err := s.deps.Devices.UpdateDevice(ctx, in.DeviceID, in.Body.Config, in.Body.Active)
+			if err != nil {
+				return nil, err
+			}
+			return &deviceOut{Body: deviceBody(d)}, nil
+		})
+	huma.Register(s.api, huma.Operation{OperationID: "delete-device", Method: http.MethodDelete, Path: "/api/devices/{device_id}",
+		Summary: "Delete a device", Tags: tags, DefaultStatus: 204},
+		func(ctx context.Context, in *deviceIDPath) (*struct{}, error) {
+			return nil, s.deps.Devices.DeleteDevice(ctx, in.DeviceID)
+		})
+}

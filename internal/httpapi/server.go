@@ -1,0 +1,163 @@
+// Package httpapi holds the HTTP handlers: they decode input, call one service method
+// and map errors to statuses. No SQL and no storage calls live here.
+package httpapi
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humachi"
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/devices"
+)
+
+// Version is reported in the OpenAPI document; set by the binary.
+var Version = "dev"
+
+// Checker is a dependency the readiness probe asks.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// Deps are the services the API calls.
+type Deps struct {
+	Log     *slog.Logger
+	DB      *db.DB
+	Store   Checker
+	Devices *devices.Service
+	Metrics *prometheus.Registry
+	AppEnv  string
+}
+
+// Server is the HTTP API.
+type Server struct {
+	deps         Deps
+	router       chi.Router
+	api          huma.API
+	shuttingDown atomic.Bool
+}
+
+//go:embed docsui
+var docsFS embed.FS
+
+// New builds the router with every route.
+func New(deps Deps) *Server {
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	if deps.Metrics == nil {
+		deps.Metrics = prometheus.NewRegistry()
+	}
+	s := &Server{deps: deps}
+	r := chi.NewRouter()
+	m := newHTTPMetrics(deps.Metrics)
+	r.Use(withRequestID(deps.Log), m.observe)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeEnvelope(w, newEnvelope(r.Context(), 404, "RECORD_NOT_FOUND", "Resource not found"))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeEnvelope(w, newEnvelope(r.Context(), 405, "METHOD_NOT_ALLOWED", "Method "+r.Method+" is not allowed for "+r.URL.Path))
+	})
+
+	cfg := huma.DefaultConfig("IoT Support API", Version)
+	cfg.CreateHooks = nil // no $schema links: responses carry exactly the documented fields
+	cfg.DocsPath = ""     // our own offline docs page below
+	cfg.OpenAPIPath = "/api/docs/openapi"
+	cfg.SchemasPath = ""
+	cfg.Info.Description = "Firmware and core dump service for ESP32 fleets."
+	s.api = humachi.New(r, cfg)
+	s.router = r
+
+	r.Get("/health/healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"status": "alive", "ready": true})
+	})
+	r.Get("/health/readyz", s.readyz)
+	r.Handle("/metrics", promhttp.HandlerFor(deps.Metrics, promhttp.HandlerOpts{Registry: deps.Metrics}))
+	s.registerDocs(r)
+	s.registerModels()
+	s.registerDevices()
+	return s
+}
+
+// RegisterCollectors adds the Go runtime and process collectors to reg.
+func RegisterCollectors(reg *prometheus.Registry) {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// API exposes the huma API (for the OpenAPI document).
+func (s *Server) API() huma.API { return s.api }
+
+// SetShuttingDown makes readiness fail so load balancers stop sending traffic.
+func (s *Server) SetShuttingDown() { s.shuttingDown.Store(true) }
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.shuttingDown.Load() {
+		writeJSON(w, 503, map[string]any{"status": "shutting down", "ready": false})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	ready := true
+	dbPart := map[string]any{"connected": false, "migrations_pending": nil, "ok": false}
+	if err := s.deps.DB.PingContext(ctx); err != nil {
+		ready = false
+		dbPart["error"] = err.Error()
+	} else {
+		dbPart["connected"] = true
+		pending, err := s.deps.DB.Pending(ctx)
+		if err != nil {
+			ready = false
+			dbPart["error"] = err.Error()
+		} else {
+			dbPart["migrations_pending"] = pending
+			dbPart["ok"] = pending == 0
+			ready = ready && pending == 0
+		}
+	}
+	storePart := map[string]any{"ok": true}
+	if s.deps.Store != nil {
+		if err := s.deps.Store.Check(ctx); err != nil {
+			ready = false
+			storePart = map[string]any{"ok": false, "error": err.Error()}
+		}
+	}
+	body := map[string]any{"ready": ready, "status": "ready", "database": dbPart, "storage": storePart}
+	status := 200
+	if !ready {
+		body["status"] = "not ready"
+		status = 503
+	}
+	writeJSON(w, status, body)
+}
+
+func (s *Server) registerDocs(r chi.Router) {
+	sub, _ := fs.Sub(docsFS, "docsui")
+	r.Get("/api/docs", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := fs.ReadFile(sub, "index.html")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'")
+		_, _ = w.Write(b)
+	})
+	r.Handle("/api/docs/assets/*", http.StripPrefix("/api/docs/assets/", http.FileServer(http.FS(sub))))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
