@@ -40,6 +40,28 @@ type Config struct {
 	ShutdownTimeout   time.Duration
 	ReadHeaderTimeout time.Duration
 	AppEnv            string
+
+	AuthMode                string
+	OIDCEnabled             bool
+	OIDCIssuerURL           string
+	OIDCAudience            string
+	OIDCClientID            string
+	OIDCClockSkew           time.Duration
+	OIDCCookieName          string
+	OIDCViewerRole          string
+	OIDCEditorRole          string
+	OIDCAdminRole           string
+	OIDCPipelineRole        string
+	DeviceFailuresPerMinute int
+	TrustProxyHeaders       bool
+}
+
+// Audience is the expected JWT audience: OIDC_AUDIENCE, else OIDC_CLIENT_ID.
+func (c *Config) Audience() string {
+	if c.OIDCAudience != "" {
+		return c.OIDCAudience
+	}
+	return c.OIDCClientID
 }
 
 // Setting describes one environment variable.
@@ -117,6 +139,27 @@ var Settings = []Setting{
 	{Name: "READ_HEADER_TIMEOUT", Default: "10s", Doc: "Time a client has to send request headers (slow-loris guard).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 	{Name: "APP_ENV", Default: "production", Doc: "`production`, `development` or `testing` (testing enables `/api/testing/*`).",
 		apply: func(c *Config, v string) error { return oneOf(&c.AppEnv, v, "production", "development", "testing") }},
+	{Name: "AUTH_MODE", Default: "standard", Doc: "`standard` (tokens, device secrets, optional OIDC) or `insecure-dev` (open admin API and `?device_key=` device identification; loopback `HOST` only).",
+		apply: func(c *Config, v string) error { return oneOf(&c.AuthMode, v, "standard", "insecure-dev") }},
+	{Name: "OIDC_ENABLED", Default: "false", Doc: "Accept JWTs from an OpenID Connect issuer (Authorization: Bearer or the session cookie).", apply: boolSetting(func(c *Config) *bool { return &c.OIDCEnabled })},
+	{Name: "OIDC_ISSUER_URL", Default: "", Doc: "Issuer URL; its `/.well-known/openid-configuration` names the JWKS.", apply: func(c *Config, v string) error { c.OIDCIssuerURL = v; return nil }},
+	{Name: "OIDC_AUDIENCE", Default: "", Doc: "Expected `aud` of tokens; defaults to `OIDC_CLIENT_ID`. Client roles are read from `resource_access[<audience>]`.", apply: func(c *Config, v string) error { c.OIDCAudience = v; return nil }},
+	{Name: "OIDC_CLIENT_ID", Default: "", Doc: "This service's client id at the issuer (audience fallback).", apply: func(c *Config, v string) error { c.OIDCClientID = v; return nil }},
+	{Name: "OIDC_CLOCK_SKEW_SECONDS", Default: "30", Doc: "Leeway on token expiry.", apply: func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 3600 {
+			return fmt.Errorf("must be an integer between 0 and 3600")
+		}
+		c.OIDCClockSkew = time.Duration(n) * time.Second
+		return nil
+	}},
+	{Name: "OIDC_COOKIE_NAME", Default: "access_token", Doc: "Cookie holding a browser session's JWT; writes with it must pass the same-origin check.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCCookieName, v) }},
+	{Name: "OIDC_VIEWER_ROLE", Default: "viewer", Doc: "IdP role name granting read access.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCViewerRole, v) }},
+	{Name: "OIDC_EDITOR_ROLE", Default: "editor", Doc: "IdP role name granting writes.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCEditorRole, v) }},
+	{Name: "OIDC_ADMIN_ROLE", Default: "admin", Doc: "IdP role name granting token management and the audit log.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCAdminRole, v) }},
+	{Name: "OIDC_PIPELINE_ROLE", Default: "pipeline", Doc: "IdP role name granting the pipeline API only.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCPipelineRole, v) }},
+	{Name: "DEVICE_AUTH_FAILURES_PER_MINUTE", Default: "10", Doc: "Failed device logins allowed per source address and per device key each minute before 429.", apply: intSetting(1, 100000, func(c *Config) *int { return &c.DeviceFailuresPerMinute })},
+	{Name: "TRUST_PROXY_HEADERS", Default: "false", Doc: "Take the client address from `X-Forwarded-For` (only behind a trusted proxy).", apply: boolSetting(func(c *Config) *bool { return &c.TrustProxyHeaders })},
 }
 
 func nonEmpty(dst *string, v string) error {
@@ -196,6 +239,14 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	if c.StorageBackend == "s3" && c.S3AccessKey == "" != (c.S3SecretKey == "") {
 		return nil, fmt.Errorf("invalid S3_ACCESS_KEY_ID/S3_SECRET_ACCESS_KEY: set both or neither")
 	}
+	if c.OIDCEnabled && (c.OIDCIssuerURL == "" || c.Audience() == "") {
+		return nil, fmt.Errorf("invalid OIDC_ENABLED=true: OIDC_ISSUER_URL and OIDC_AUDIENCE (or OIDC_CLIENT_ID) are required")
+	}
+	if c.AuthMode == "insecure-dev" {
+		if ip := net.ParseIP(c.Host); c.Host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return nil, fmt.Errorf("invalid AUTH_MODE=insecure-dev: HOST must be a loopback address, not %s", c.Host)
+		}
+	}
 	return c, nil
 }
 
@@ -244,3 +295,17 @@ func Names() []string {
 
 // Addr is the listen address.
 func (c *Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
+
+// MarkdownTable renders the settings table kept in the README.
+func MarkdownTable() string {
+	var b strings.Builder
+	b.WriteString("| setting | default | meaning |\n|---|---|---|\n")
+	for _, s := range Settings {
+		def := "(empty)"
+		if s.Default != "" {
+			def = "`" + s.Default + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", s.Name, def, s.Doc)
+	}
+	return b.String()
+}

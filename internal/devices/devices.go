@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/base32"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -184,34 +185,90 @@ func NewKey() string {
 	return strings.ToLower(keyEncoding.EncodeToString(b))
 }
 
-// CreateDevice validates config against the model and inserts a device with a fresh key.
-func (s *Service) CreateDevice(ctx context.Context, modelID int64, config string) (*Device, error) {
+// SecretHasher turns a device secret into its stored form (auth.Hash in production).
+type SecretHasher func(secret string) string
+
+// CreateDevice validates config against the model and inserts a device with a fresh key
+// and secret; the secret is returned only here.
+func (s *Service) CreateDevice(ctx context.Context, modelID int64, config string) (*Device, string, error) {
 	m, err := s.GetModel(ctx, modelID)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	f, err := checkConfig(config, m.ConfigSchema)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	secret := NewSecret()
 	// A key collision (1 in 2^40 per pair) is retried with a new key.
 	for attempt := 0; attempt < 8; attempt++ {
 		var id int64
 		now := db.Now()
 		err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 			return tx.QueryRowContext(ctx, `INSERT INTO devices (key, device_model_id, config, device_name, device_entity_id,
-				enable_ota, active, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id`,
-				NewKey(), modelID, config, f.name, f.entity, f.ota, true, now).Scan(&id)
+				enable_ota, active, secret_hash, secret_created_at, created_at, updated_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9) RETURNING id`,
+				NewKey(), modelID, config, f.name, f.entity, f.ota, true, s.hash(secret), now).Scan(&id)
 		})
 		if db.IsUniqueViolation(err) {
 			continue
 		}
 		if err != nil {
-			return nil, dbErr("create device", err)
+			return nil, "", dbErr("create device", err)
 		}
-		return s.GetDevice(ctx, id)
+		d, err := s.GetDevice(ctx, id)
+		return d, secret, err
 	}
-	return nil, fmt.Errorf("create device: no free key after retries: %w", err)
+	return nil, "", fmt.Errorf("create device: no free key after retries: %w", err)
+}
+
+// NewSecret returns a random 256-bit device secret.
+func NewSecret() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// RotateSecret issues a new secret for a device; the old one stops working at once.
+func (s *Service) RotateSecret(ctx context.Context, id int64) (*Device, string, error) {
+	secret := NewSecret()
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET secret_hash = $1, secret_created_at = $2 WHERE id = $3`, s.hash(secret), db.Now(), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return apperr.NotFoundf("Device %d was not found", id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", dbErr("rotate device secret", err)
+	}
+	d, err := s.GetDevice(ctx, id)
+	return d, secret, err
+}
+
+// Credentials returns a device and its stored secret hash ("" when it has none) by key.
+func (s *Service) Credentials(ctx context.Context, key string) (*Device, string, error) {
+	d, err := s.GetDeviceByKey(ctx, key)
+	if err != nil {
+		return nil, "", err
+	}
+	var h sql.NullString
+	if err := s.db.QueryRowContext(ctx, `SELECT secret_hash FROM devices WHERE id = $1`, d.ID).Scan(&h); err != nil {
+		return nil, "", dbErr("device credentials", err)
+	}
+	return d, h.String, nil
+}
+
+func (s *Service) hash(secret string) string {
+	if s.Hasher == nil {
+		panic("devices: Service.Hasher not set")
+	}
+	return s.Hasher(secret)
 }
 
 // UpdateDevice replaces a device's config and active flag.

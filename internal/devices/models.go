@@ -46,10 +46,12 @@ type Service struct {
 	BeforeDeviceDelete []func(ctx context.Context, tx *sql.Tx, d *Device) error
 	// AfterConfigChange runs after a device's config change committed (e.g. MQTT notify).
 	AfterConfigChange []func(ctx context.Context, d *Device)
+	// Hasher stores device secrets; required.
+	Hasher SecretHasher
 }
 
 // NewService returns a Service over d.
-func NewService(d *db.DB) *Service { return &Service{db: d} }
+func NewService(d *db.DB, hasher SecretHasher) *Service { return &Service{db: d, Hasher: hasher} }
 
 const modelColumns = `m.id, m.code, m.name, m.firmware_version, m.config_schema, m.created_at, m.updated_at,
 	(SELECT COUNT(*) FROM devices d WHERE d.device_model_id = m.id)`

@@ -7,6 +7,7 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
+	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
 )
 
@@ -51,11 +52,24 @@ func deviceBody(d *devices.Device) *DeviceBody {
 		Config:      d.Config, ClientID: d.ClientID(), CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
 }
 
-type deviceIDPath struct {
+type DeviceIDPath struct {
 	DeviceID int64 `path:"device_id" minimum:"1" doc:"Device id"`
 }
 
 type deviceOut struct{ Body *DeviceBody }
+
+// NewDeviceBody is a created device with its secret, returned once.
+type NewDeviceBody struct {
+	DeviceBody
+	Secret string `json:"secret" doc:"Device secret for HTTP Basic auth (device key as user name); shown only in this response"`
+}
+
+// CredentialsBody is a freshly issued device secret.
+type CredentialsBody struct {
+	DeviceKey       string    `json:"device_key"`
+	Secret          string    `json:"secret"`
+	SecretCreatedAt time.Time `json:"secret_created_at"`
+}
 
 type listDevicesOut struct {
 	Body struct {
@@ -94,16 +108,25 @@ func (s *Server) registerDevices() {
 				DeviceModelID int64  `json:"device_model_id" minimum:"1"`
 				Config        string `json:"config" doc:"Device configuration as JSON text"`
 			}
-		}) (*deviceOut, error) {
-			d, err := s.deps.Devices.CreateDevice(ctx, in.Body.DeviceModelID, in.Body.Config)
+		}) (*struct{ Body *NewDeviceBody }, error) {
+			d, secret, err := s.deps.Devices.CreateDevice(ctx, in.Body.DeviceModelID, in.Body.Config)
 			if err != nil {
 				return nil, err
 			}
-			return &deviceOut{Body: deviceBody(d)}, nil
+			return &struct{ Body *NewDeviceBody }{Body: &NewDeviceBody{DeviceBody: *deviceBody(d), Secret: secret}}, nil
+		})
+	huma.Register(s.api, huma.Operation{OperationID: "rotate-device-credentials", Method: http.MethodPost, Path: "/api/devices/{device_id}/credentials",
+		Summary: "Issue a new device secret; the old one stops working", Tags: tags},
+		func(ctx context.Context, in *DeviceIDPath) (*struct{ Body CredentialsBody }, error) {
+			d, secret, err := s.deps.Devices.RotateSecret(ctx, in.DeviceID)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body CredentialsBody }{Body: CredentialsBody{DeviceKey: d.Key, Secret: secret, SecretCreatedAt: db.Now()}}, nil
 		})
 	huma.Register(s.api, huma.Operation{OperationID: "get-device", Method: http.MethodGet, Path: "/api/devices/{device_id}",
 		Summary: "Get a device", Tags: tags},
-		func(ctx context.Context, in *deviceIDPath) (*deviceOut, error) {
+		func(ctx context.Context, in *DeviceIDPath) (*deviceOut, error) {
 			d, err := s.deps.Devices.GetDevice(ctx, in.DeviceID)
 			if err != nil {
 				return nil, err
@@ -113,7 +136,7 @@ func (s *Server) registerDevices() {
 	huma.Register(s.api, huma.Operation{OperationID: "update-device", Method: http.MethodPut, Path: "/api/devices/{device_id}",
 		Summary: "Replace a device's config and active flag", Tags: tags},
 		func(ctx context.Context, in *struct {
-			deviceIDPath
+			DeviceIDPath
 			Body struct {
 				Config string `json:"config"`
 				Active bool   `json:"active"`
@@ -127,7 +150,7 @@ func (s *Server) registerDevices() {
 		})
 	huma.Register(s.api, huma.Operation{OperationID: "delete-device", Method: http.MethodDelete, Path: "/api/devices/{device_id}",
 		Summary: "Delete a device", Tags: tags, DefaultStatus: 204},
-		func(ctx context.Context, in *deviceIDPath) (*struct{}, error) {
+		func(ctx context.Context, in *DeviceIDPath) (*struct{}, error) {
 			return nil, s.deps.Devices.DeleteDevice(ctx, in.DeviceID)
 		})
 }

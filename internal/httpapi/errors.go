@@ -55,6 +55,10 @@ var genericMessages = map[string]string{
 	"ROUTE_NOT_AVAILABLE":     "Testing endpoints require APP_ENV=testing",
 	"METHOD_NOT_ALLOWED":      "The method is not allowed for this resource",
 	"NOT_ACCEPTABLE":          "The requested content type cannot be produced",
+	"UNSUPPORTED_MEDIA_TYPE":  "The request body's content type is not supported",
+	"REQUEST_FAILED":          "The request could not be processed",
+	"PROCESSING_ERROR":        "An internal error occurred",
+	"CLIENT_CLOSED_REQUEST":   "The client closed the request",
 }
 
 func statusCode(status int) string {
@@ -77,10 +81,15 @@ func statusCode(status int) string {
 		return "PAYLOAD_TOO_LARGE"
 	case 429:
 		return "RATE_LIMITED"
+	case 415:
+		return "UNSUPPORTED_MEDIA_TYPE"
 	case 503:
 		return "SERVICE_UNAVAILABLE"
 	}
-	return ""
+	if status >= 500 {
+		return "PROCESSING_ERROR"
+	}
+	return "REQUEST_FAILED"
 }
 
 // newEnvelope builds the envelope for a status, message and optional cause.

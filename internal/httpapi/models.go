@@ -37,7 +37,7 @@ func modelBody(m *devices.Model) *ModelBody {
 	return &ModelBody{ModelSummary: modelSummary(m), ConfigSchema: m.ConfigSchema, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt}
 }
 
-type modelIDPath struct {
+type ModelIDPath struct {
 	ModelID int64 `path:"model_id" minimum:"1" doc:"Device model id"`
 }
 
@@ -52,7 +52,7 @@ type createModelIn struct {
 }
 
 type updateModelIn struct {
-	modelIDPath
+	ModelIDPath
 	Body struct {
 		Name         *string `json:"name,omitempty" required:"false" minLength:"1" maxLength:"255"`
 		ConfigSchema *string `json:"config_schema,omitempty" required:"false" doc:"null or absent leaves it unchanged"`
@@ -97,7 +97,7 @@ func (s *Server) registerModels() {
 		})
 	huma.Register(s.api, huma.Operation{OperationID: "get-device-model", Method: http.MethodGet, Path: "/api/device-models/{model_id}",
 		Summary: "Get a device model", Tags: tags},
-		func(ctx context.Context, in *modelIDPath) (*modelOut, error) {
+		func(ctx context.Context, in *ModelIDPath) (*modelOut, error) {
 			m, err := s.deps.Devices.GetModel(ctx, in.ModelID)
 			if err != nil {
 				return nil, err
@@ -115,7 +115,7 @@ func (s *Server) registerModels() {
 		})
 	huma.Register(s.api, huma.Operation{OperationID: "delete-device-model", Method: http.MethodDelete, Path: "/api/device-models/{model_id}",
 		Summary: "Delete a device model without devices", Tags: tags, DefaultStatus: 204},
-		func(ctx context.Context, in *modelIDPath) (*struct{}, error) {
+		func(ctx context.Context, in *ModelIDPath) (*struct{}, error) {
 			return nil, s.deps.Devices.DeleteModel(ctx, in.ModelID)
 		})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
 )
@@ -39,6 +40,11 @@ type Deps struct {
 	Devices *devices.Service
 	Metrics *prometheus.Registry
 	AppEnv  string
+	Auth    *auth.Authenticator
+	Tokens  *auth.Tokens
+	Audit   *auth.Audit
+	// InsecureDev logs a warning on every request.
+	InsecureDev bool
 }
 
 // Server is the HTTP API.
@@ -63,7 +69,7 @@ func New(deps Deps) *Server {
 	s := &Server{deps: deps}
 	r := chi.NewRouter()
 	m := newHTTPMetrics(deps.Metrics)
-	r.Use(withRequestID(deps.Log), m.observe)
+	r.Use(withRequestID(deps.Log), m.observe, s.authenticate)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeEnvelope(w, newEnvelope(r.Context(), 404, "RECORD_NOT_FOUND", "Resource not found"))
 	})
@@ -88,6 +94,8 @@ func New(deps Deps) *Server {
 	s.registerDocs(r)
 	s.registerModels()
 	s.registerDevices()
+	s.registerTokens()
+	s.registerIoT()
 	return s
 }
 

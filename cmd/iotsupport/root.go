@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/iotsupport/iotsupport/internal/app"
+	"github.com/iotsupport/iotsupport/internal/config"
+	"github.com/iotsupport/iotsupport/internal/httpapi"
+)
+
+// version is set with -ldflags "-X main.version=…"; otherwise taken from the build info.
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		rev, dirty := "", false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if rev != "" {
+			if len(rev) > 12 {
+				rev = rev[:12]
+			}
+			if dirty {
+				rev += "-dirty"
+			}
+			return "dev-" + rev
+		}
+	}
+	return "dev"
+}
+
+// exitErr carries a specific exit status.
+type exitErr struct {
+	code int
+	err  error
+}
+
+func (e *exitErr) Error() string { return e.err.Error() }
+
+func exitCode(err error) int {
+	var e *exitErr
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return 1
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "iotsupport",
+		Short:         "Firmware and core dump service for ESP32 fleets",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	httpapi.Version = buildVersion()
+	root.AddCommand(serveCmd(), migrateCmd(), configCmd(), versionCmd(), tokenCmd())
+	return root
+}
+
+func loadConfig() (*config.Config, error) {
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func serveCmd() *cobra.Command {
+	var noMigrate bool
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the HTTP API (applies pending migrations first unless --no-migrate)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			log := app.NewLogger(cfg, os.Stderr)
+			ctx, stop := signalContext()
+			defer stop()
+			d, err := app.OpenDB(ctx, cfg, !noMigrate, log)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			store, err := app.OpenStore(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			a, err := app.New(ctx, cfg, log, d, store)
+			if err != nil {
+				return err
+			}
+			if cfg.AuthMode == "insecure-dev" {
+				log.Warn("AUTH_MODE=insecure-dev: the admin API is open and devices are identified by ?device_key=; for local experiments only")
+			}
+			secret, err := a.EnsureAdminToken(ctx)
+			if err != nil {
+				return err
+			}
+			if secret != "" {
+				fmt.Fprintf(os.Stderr, "\n"+
+					"  ================================================================\n"+
+					"  First start: created API token \"initial-admin\" (role admin).\n"+
+					"  It is shown only now; store it safely:\n\n"+
+					"    %s\n\n"+
+					"  Use it as: curl -H 'Authorization: Bearer <token>' ...\n"+
+					"  Manage tokens with `iotsupport token create|list|revoke`.\n"+
+					"  ================================================================\n\n", secret)
+			}
+			return a.Serve(ctx, nil)
+		},
+	}
+	cmd.Flags().BoolVar(&noMigrate, "no-migrate", false, "refuse to start when the schema is behind instead of migrating")
+	return cmd
+}
+
+func migrateCmd() *cobra.Command {
+	var status bool
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply pending database migrations (--status lists them)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			log := app.NewLogger(cfg, os.Stderr)
+			if status {
+				d, err := openRaw(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				defer d.Close()
+				st, err := d.Status(ctx)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				for _, s := range st {
+					state := "pending"
+					if s.Applied {
+						state = "applied"
+					}
+					fmt.Fprintf(out, "%05d  %-8s %s\n", s.Version, state, s.Name)
+				}
+				return nil
+			}
+			d, err := app.OpenDB(ctx, cfg, true, log)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			fmt.Fprintln(cmd.OutOrStdout(), "database schema is up to date")
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&status, "status", false, "list migrations and whether each is applied")
+	return cmd
+}
+
+func configCmd() *cobra.Command {
+	var markdown bool
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Print the effective settings (secrets masked) and validate them",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if markdown {
+				fmt.Fprint(cmd.OutOrStdout(), config.MarkdownTable())
+				return nil
+			}
+			for _, l := range config.Effective(os.LookupEnv) {
+				fmt.Fprintln(cmd.OutOrStdout(), l)
+			}
+			_, err := loadConfig()
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&markdown, "markdown", false, "print the settings table of the README instead")
+	return cmd
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "iotsupport", buildVersion())
+		},
+	}
+}

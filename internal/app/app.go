@@ -1,0 +1,181 @@
+// Package app wires configuration, database, object storage, services and the HTTP
+// server into a running process. Commands in cmd/iotsupport call into it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iotsupport/iotsupport/internal/apperr"
+	"github.com/iotsupport/iotsupport/internal/auth"
+	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/config"
+	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/httpapi"
+)
+
+// NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT.
+func NewLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// OpenStore opens the configured object store (creating the S3 bucket when missing).
+func OpenStore(ctx context.Context, cfg *config.Config) (blob.Store, error) {
+	switch cfg.StorageBackend {
+	case "s3":
+		s, err := blob.NewS3(ctx, blob.S3Config{Endpoint: cfg.S3Endpoint, AccessKeyID: cfg.S3AccessKey, SecretAccessKey: cfg.S3SecretKey,
+			Bucket: cfg.S3Bucket, Region: cfg.S3Region, UseSSL: cfg.S3UseSSL, PathStyle: cfg.S3PathStyle})
+		if err != nil {
+			return nil, fmt.Errorf("object storage (S3 %s, bucket %s): %w", cfg.S3Endpoint, cfg.S3Bucket, err)
+		}
+		return s, nil
+	default:
+		s, err := blob.NewLocal(cfg.StorageDir)
+		if err != nil {
+			return nil, fmt.Errorf("object storage (directory %s): %w", cfg.StorageDir, err)
+		}
+		return s, nil
+	}
+}
+
+// OpenDB opens the database and brings the schema up to date, or refuses when
+// migrate is false and migrations are pending.
+func OpenDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Logger) (*db.DB, error) {
+	d, err := db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if migrate {
+		n, err := d.Migrate(ctx)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		if n > 0 {
+			log.Info("applied database migrations", "count", n)
+		}
+		return d, nil
+	}
+	pending, err := d.Pending(ctx)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	if pending > 0 {
+		d.Close()
+		return nil, fmt.Errorf("database schema is behind by %d migration(s); run `iotsupport migrate` or start without --no-migrate", pending)
+	}
+	return d, nil
+}
+
+// App is a running service's parts.
+type App struct {
+	Cfg     *config.Config
+	Log     *slog.Logger
+	DB      *db.DB
+	Store   blob.Store
+	Metrics *prometheus.Registry
+	Devices *devices.Service
+	Tokens  *auth.Tokens
+	Audit   *auth.Audit
+	Auth    *auth.Authenticator
+	HTTP    *httpapi.Server
+}
+
+// New builds every service over an open database and store. It contacts the OIDC
+// issuer when OIDC is enabled.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store) (*App, error) {
+	reg := prometheus.NewRegistry()
+	httpapi.RegisterCollectors(reg)
+	a := &App{Cfg: cfg, Log: log, DB: d, Store: store, Metrics: reg}
+	a.Devices = devices.NewService(d, auth.Hash)
+	a.Tokens = auth.NewTokens(d)
+	a.Audit = auth.NewAudit(d)
+	var verifier *auth.OIDC
+	if cfg.OIDCEnabled {
+		v, err := auth.NewOIDC(ctx, auth.OIDCConfig{IssuerURL: cfg.OIDCIssuerURL, Audience: cfg.Audience(), ClockSkew: cfg.OIDCClockSkew,
+			ViewerRole: cfg.OIDCViewerRole, EditorRole: cfg.OIDCEditorRole, AdminRole: cfg.OIDCAdminRole, PipelineRole: cfg.OIDCPipelineRole})
+		if err != nil {
+			return nil, err
+		}
+		verifier = v
+	}
+	a.Auth = auth.NewAuthenticator(a.Tokens, a.Devices, verifier, auth.Options{Mode: cfg.AuthMode, AppEnv: cfg.AppEnv,
+		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute, TrustProxy: cfg.TrustProxyHeaders}, log)
+	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Metrics: reg, AppEnv: cfg.AppEnv,
+		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev})
+	return a, nil
+}
+
+// EnsureAdminToken creates an admin token on first start when no token exists and
+// OIDC is off, so a fresh install is usable without being open. It returns the
+// secret ("" when nothing was created).
+func (a *App) EnsureAdminToken(ctx context.Context) (string, error) {
+	if a.Cfg.OIDCEnabled || a.Cfg.AuthMode == auth.ModeInsecureDev {
+		return "", nil
+	}
+	n, err := a.Tokens.ActiveCount(ctx)
+	if err != nil || n > 0 {
+		return "", err
+	}
+	_, secret, err := a.Tokens.Create(ctx, "initial-admin", string(auth.Admin))
+	if apperr.KindOf(err) == apperr.Exists {
+		return "", nil // another replica made it first
+	}
+	return secret, err
+}
+
+// Serve listens on the configured address until ctx is cancelled, then stops
+// accepting and lets in-flight requests finish within SHUTDOWN_TIMEOUT.
+func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
+	ln, err := net.Listen("tcp", a.Cfg.Addr())
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", a.Cfg.Addr(), err)
+	}
+	srv := &http.Server{
+		Handler:           a.HTTP,
+		ReadHeaderTimeout: a.Cfg.ReadHeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.Log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	a.Log.Info("listening", "addr", ln.Addr().String(), "database", strings.SplitN(a.Cfg.DatabaseURL, ":", 2)[0], "storage", a.Cfg.StorageBackend)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.Log.Info("shutting down", "timeout", a.Cfg.ShutdownTimeout.String())
+	a.HTTP.SetShuttingDown()
+	sctx, cancel := context.WithTimeout(context.Background(), a.Cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		a.Log.Warn("shutdown deadline passed; closing remaining connections", "error", err)
+		_ = srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

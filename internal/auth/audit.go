@@ -1,0 +1,67 @@
+package auth
+
+import (
+	"context"
+	"time"
+
+	"github.com/iotsupport/iotsupport/internal/db"
+)
+
+// AuditEntry is one write made through the API.
+type AuditEntry struct {
+	ID        int64     `json:"id"`
+	At        time.Time `json:"at"`
+	ActorKind string    `json:"actor_kind"`
+	Actor     string    `json:"actor"`
+	Method    string    `json:"method"`
+	Path      string    `json:"path"`
+	Route     string    `json:"route"`
+	Status    int       `json:"status"`
+	RequestID string    `json:"request_id"`
+}
+
+// Audit stores and lists audit entries.
+type Audit struct{ db *db.DB }
+
+// NewAudit returns the audit log over d.
+func NewAudit(d *db.DB) *Audit { return &Audit{db: d} }
+
+// Record appends an entry.
+func (a *Audit) Record(ctx context.Context, e AuditEntry) error {
+	if len(e.Path) > 500 {
+		e.Path = e.Path[:500]
+	}
+	_, err := a.db.ExecContext(ctx, `INSERT INTO audit_log (at, actor_kind, actor, method, path, route, status, request_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, db.Now(), e.ActorKind, e.Actor, e.Method, e.Path, e.Route, e.Status, e.RequestID)
+	return classify("record audit entry", err)
+}
+
+// List returns entries newest first, before beforeID when it is > 0, and the total count.
+func (a *Audit) List(ctx context.Context, limit int, beforeID int64) ([]AuditEntry, int, error) {
+	q := `SELECT id, at, actor_kind, actor, method, path, route, status, COALESCE(request_id, '') FROM audit_log`
+	args := []any{limit}
+	if beforeID > 0 {
+		q += ` WHERE id < $2`
+		args = append(args, beforeID)
+	}
+	rows, err := a.db.QueryContext(ctx, q+` ORDER BY id DESC LIMIT $1`, args...)
+	if err != nil {
+		return nil, 0, classify("list audit log", err)
+	}
+	defer rows.Close()
+	out := []AuditEntry{}
+	for rows.Next() {
+		var e AuditEntry
+		if err := rows.Scan(&e.ID, &e.At, &e.ActorKind, &e.Actor, &e.Method, &e.Path, &e.Route, &e.Status, &e.RequestID); err != nil {
+			return nil, 0, classify("list audit log", err)
+		}
+		e.At = e.At.UTC()
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, classify("list audit log", err)
+	}
+	var total int
+	err = a.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log`).Scan(&total)
+	return out, total, classify("count audit log", err)
+}

@@ -1,0 +1,277 @@
+package auth
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/iotsupport/iotsupport/internal/apperr"
+	"github.com/iotsupport/iotsupport/internal/devices"
+)
+
+// Mode values.
+const (
+	ModeStandard    = "standard"
+	ModeInsecureDev = "insecure-dev"
+)
+
+// DeviceStore looks devices up for authentication.
+type DeviceStore interface {
+	Credentials(ctx context.Context, key string) (*devices.Device, string, error)
+	GetDeviceByKey(ctx context.Context, key string) (*devices.Device, error)
+}
+
+// Options configure the Authenticator.
+type Options struct {
+	Mode       string
+	AppEnv     string
+	CookieName string
+	// DeviceFailuresPerMinute limits failed device logins per source address and per key.
+	DeviceFailuresPerMinute int
+	// TrustProxy takes the client address from X-Forwarded-For.
+	TrustProxy bool
+}
+
+// Authenticator resolves identities and checks route policy.
+type Authenticator struct {
+	tokens  *Tokens
+	devices DeviceStore
+	oidc    *OIDC // nil when OIDC is disabled
+	opts    Options
+	limiter *FailureLimiter
+	log     *slog.Logger
+}
+
+// NewAuthenticator builds an Authenticator; oidc may be nil.
+func NewAuthenticator(tokens *Tokens, devs DeviceStore, oidc *OIDC, opts Options, log *slog.Logger) *Authenticator {
+	if opts.CookieName == "" {
+		opts.CookieName = "access_token"
+	}
+	if opts.DeviceFailuresPerMinute <= 0 {
+		opts.DeviceFailuresPerMinute = 10
+	}
+	return &Authenticator{tokens: tokens, devices: devs, oidc: oidc, opts: opts,
+		limiter: NewFailureLimiter(opts.DeviceFailuresPerMinute, time.Minute), log: log}
+}
+
+var deviceClientID = regexp.MustCompile(`^iotdevice-([a-z0-9_]+)-([a-z0-9]{8})$`)
+
+func unauthenticated(msg string) error {
+	return &apperr.Error{Kind: apperr.Unauthenticated, Msg: msg}
+}
+
+func forbidden(msg string) error {
+	return &apperr.Error{Kind: apperr.Forbidden, Msg: msg}
+}
+
+// dummyHash is compared against when a device key is unknown, so the work done does
+// not reveal whether the key exists.
+var dummyHash = Hash("no-such-device")
+
+// Authenticate returns the caller's identity for a route with the given need. A request
+// without credentials is a 401; bad credentials are a 401 (or 429 when rate-limited).
+func (a *Authenticator) Authenticate(r *http.Request, need Need) (*Identity, error) {
+	ctx := r.Context()
+	if a.opts.Mode == ModeInsecureDev {
+		return a.insecure(r, need)
+	}
+	authz := r.Header.Get("Authorization")
+	switch {
+	case strings.HasPrefix(authz, "Basic "):
+		return a.basicDevice(r)
+	case strings.HasPrefix(authz, "Bearer "):
+		raw := strings.TrimSpace(strings.TrimPrefix(authz, "Bearer "))
+		if strings.HasPrefix(raw, TokenPrefix) {
+			id, err := a.tokens.Authenticate(ctx, raw)
+			if err != nil {
+				return nil, err
+			}
+			if id == nil {
+				return nil, unauthenticated("Invalid or revoked API token")
+			}
+			return id, nil
+		}
+		return a.jwt(ctx, raw, false)
+	case authz != "":
+		return nil, unauthenticated("Unsupported Authorization scheme")
+	}
+	if a.oidc != nil && need != DeviceOnly {
+		if c, err := r.Cookie(a.opts.CookieName); err == nil && c.Value != "" {
+			return a.jwt(ctx, c.Value, true)
+		}
+	}
+	if need == DeviceOnly {
+		return nil, unauthenticated("Device authentication required")
+	}
+	return nil, unauthenticated("Authentication is required")
+}
+
+func (a *Authenticator) jwt(ctx context.Context, raw string, fromCookie bool) (*Identity, error) {
+	if a.oidc == nil {
+		return nil, unauthenticated("Invalid API token")
+	}
+	c, err := a.oidc.Verify(ctx, raw)
+	if err != nil {
+		return nil, unauthenticated("Invalid token: " + err.Error())
+	}
+	if m := deviceClientID.FindStringSubmatch(c.Azp); m != nil && !fromCookie {
+		d, err := a.devices.GetDeviceByKey(ctx, m[2])
+		if apperr.KindOf(err) == apperr.NotFound {
+			return nil, unauthenticated("Unknown device")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if d.ModelCode != m[1] {
+			return nil, unauthenticated("Device client id does not match the device's model")
+		}
+		return deviceIdentity(d), nil
+	}
+	return &Identity{Kind: KindOIDC, Name: c.Subject, Roles: a.oidc.MapRoles(c.Roles), FromCookie: fromCookie}, nil
+}
+
+func deviceIdentity(d *devices.Device) *Identity {
+	return &Identity{Kind: KindDevice, Name: d.Key, DeviceID: d.ID, DeviceKey: d.Key, Active: d.Active}
+}
+
+func (a *Authenticator) basicDevice(r *http.Request) (*Identity, error) {
+	key, secret, ok := r.BasicAuth()
+	if !ok {
+		return nil, unauthenticated("Malformed Basic credentials")
+	}
+	src := "ip:" + a.clientIP(r)
+	for _, k := range []string{src, "key:" + key} {
+		if blocked, wait := a.limiter.Blocked(k); blocked {
+			secs := int(wait.Seconds()) + 1
+			return nil, &apperr.Error{Kind: apperr.RateLimited, Msg: fmt.Sprintf("Too many failed device logins; retry in %d s", secs), RetryAfterSeconds: secs}
+		}
+	}
+	var d *devices.Device
+	stored := dummyHash
+	if devices.KeyPattern.MatchString(key) {
+		dev, h, err := a.devices.Credentials(r.Context(), key)
+		if err != nil && apperr.KindOf(err) != apperr.NotFound {
+			return nil, err
+		}
+		if err == nil && h != "" {
+			d, stored = dev, h
+		}
+	}
+	match := subtle.ConstantTimeCompare([]byte(Hash(secret)), []byte(stored)) == 1
+	if d == nil || !match {
+		a.limiter.Fail(src)
+		a.limiter.Fail("key:" + key)
+		return nil, unauthenticated("Invalid device credentials")
+	}
+	return deviceIdentity(d), nil
+}
+
+func (a *Authenticator) insecure(r *http.Request, need Need) (*Identity, error) {
+	if need != DeviceOnly {
+		return &Identity{Kind: KindInsecure, Name: "insecure-dev", Roles: map[Role]bool{Admin: true, Pipeline: true}}, nil
+	}
+	key := r.URL.Query().Get("device_key")
+	if key == "" {
+		return nil, unauthenticated("Device authentication required")
+	}
+	d, err := a.devices.GetDeviceByKey(r.Context(), key)
+	if err != nil {
+		return nil, err
+	}
+	return deviceIdentity(d), nil
+}
+
+// Authorize checks that id may call a route with the given need and method.
+func (a *Authenticator) Authorize(r *http.Request, id *Identity, need Need) error {
+	switch need {
+	case Public, TestingOnly:
+		return nil
+	case DeviceOnly:
+		if !id.IsDevice() {
+			return forbidden("Only devices may call this endpoint")
+		}
+		if !id.Active {
+			return forbidden("Device is inactive")
+		}
+		return nil
+	}
+	if id.IsDevice() {
+		return forbidden("Devices may not call this endpoint")
+	}
+	if len(id.Roles) == 0 {
+		return forbidden("No recognized role -- access denied")
+	}
+	var ok bool
+	switch need {
+	case PipelineOnly:
+		ok = id.Has(Pipeline)
+	case ViewerRole:
+		ok = id.Has(Viewer)
+	case EditorRole:
+		ok = id.Has(Editor)
+	case AdminRole:
+		ok = id.Has(Admin)
+	}
+	if !ok {
+		return forbidden("Your role does not allow this operation")
+	}
+	if id.FromCookie && !safeMethod(r.Method) && !sameOrigin(r) {
+		return forbidden("Cross-site request refused (Origin/Referer does not match)")
+	}
+	return nil
+}
+
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// sameOrigin is the CSRF defence for cookie sessions: a browser always sends Origin
+// (or at least Referer) on cross-site writes, and it must name this host.
+func sameOrigin(r *http.Request) bool {
+	src := r.Header.Get("Origin")
+	if src == "" || src == "null" {
+		src = r.Header.Get("Referer")
+	}
+	if src == "" {
+		return false
+	}
+	host := r.Host
+	if fh := r.Header.Get("X-Forwarded-Host"); fh != "" {
+		host = fh
+	}
+	rest, ok := strings.CutPrefix(src, "https://")
+	if !ok {
+		rest, ok = strings.CutPrefix(src, "http://")
+	}
+	if !ok {
+		return false
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	return strings.EqualFold(rest, host)
+}
+
+func (a *Authenticator) clientIP(r *http.Request) string {
+	if a.opts.TrustProxy {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			parts := strings.Split(xff, ",")
+			return strings.TrimSpace(parts[len(parts)-1])
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// ErrInsecureNotLoopback is returned when insecure-dev mode is asked for on a public address.
+var ErrInsecureNotLoopback = errors.New("AUTH_MODE=insecure-dev requires HOST to be a loopback address")

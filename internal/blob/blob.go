@@ -1,0 +1,120 @@
+// Package blob is the object store: one small interface with a local-directory and an
+// S3 backend, and one compliance suite that every backend passes.
+package blob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+var (
+	// ErrNotFound: the object does not exist.
+	ErrNotFound = errors.New("object not found")
+	// ErrUnavailable: the store could not be reached or failed (answer 503, retry later).
+	ErrUnavailable = errors.New("object storage unavailable")
+	// ErrInvalidKey: the key is not acceptable (escapes, empty segments, control characters).
+	ErrInvalidKey = errors.New("invalid object key")
+	// ErrInvalidRange: the requested range starts beyond the object.
+	ErrInvalidRange = errors.New("invalid range")
+)
+
+// Info describes a stored object.
+type Info struct {
+	Key     string
+	Size    int64
+	ETag    string
+	ModTime time.Time
+}
+
+// Range selects bytes [Offset, Offset+Length); Length < 0 means to the end.
+type Range struct {
+	Offset, Length int64
+}
+
+// Store is an object store.
+type Store interface {
+	// Put stores exactly size bytes from r under key, atomically: readers see the old
+	// object or the whole new one, and a short or failing reader leaves no object.
+	Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error
+	// Get opens the object, or the given range of it; Info.Size is the whole object's size.
+	Get(ctx context.Context, key string, rng *Range) (io.ReadCloser, Info, error)
+	Stat(ctx context.Context, key string) (Info, error)
+	// Delete removes the object; a missing object is not an error.
+	Delete(ctx context.Context, key string) error
+	// List returns up to limit objects whose keys start with prefix and sort after
+	// startAfter, in lexical order, and whether more follow.
+	List(ctx context.Context, prefix, startAfter string, limit int) ([]Info, bool, error)
+	// Check reports whether the store is reachable and usable (readiness).
+	Check(ctx context.Context) error
+}
+
+// ValidKey checks a key: 1-1024 bytes, '/'-separated non-empty segments that are not
+// "." or "..", no leading '/', no backslash, no control characters.
+func ValidKey(key string) error {
+	if key == "" || len(key) > 1024 {
+		return fmt.Errorf("%w: length %d", ErrInvalidKey, len(key))
+	}
+	if strings.HasPrefix(key, "/") || strings.ContainsRune(key, '\\') {
+		return fmt.Errorf("%w: %q", ErrInvalidKey, key)
+	}
+	for _, c := range key {
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("%w: control character in %q", ErrInvalidKey, key)
+		}
+	}
+	for _, seg := range strings.Split(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w: bad segment in %q", ErrInvalidKey, key)
+		}
+	}
+	return nil
+}
+
+// validPrefix accepts "" or a valid key optionally followed by "/".
+func validPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	return ValidKey(strings.TrimSuffix(prefix, "/"))
+}
+
+// Walk calls fn for every object under prefix, page by page.
+func Walk(ctx context.Context, s Store, prefix string, fn func(Info) error) error {
+	after := ""
+	for {
+		items, more, err := s.List(ctx, prefix, after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if err := fn(it); err != nil {
+				return err
+			}
+		}
+		if !more || len(items) == 0 {
+			return nil
+		}
+		after = items[len(items)-1].Key
+	}
+}
+
+// DeletePrefix deletes every object under prefix and returns how many it deleted.
+func DeletePrefix(ctx context.Context, s Store, prefix string) (int, error) {
+	if prefix == "" || !strings.HasSuffix(prefix, "/") {
+		return 0, fmt.Errorf("%w: prefix %q must be non-empty and end with /", ErrInvalidKey, prefix)
+	}
+	var keys []string
+	if err := Walk(ctx, s, prefix, func(i Info) error { keys = append(keys, i.Key); return nil }); err != nil {
+		return 0, err
+	}
+	for i, k := range keys {
+		if err := s.Delete(ctx, k); err != nil {
+			return i, err
+		}
+	}
+	return len(keys), nil
+}

@@ -1,0 +1,227 @@
+// Package outbox deletes objects only after the transaction that removed their rows
+// has committed (DESIGN.md consistency rule 2). Deletions are queued in the
+// blob_deletions table inside that transaction; a worker drains it with backoff.
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/db"
+)
+
+// Enqueue records exact object keys for deletion, inside tx.
+func Enqueue(ctx context.Context, tx *sql.Tx, keys ...string) error {
+	return enqueue(ctx, tx, false, keys)
+}
+
+// EnqueuePrefix records that every object under prefix (which must end in "/") is to be deleted.
+func EnqueuePrefix(ctx context.Context, tx *sql.Tx, prefix string) error {
+	if !strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("outbox: prefix %q must end with /", prefix)
+	}
+	return enqueue(ctx, tx, true, []string{prefix})
+}
+
+func enqueue(ctx context.Context, tx *sql.Tx, prefix bool, keys []string) error {
+	now := db.Now()
+	for _, k := range keys {
+		if err := blob.ValidKey(strings.TrimSuffix(k, "/")); err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blob_deletions (key, is_prefix, created_at, next_attempt_at) VALUES ($1, $2, $3, $3)`,
+			k, prefix, now); err != nil {
+			return fmt.Errorf("queue deletion of %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// Settle runs, inside tx and before new objects are written under prefix, every queued
+// deletion that overlaps it, so a late worker can never delete objects that a new row
+// owns (e.g. a model deleted and re-created with the same code before the queue drained).
+func Settle(ctx context.Context, tx *sql.Tx, store blob.Store, prefix string) error {
+	// substr comparisons instead of LIKE: keys contain '_' and SQLite's LIKE ignores case.
+	rows, err := tx.QueryContext(ctx, `SELECT id, key, is_prefix FROM blob_deletions
+		WHERE substr(key, 1, length(CAST($1 AS TEXT))) = CAST($1 AS TEXT)
+		   OR (is_prefix AND substr(CAST($1 AS TEXT), 1, length(key)) = key)`, prefix)
+	if err != nil {
+		return fmt.Errorf("settle deletions under %s: %w", prefix, err)
+	}
+	type entry struct {
+		id     int64
+		key    string
+		prefix bool
+	}
+	var es []entry
+	for rows.Next() {
+		var e entry
+		if err := rows.Scan(&e.id, &e.key, &e.prefix); err != nil {
+			rows.Close()
+			return err
+		}
+		es = append(es, e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, e := range es {
+		if err := deleteObjects(ctx, store, e.key, e.prefix); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM blob_deletions WHERE id = $1`, e.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func deleteObjects(ctx context.Context, store blob.Store, key string, prefix bool) error {
+	if prefix {
+		_, err := blob.DeletePrefix(ctx, store, key)
+		return err
+	}
+	return store.Delete(ctx, key)
+}
+
+// Worker drains the outbox.
+type Worker struct {
+	db       *db.DB
+	store    blob.Store
+	log      *slog.Logger
+	Interval time.Duration
+	MaxDelay time.Duration
+
+	backlog  prometheus.GaugeFunc
+	deleted  prometheus.Counter
+	failures prometheus.Counter
+}
+
+// NewWorker returns a worker; reg may be nil.
+func NewWorker(d *db.DB, store blob.Store, log *slog.Logger, reg prometheus.Registerer) *Worker {
+	w := &Worker{db: d, store: store, log: log, Interval: 2 * time.Second, MaxDelay: 5 * time.Minute,
+		deleted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "iotsupport_outbox_deleted_total", Help: "Queued object deletions completed."}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "iotsupport_outbox_failures_total", Help: "Failed attempts at queued object deletions."}),
+	}
+	if reg != nil {
+		w.backlog = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "iotsupport_outbox_backlog", Help: "Object deletions waiting in the outbox."},
+			func() float64 {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				n, _, _ := Backlog(ctx, d)
+				return float64(n)
+			})
+		reg.MustRegister(w.backlog, w.deleted, w.failures)
+	}
+	return w
+}
+
+// Backlog returns how many deletions are queued and when the oldest was queued.
+func Backlog(ctx context.Context, d *db.DB) (int, *time.Time, error) {
+	var n int
+	var oldest sql.NullTime
+	err := d.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM blob_deletions`).Scan(&n, &oldest)
+	if err != nil {
+		return 0, nil, err
+	}
+	if !oldest.Valid {
+		return n, nil, nil
+	}
+	t := oldest.Time.UTC()
+	return n, &t, nil
+}
+
+// Run drains until ctx ends.
+func (w *Worker) Run(ctx context.Context) {
+	t := time.NewTicker(w.Interval)
+	defer t.Stop()
+	for {
+		if _, _, err := w.Drain(ctx); err != nil && ctx.Err() == nil {
+			w.log.Warn("outbox drain", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Drain processes every due entry once and reports how many succeeded and failed.
+func (w *Worker) Drain(ctx context.Context) (done, failed int, err error) {
+	for ctx.Err() == nil {
+		ok, more, err := w.one(ctx)
+		if err != nil {
+			return done, failed, err
+		}
+		if !more {
+			return done, failed, nil
+		}
+		if ok {
+			done++
+		} else {
+			failed++
+		}
+	}
+	return done, failed, ctx.Err()
+}
+
+// one handles the oldest due entry in its own transaction, holding its row while the
+// objects are deleted so Settle in a concurrent upload waits for it.
+func (w *Worker) one(ctx context.Context) (ok, more bool, err error) {
+	lock := ""
+	if w.db.Dialect == db.Postgres {
+		lock = " FOR UPDATE SKIP LOCKED"
+	}
+	err = w.db.Tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		var key string
+		var prefix bool
+		var attempts int
+		err := tx.QueryRowContext(ctx, `SELECT id, key, is_prefix, attempts FROM blob_deletions WHERE next_attempt_at <= $1
+			ORDER BY next_attempt_at, id LIMIT 1`+lock, db.Now()).Scan(&id, &key, &prefix, &attempts)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		more = true
+		dctx, cancel := context.WithTimeout(ctx, time.Minute)
+		derr := deleteObjects(dctx, w.store, key, prefix)
+		cancel()
+		if derr == nil {
+			ok = true
+			w.deleted.Inc()
+			_, err = tx.ExecContext(ctx, `DELETE FROM blob_deletions WHERE id = $1`, id)
+			return err
+		}
+		w.failures.Inc()
+		delay := time.Second << min(attempts, 16)
+		if delay > w.MaxDelay {
+			delay = w.MaxDelay
+		}
+		msg := derr.Error()
+		if len(msg) > 1000 {
+			msg = msg[:1000]
+		}
+		w.log.Warn("queued object deletion failed; will retry", "key", key, "attempt", attempts+1, "retry_in", delay.String(), "error", msg)
+		_, err = tx.ExecContext(ctx, `UPDATE blob_deletions SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3`,
+			db.Now().Add(delay), msg, id)
+		return err
+	})
+	if err != nil {
+		return false, false, db.Classify(err)
+	}
+	// A failed entry is rescheduled into the future, so the loop moves on to the next one.
+	return ok, more, nil
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, vet, staticcheck, then every package's tests.
+# Storage-touching suites run on SQLite + a local directory and on PostgreSQL
+# (127.0.0.1:5432, database test) + a real S3 server (versitygw, started by the tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin="${XDG_CACHE_HOME:-$HOME/.cache}/iotsupport/bin"
+mkdir -p "$bin"
+VERSITYGW_BIN="$(bash scripts/install-versitygw.sh)"
+export VERSITYGW_BIN
+if [ ! -x "$bin/staticcheck" ]; then
+  echo "installing staticcheck into $bin" >&2
+  GOBIN="$bin" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+
+unformatted=$(gofmt -l cmd internal)
+if [ -n "$unformatted" ]; then
+  echo "not gofmt-formatted:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+go vet ./...
+"$bin/staticcheck" ./...
+go test -count=1 -timeout 30m ./...
