@@ -22,6 +22,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/httpapi"
+	"github.com/iotsupport/iotsupport/internal/outbox"
 )
 
 // NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT.
@@ -95,6 +96,7 @@ type App struct {
 	Tokens  *auth.Tokens
 	Audit   *auth.Audit
 	Auth    *auth.Authenticator
+	Outbox  *outbox.Worker
 	HTTP    *httpapi.Server
 }
 
@@ -118,8 +120,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	}
 	a.Auth = auth.NewAuthenticator(a.Tokens, a.Devices, verifier, auth.Options{Mode: cfg.AuthMode, AppEnv: cfg.AppEnv,
 		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute, TrustProxy: cfg.TrustProxyHeaders}, log)
+	a.Outbox = outbox.NewWorker(d, store, log, reg)
 	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Metrics: reg, AppEnv: cfg.AppEnv,
-		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev})
+		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
 	return a, nil
 }
 
@@ -159,6 +163,9 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	go a.Outbox.Run(bg)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

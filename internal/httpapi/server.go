@@ -45,6 +45,8 @@ type Deps struct {
 	Audit   *auth.Audit
 	// InsecureDev logs a warning on every request.
 	InsecureDev bool
+	// Backlog reports queued object deletions (readiness shows it; it never fails readiness).
+	Backlog func(ctx context.Context) (int, *time.Time, error)
 }
 
 // Server is the HTTP API.
@@ -145,6 +147,17 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	body := map[string]any{"ready": ready, "status": "ready", "database": dbPart, "storage": storePart}
+	if s.deps.Backlog != nil && dbPart["connected"] == true {
+		if n, oldest, err := s.deps.Backlog(ctx); err == nil {
+			ob := map[string]any{"backlog": n, "degraded": false}
+			if oldest != nil {
+				ob["oldest"] = oldest.Format(time.RFC3339)
+				// Deletions waiting over 10 minutes mean the store refuses them: degraded, not failing.
+				ob["degraded"] = time.Since(*oldest) > 10*time.Minute
+			}
+			body["outbox"] = ob
+		}
+	}
 	status := 200
 	if !ready {
 		body["status"] = "not ready"

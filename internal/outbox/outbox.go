@@ -128,16 +128,16 @@ func NewWorker(d *db.DB, store blob.Store, log *slog.Logger, reg prometheus.Regi
 // Backlog returns how many deletions are queued and when the oldest was queued.
 func Backlog(ctx context.Context, d *db.DB) (int, *time.Time, error) {
 	var n int
-	var oldest sql.NullTime
-	err := d.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM blob_deletions`).Scan(&n, &oldest)
-	if err != nil {
+	if err := d.QueryRowContext(ctx, `SELECT COUNT(*) FROM blob_deletions`).Scan(&n); err != nil || n == 0 {
 		return 0, nil, err
 	}
-	if !oldest.Valid {
-		return n, nil, nil
+	// Selected as a plain column (not MIN) so SQLite's driver still parses it as a time.
+	var oldest time.Time
+	if err := d.QueryRowContext(ctx, `SELECT created_at FROM blob_deletions ORDER BY created_at LIMIT 1`).Scan(&oldest); err != nil {
+		return n, nil, err
 	}
-	t := oldest.Time.UTC()
-	return n, &t, nil
+	oldest = oldest.UTC()
+	return n, &oldest, nil
 }
 
 // Run drains until ctx ends.

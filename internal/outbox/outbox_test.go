@@ -1,0 +1,120 @@
+package outbox_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/outbox"
+	"github.com/iotsupport/iotsupport/internal/testenv"
+)
+
+// flaky fails every Delete while down is set.
+type flaky struct {
+	blob.Store
+	down bool
+}
+
+func (f *flaky) Delete(ctx context.Context, key string) error {
+	if f.down {
+		return blob.ErrUnavailable
+	}
+	return f.Store.Delete(ctx, key)
+}
+
+func putObj(t *testing.T, s blob.Store, key string) {
+	t.Helper()
+	if err := s.Put(context.Background(), key, bytes.NewReader([]byte(key)), int64(len(key)), ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOutboxDeletesOnlyAfterCommitAndRetries(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		ctx := context.Background()
+		st := &flaky{Store: env.Store}
+		for _, k := range []string{"coredumps/aaaaaaaa/1.dmp", "coredumps/aaaaaaaa/2.dmp", "firmware/m/1.0/firmware.bin", "keep/me"} {
+			putObj(t, st, k)
+		}
+		// A rolled-back transaction queues nothing.
+		_ = env.DB.Tx(ctx, func(tx *sql.Tx) error {
+			if err := outbox.Enqueue(ctx, tx, "keep/me"); err != nil {
+				t.Fatal(err)
+			}
+			return errors.New("roll back")
+		})
+		if err := env.DB.Tx(ctx, func(tx *sql.Tx) error {
+			if err := outbox.EnqueuePrefix(ctx, tx, "coredumps/aaaaaaaa/"); err != nil {
+				return err
+			}
+			return outbox.Enqueue(ctx, tx, "firmware/m/1.0/firmware.bin")
+		}); err != nil {
+			t.Fatal(err)
+		}
+		w := outbox.NewWorker(env.DB, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		st.down = true
+		done, failed, err := w.Drain(ctx)
+		if err != nil || done != 0 || failed != 2 {
+			t.Fatalf("drain while down: done=%d failed=%d err=%v", done, failed, err)
+		}
+		if n, _, _ := outbox.Backlog(ctx, env.DB); n != 2 {
+			t.Fatalf("backlog %d", n)
+		}
+		// Failed entries wait for their backoff; make them due now.
+		testenv.MustExec(t, env.DB, `UPDATE blob_deletions SET next_attempt_at = created_at`)
+		var attempts int
+		_ = env.DB.QueryRowContext(ctx, `SELECT MIN(attempts) FROM blob_deletions`).Scan(&attempts)
+		if attempts != 1 {
+			t.Fatalf("attempts %d", attempts)
+		}
+		st.down = false
+		done, failed, err = w.Drain(ctx)
+		if err != nil || done != 2 || failed != 0 {
+			t.Fatalf("drain: done=%d failed=%d err=%v", done, failed, err)
+		}
+		items, _, _ := env.Store.List(ctx, "", "", 100)
+		if len(items) != 1 || items[0].Key != "keep/me" {
+			t.Fatalf("objects left: %+v", items)
+		}
+		if n, _, _ := outbox.Backlog(ctx, env.DB); n != 0 {
+			t.Fatalf("backlog %d after drain", n)
+		}
+	})
+}
+
+func TestSettleRunsOverlappingDeletionsBeforeNewWrites(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		ctx := context.Background()
+		putObj(t, env.Store, "firmware/lamp/1.0/firmware.bin")
+		putObj(t, env.Store, "firmware/lamp/2.0/firmware.bin")
+		putObj(t, env.Store, "firmware/lamp_x/1.0/firmware.bin")
+		// The model was deleted (whole prefix queued) and is re-created before the worker ran.
+		if err := env.DB.Tx(ctx, func(tx *sql.Tx) error { return outbox.EnqueuePrefix(ctx, tx, "firmware/lamp/") }); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.DB.Tx(ctx, func(tx *sql.Tx) error {
+			if err := outbox.Settle(ctx, tx, env.Store, "firmware/lamp/1.0/"); err != nil {
+				return err
+			}
+			putObj(t, env.Store, "firmware/lamp/1.0/firmware.bin")
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		w := outbox.NewWorker(env.DB, env.Store, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		if _, _, err := w.Drain(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		_ = blob.Walk(ctx, env.Store, "", func(i blob.Info) error { keys = append(keys, i.Key); return nil })
+		want := []string{"firmware/lamp/1.0/firmware.bin", "firmware/lamp_x/1.0/firmware.bin"}
+		if len(keys) != 2 || keys[0] != want[0] || keys[1] != want[1] {
+			t.Fatalf("objects %v, want %v (new upload kept, old version deleted, similar prefix untouched)", keys, want)
+		}
+	})
+}
