@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 var (
@@ -18,8 +19,12 @@ var (
 	ErrUnavailable = errors.New("object storage unavailable")
 	// ErrInvalidKey: the key is not acceptable (escapes, empty segments, control characters).
 	ErrInvalidKey = errors.New("invalid object key")
-	// ErrInvalidRange: the requested range starts beyond the object.
+	// ErrInvalidRange: the requested range is empty, negative or starts at or beyond the
+	// end of the object (so any range of an empty object is invalid, like HTTP 416).
 	ErrInvalidRange = errors.New("invalid range")
+	// ErrSizeMismatch: Put's reader delivered fewer or more bytes than the declared size.
+	// It is the client's fault (400), not the store's, so it is not ErrUnavailable.
+	ErrSizeMismatch = errors.New("object size mismatch")
 )
 
 // Info describes a stored object.
@@ -38,7 +43,9 @@ type Range struct {
 // Store is an object store.
 type Store interface {
 	// Put stores exactly size bytes from r under key, atomically: readers see the old
-	// object or the whole new one, and a short or failing reader leaves no object.
+	// object or the whole new one, and a short, long or failing reader leaves no object.
+	// Errors from r are returned wrapped (never as ErrUnavailable), so callers can tell
+	// a broken or oversized upload (http.MaxBytesError) from a storage outage.
 	Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error
 	// Get opens the object, or the given range of it; Info.Size is the whole object's size.
 	Get(ctx context.Context, key string, rng *Range) (io.ReadCloser, Info, error)
@@ -61,6 +68,9 @@ func ValidKey(key string) error {
 	if strings.HasPrefix(key, "/") || strings.ContainsRune(key, '\\') {
 		return fmt.Errorf("%w: %q", ErrInvalidKey, key)
 	}
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("%w: not UTF-8: %q", ErrInvalidKey, key)
+	}
 	for _, c := range key {
 		if c < 0x20 || c == 0x7f {
 			return fmt.Errorf("%w: control character in %q", ErrInvalidKey, key)
@@ -70,6 +80,21 @@ func ValidKey(key string) error {
 		if seg == "" || seg == "." || seg == ".." {
 			return fmt.Errorf("%w: bad segment in %q", ErrInvalidKey, key)
 		}
+	}
+	return nil
+}
+
+// checkRange validates a range before any I/O; size checks happen in the backends.
+func checkRange(rng *Range) error {
+	if rng != nil && (rng.Offset < 0 || rng.Length == 0) {
+		return fmt.Errorf("%w: offset %d length %d", ErrInvalidRange, rng.Offset, rng.Length)
+	}
+	return nil
+}
+
+func checkSize(size int64) error {
+	if size < 0 {
+		return fmt.Errorf("%w: negative size %d", ErrSizeMismatch, size)
 	}
 	return nil
 }
@@ -102,7 +127,8 @@ func Walk(ctx context.Context, s Store, prefix string, fn func(Info) error) erro
 	}
 }
 
-// DeletePrefix deletes every object under prefix and returns how many it deleted.
+// DeletePrefix deletes every object under prefix and returns how many it deleted. The
+// prefix must end with '/' so a typo can never widen it to unrelated keys (or all).
 func DeletePrefix(ctx context.Context, s Store, prefix string) (int, error) {
 	if prefix == "" || !strings.HasSuffix(prefix, "/") {
 		return 0, fmt.Errorf("%w: prefix %q must be non-empty and end with /", ErrInvalidKey, prefix)
@@ -117,4 +143,75 @@ func DeletePrefix(ctx context.Context, s Store, prefix string) (int, error) {
 		}
 	}
 	return len(keys), nil
+}
+
+// exactReader passes through exactly size bytes of r and fails if r ends early or holds
+// more. It remembers the first such failure (or r's own error) so Put can report the
+// client's fault instead of an outage. Extra bytes are detected before the last byte is
+// released, so a transport never completes the body of a too-long upload.
+type exactReader struct {
+	r      io.Reader
+	left   int64
+	probed bool
+	err    error
+}
+
+func newExactReader(r io.Reader, size int64) *exactReader { return &exactReader{r: r, left: size} }
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	if e.left == 0 {
+		if !e.probed {
+			if err := e.probe(); err != nil {
+				return 0, err
+			}
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	switch {
+	case err == io.EOF && e.left > 0:
+		e.err = fmt.Errorf("%w: body ended %d bytes short", ErrSizeMismatch, e.left)
+		return n, e.err
+	case err == io.EOF:
+		e.probed = true
+		return n, io.EOF
+	case err != nil:
+		e.err = err
+		return n, err
+	}
+	if e.left == 0 {
+		if err := e.probe(); err != nil {
+			return n - 1, err // withhold a byte so the body stays incomplete
+		}
+	}
+	return n, nil
+}
+
+// probe reads one byte past the declared size: only EOF is acceptable.
+func (e *exactReader) probe() error {
+	e.probed = true
+	var b [1]byte
+	for i := 0; i < 100; i++ {
+		n, err := e.r.Read(b[:])
+		if n > 0 {
+			e.err = fmt.Errorf("%w: body longer than declared", ErrSizeMismatch)
+			return e.err
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			e.err = err
+			return err
+		}
+	}
+	e.err = io.ErrNoProgress
+	return e.err
 }

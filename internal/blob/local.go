@@ -13,12 +13,20 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
-// tmpPrefix marks in-progress writes; List skips them and fsck may remove stale ones.
+// tmpPrefix marks in-progress writes; List skips them, keys may not use it, and fsck
+// may remove stale ones.
 const tmpPrefix = ".tmp-"
 
-// Local stores objects as files under a root directory.
+// maxSegment is the usual file-name limit; longer segments could never be stored.
+const maxSegment = 255
+
+// Local stores objects as files under a root directory. Keys map to paths; the store
+// never creates symlinks, so any symlink met on a key's path is refused (no escapes).
+// A key cannot be both an object and a "directory" of other keys here (unlike S3); the
+// storage layout never needs that.
 type Local struct {
 	root string
 }
@@ -32,10 +40,10 @@ func NewLocal(dir string) (*Local, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: create %s: %v", ErrUnavailable, abs, err)
 	}
-	// Resolve symlinks once so the escape check compares real paths.
+	// Resolve symlinks once so the root itself may be a link (e.g. /var -> /private/var).
 	real, err := filepath.EvalSymlinks(abs)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return &Local{root: real}, nil
 }
@@ -47,22 +55,43 @@ func (l *Local) path(key string) (string, error) {
 	if err := ValidKey(key); err != nil {
 		return "", err
 	}
+	segs := strings.Split(key, "/")
+	for _, s := range segs {
+		if len(s) > maxSegment || strings.HasPrefix(s, tmpPrefix) {
+			return "", fmt.Errorf("%w: segment %.40q... not storable in a local store", ErrInvalidKey, s)
+		}
+	}
 	p := filepath.Join(l.root, filepath.FromSlash(key))
 	if !strings.HasPrefix(p, l.root+string(filepath.Separator)) {
 		return "", fmt.Errorf("%w: %q escapes the store", ErrInvalidKey, key)
 	}
-	// A symlinked directory inside the root must not lead outside it.
-	if dir, err := filepath.EvalSymlinks(filepath.Dir(p)); err == nil && dir != l.root && !strings.HasPrefix(dir, l.root+string(filepath.Separator)) {
-		return "", fmt.Errorf("%w: %q escapes the store", ErrInvalidKey, key)
+	// Lstat each existing component: a symlink anywhere (even one planted in a parent
+	// that does not exist yet for this key) could lead outside the root.
+	cur := l.root
+	for _, s := range segs {
+		cur = filepath.Join(cur, s)
+		fi, err := os.Lstat(cur)
+		if err != nil {
+			break // the rest does not exist yet
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return "", fmt.Errorf("%w: %q passes through a symlink", ErrInvalidKey, key)
+		}
 	}
 	return p, nil
 }
 
-func ioErr(err error) error {
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %v", ErrNotFound, err)
+// readErr maps errors of reading an object: a missing file or a file where a directory
+// was expected both mean "no such object".
+func readErr(key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, key, err)
+}
+
+func writeErr(key string, err error) error {
+	return fmt.Errorf("%w: write %s: %w", ErrUnavailable, key, err)
 }
 
 // Put writes to a temp file in the target directory, fsyncs, renames over the target
@@ -72,16 +101,13 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader, size int64, _ 
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return ioErr(err)
+	if err := checkSize(size); err != nil {
+		return err
 	}
-	rnd := make([]byte, 8)
-	_, _ = rand.Read(rnd)
-	tmp := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd))
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	dir := filepath.Dir(p)
+	f, tmp, err := createTemp(dir)
 	if err != nil {
-		return ioErr(err)
+		return writeErr(key, err)
 	}
 	ok := false
 	defer func() {
@@ -90,21 +116,24 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader, size int64, _ 
 			os.Remove(tmp)
 		}
 	}()
-	n, err := io.Copy(f, ctxReader{ctx, io.LimitReader(r, size+1)})
-	if err != nil {
-		return fmt.Errorf("write %s: %w", key, err)
-	}
-	if n != size {
-		return fmt.Errorf("write %s: got %d bytes, declared %d", key, n, size)
+	src := newExactReader(r, size)
+	if _, err := io.Copy(f, ctxReader{ctx, src}); err != nil {
+		switch {
+		case src.err != nil:
+			return fmt.Errorf("put %s: %w", key, src.err)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		return writeErr(key, err)
 	}
 	if err := f.Sync(); err != nil {
-		return ioErr(err)
+		return writeErr(key, err)
 	}
 	if err := f.Close(); err != nil {
-		return ioErr(err)
+		return writeErr(key, err)
 	}
 	if err := os.Rename(tmp, p); err != nil {
-		return ioErr(err)
+		return writeErr(key, err)
 	}
 	ok = true
 	if d, err := os.Open(dir); err == nil {
@@ -112,6 +141,29 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader, size int64, _ 
 		d.Close()
 	}
 	return nil
+}
+
+// createTemp makes dir and a temp file in it. A concurrent Delete may remove the fresh,
+// still empty directory between the two steps, so retry a few times.
+func createTemp(dir string) (*os.File, string, error) {
+	var err error
+	for range 5 {
+		if err = os.MkdirAll(dir, 0o755); err != nil {
+			return nil, "", err
+		}
+		rnd := make([]byte, 8)
+		_, _ = rand.Read(rnd)
+		tmp := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd))
+		var f *os.File
+		f, err = os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err == nil {
+			return f, tmp, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, "", err
+		}
+	}
+	return nil, "", err
 }
 
 type ctxReader struct {
@@ -127,8 +179,9 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 func info(key string, fi os.FileInfo) Info {
-	// The ETag is derived from size and modification time: cheap, and it changes on
-	// every rewrite (rename gives a new mtime) — the service keeps content hashes in rows.
+	// The ETag is size and modification time in hex: no extra file or hashing, and it
+	// changes on every rewrite (the rename carries the new file's mtime). Content hashes
+	// for clients are kept in database rows, not here.
 	return Info{Key: key, Size: fi.Size(), ModTime: fi.ModTime().UTC(),
 		ETag: strconv.FormatInt(fi.Size(), 16) + "-" + strconv.FormatInt(fi.ModTime().UnixNano(), 16)}
 }
@@ -139,32 +192,35 @@ func (l *Local) Get(ctx context.Context, key string, rng *Range) (io.ReadCloser,
 	if err != nil {
 		return nil, Info{}, err
 	}
+	if err := checkRange(rng); err != nil {
+		return nil, Info{}, err
+	}
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, Info{}, ioErr(err)
+		return nil, Info{}, readErr(key, err)
 	}
 	fi, err := f.Stat()
-	if err != nil || fi.IsDir() {
+	if err == nil && fi.IsDir() {
+		err = fs.ErrNotExist
+	}
+	if err != nil {
 		f.Close()
-		if err == nil {
-			err = fs.ErrNotExist
-		}
-		return nil, Info{}, ioErr(err)
+		return nil, Info{}, readErr(key, err)
 	}
 	inf := info(key, fi)
 	if rng == nil {
 		return f, inf, nil
 	}
-	if rng.Offset < 0 || rng.Offset >= fi.Size() && !(rng.Offset == 0 && fi.Size() == 0) {
+	if rng.Offset >= fi.Size() {
 		f.Close()
 		return nil, inf, fmt.Errorf("%w: offset %d of %d bytes", ErrInvalidRange, rng.Offset, fi.Size())
 	}
 	if _, err := f.Seek(rng.Offset, io.SeekStart); err != nil {
 		f.Close()
-		return nil, inf, ioErr(err)
+		return nil, inf, readErr(key, err)
 	}
 	n := fi.Size() - rng.Offset
-	if rng.Length >= 0 && rng.Length < n {
+	if rng.Length > 0 && rng.Length < n {
 		n = rng.Length
 	}
 	return readCloser{io.LimitReader(f, n), f}, inf, nil
@@ -182,11 +238,11 @@ func (l *Local) Stat(_ context.Context, key string) (Info, error) {
 		return Info{}, err
 	}
 	fi, err := os.Stat(p)
-	if err != nil {
-		return Info{}, ioErr(err)
+	if err == nil && fi.IsDir() {
+		err = fs.ErrNotExist
 	}
-	if fi.IsDir() {
-		return Info{}, ioErr(fs.ErrNotExist)
+	if err != nil {
+		return Info{}, readErr(key, err)
 	}
 	return info(key, fi), nil
 }
@@ -197,18 +253,21 @@ func (l *Local) Delete(_ context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return ioErr(err)
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil
+		}
+		return fmt.Errorf("%w: delete %s: %w", ErrUnavailable, key, err)
 	}
-	for dir := filepath.Dir(p); dir != l.root && strings.HasPrefix(dir, l.root); dir = filepath.Dir(dir) {
-		if os.Remove(dir) != nil {
+	for dir := filepath.Dir(p); dir != l.root && strings.HasPrefix(dir, l.root+string(filepath.Separator)); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil { // not empty (or raced with a Put): stop
 			break
 		}
 	}
 	return nil
 }
 
-// List walks the directory tree in lexical key order.
+// List walks the directory the prefix names and returns keys in byte order.
 func (l *Local) List(ctx context.Context, prefix, startAfter string, limit int) ([]Info, bool, error) {
 	if err := validPrefix(prefix); err != nil {
 		return nil, false, err
@@ -224,15 +283,18 @@ func (l *Local) List(ctx context.Context, prefix, startAfter string, limit int) 
 	var keys []string
 	err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+				return nil // prefix directory absent, or removed while walking
 			}
 			return err
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if d.IsDir() || strings.HasPrefix(d.Name(), tmpPrefix) {
+		if strings.HasPrefix(d.Name(), tmpPrefix) || d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		if d.IsDir() {
 			return nil
 		}
 		rel, err := filepath.Rel(l.root, p)
@@ -246,9 +308,12 @@ func (l *Local) List(ctx context.Context, prefix, startAfter string, limit int) 
 		return nil
 	})
 	if err != nil {
-		return nil, false, ioErr(err)
+		if ctx.Err() != nil {
+			return nil, false, ctx.Err()
+		}
+		return nil, false, fmt.Errorf("%w: list %s: %w", ErrUnavailable, prefix, err)
 	}
-	// WalkDir orders by path components; '/' sorts differently from other bytes, so sort keys.
+	// WalkDir orders by path components, and '/' sorts after '-' and '.', so sort keys.
 	sort.Strings(keys)
 	more := len(keys) > limit
 	if more {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,17 +19,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // S3Config addresses a bucket on any S3-compatible service.
 type S3Config struct {
-	Endpoint        string
-	AccessKeyID     string
+	Endpoint        string // host:port or URL; empty means AWS
+	AccessKeyID     string // empty means anonymous requests
 	SecretAccessKey string
 	Bucket          string
-	Region          string
-	UseSSL          bool
-	PathStyle       bool
+	Region          string // default us-east-1
+	UseSSL          bool   // scheme for an Endpoint given without one
+	PathStyle       bool   // required by most self-hosted servers
 }
 
 // S3 stores objects in one bucket.
@@ -37,8 +39,12 @@ type S3 struct {
 	bucket string
 }
 
-// NewS3 connects and creates the bucket when it is missing.
-func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
+// NewS3 connects and creates the bucket when it is missing. opts adjust the client
+// (tests use them to shorten timeouts or swap the HTTP client).
+func NewS3(ctx context.Context, cfg S3Config, opts ...func(*s3.Options)) (*S3, error) {
+	if cfg.Bucket == "" {
+		return nil, errors.New("s3: bucket name is required")
+	}
 	endpoint := cfg.Endpoint
 	if endpoint != "" && !strings.Contains(endpoint, "://") {
 		if cfg.UseSSL {
@@ -51,6 +57,8 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if region == "" {
 		region = "us-east-1"
 	}
+	// No overall client timeout: bodies of any size stream through. Connecting and the
+	// wait for response headers are bounded instead, so a dead server fails in seconds.
 	httpClient := &http.Client{Transport: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -58,12 +66,13 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 60 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
 	}}
-	opts := s3.Options{
-		Region:                     region,
-		UsePathStyle:               cfg.PathStyle,
-		HTTPClient:                 httpClient,
+	o := s3.Options{
+		Region:       region,
+		UsePathStyle: cfg.PathStyle,
+		HTTPClient:   httpClient,
+		// Other S3 implementations reject or mishandle the newer default checksums.
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 		// Few, quick retries: an outage should surface as 503 within seconds, not minutes.
@@ -73,12 +82,16 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		}),
 	}
 	if cfg.AccessKeyID != "" {
-		opts.Credentials = credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, "")
+		o.Credentials = credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, "")
 	}
 	if endpoint != "" {
-		opts.BaseEndpoint = aws.String(endpoint)
+		o.BaseEndpoint = aws.String(endpoint)
 	}
-	s := &S3{client: s3.New(opts), bucket: cfg.Bucket}
+	s := &S3{client: s3.New(o, opts...), bucket: cfg.Bucket}
+	where := endpoint
+	if where == "" {
+		where = "AWS " + region
+	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, err := s.client.HeadBucket(cctx, &s3.HeadBucketInput{Bucket: &s.bucket})
@@ -86,15 +99,29 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		return s, nil
 	}
 	if !isNotFound(err) {
-		return nil, fmt.Errorf("check bucket %s at %s: %w", cfg.Bucket, endpoint, mapErr(err))
+		return nil, fmt.Errorf("check bucket %s at %s: %w", cfg.Bucket, where, mapErr(err))
 	}
 	_, err = s.client.CreateBucket(cctx, &s3.CreateBucketInput{Bucket: &s.bucket})
 	var owned *types.BucketAlreadyOwnedByYou
-	if err != nil && !errors.As(err, &owned) {
-		return nil, fmt.Errorf("create bucket %s at %s: %w", cfg.Bucket, endpoint, mapErr(err))
+	var exists *types.BucketAlreadyExists
+	switch {
+	case err == nil, errors.As(err, &owned):
+	case errors.As(err, &exists):
+		// Lost a creation race, or the name belongs to someone else: usable only if we can see it.
+		if _, herr := s.client.HeadBucket(cctx, &s3.HeadBucketInput{Bucket: &s.bucket}); herr != nil {
+			return nil, fmt.Errorf("create bucket %s at %s: %w", cfg.Bucket, where, mapErr(err))
+		}
+	default:
+		return nil, fmt.Errorf("create bucket %s at %s: %w", cfg.Bucket, where, mapErr(err))
 	}
 	return s, nil
 }
+
+// Client exposes the SDK client for administrative tasks outside the Store contract.
+func (s *S3) Client() *s3.Client { return s.client }
+
+// Bucket is the bucket's name.
+func (s *S3) Bucket() string { return s.bucket }
 
 func isNotFound(err error) bool {
 	var nsk *types.NoSuchKey
@@ -110,75 +137,72 @@ func isNotFound(err error) bool {
 			return true
 		}
 	}
-	return false
+	var re *smithyhttp.ResponseError
+	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound
 }
 
-// mapErr turns SDK errors into our sentinels: missing → ErrNotFound, bad range →
-// ErrInvalidRange, anything else (network, 5xx, auth, timeouts) → ErrUnavailable.
+func isNoSuchBucket(err error) bool {
+	var nsb *types.NoSuchBucket
+	var ae smithy.APIError
+	return errors.As(err, &nsb) || errors.As(err, &ae) && ae.ErrorCode() == "NoSuchBucket"
+}
+
+// mapErr turns SDK errors into our sentinels: missing object → ErrNotFound, bad range →
+// ErrInvalidRange, cancellation stays itself, anything else (network, 5xx, timeouts,
+// auth, a vanished bucket) → ErrUnavailable. The SDK error stays in the chain.
 func mapErr(err error) error {
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if errors.Is(err, context.Canceled) {
+	case errors.Is(err, context.Canceled):
 		return err
-	}
-	if isNotFound(err) {
-		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case isNoSuchBucket(err):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case isNotFound(err):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
 	var ae smithy.APIError
-	if errors.As(err, &ae) && ae.ErrorCode() == "InvalidRange" {
-		return fmt.Errorf("%w: %v", ErrInvalidRange, err)
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &ae) && ae.ErrorCode() == "InvalidRange" ||
+		errors.As(err, &re) && re.HTTPStatusCode() == http.StatusRequestedRangeNotSatisfiable {
+		return fmt.Errorf("%w: %w", ErrInvalidRange, err)
 	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-// Put streams r with a known length (no buffering); a short reader fails the request,
-// so the object is never created partially.
+// Put streams r with a known length: no buffering, no seeking, so a file, a request body
+// or a pipe all work. A short, long or failing reader aborts the request, so S3 never
+// creates the object.
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error {
 	if err := ValidKey(key); err != nil {
+		return err
+	}
+	if err := checkSize(size); err != nil {
 		return err
 	}
 	if contentType == "" {
 		contentType = "application/octet-stream"
 	}
-	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: &exactReader{r: r, left: size}, ContentLength: aws.Int64(size), ContentType: &contentType}
+	src := newExactReader(r, size)
+	// Hide any Seek method: the SDK must treat the body as a one-shot stream.
+	body := struct{ io.Reader }{src}
+	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: body, ContentLength: aws.Int64(size), ContentType: &contentType}
 	_, err := s.client.PutObject(ctx, in, func(o *s3.Options) {
-		// A non-seekable body cannot be replayed, so no retries here; callers retry whole operations.
+		// A one-shot body cannot be replayed, so no retries; callers retry whole operations.
 		o.Retryer = aws.NopRetryer{}
 	}, s3.WithAPIOptions(unsignedPayload))
+	if src.err != nil {
+		return fmt.Errorf("put %s: %w", key, src.err)
+	}
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, mapErr(err))
 	}
 	return nil
 }
 
-// exactReader fails when the source ends before the declared length, so the HTTP
-// request is aborted instead of completing with a short body.
-type exactReader struct {
-	r    io.Reader
-	left int64
-}
-
-func (e *exactReader) Read(p []byte) (int, error) {
-	if e.left <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > e.left {
-		p = p[:e.left]
-	}
-	n, err := e.r.Read(p)
-	e.left -= int64(n)
-	if err == io.EOF {
-		if e.left > 0 {
-			return n, io.ErrUnexpectedEOF
-		}
-		return n, io.EOF
-	}
-	return n, err
-}
-
-// unsignedPayload streams the body without hashing it first (which would need a
-// seekable body or a full buffer); integrity is checked by the service's own SHA-256.
+// unsignedPayload streams the body without hashing it first (which needs a seekable
+// body or a full buffer). Over plain HTTP that leaves the body unauthenticated; the
+// service checks each object's SHA-256 itself, and production endpoints use TLS.
 func unsignedPayload(stack *middleware.Stack) error {
 	return v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware(stack)
 }
@@ -188,16 +212,13 @@ func (s *S3) Get(ctx context.Context, key string, rng *Range) (io.ReadCloser, In
 	if err := ValidKey(key); err != nil {
 		return nil, Info{}, err
 	}
+	if err := checkRange(rng); err != nil {
+		return nil, Info{}, err
+	}
 	in := &s3.GetObjectInput{Bucket: &s.bucket, Key: &key}
 	if rng != nil {
-		if rng.Offset < 0 {
-			return nil, Info{}, fmt.Errorf("%w: negative offset", ErrInvalidRange)
-		}
 		h := fmt.Sprintf("bytes=%d-", rng.Offset)
-		if rng.Length >= 0 {
-			if rng.Length == 0 {
-				return nil, Info{}, fmt.Errorf("%w: empty range", ErrInvalidRange)
-			}
+		if rng.Length > 0 {
 			h = fmt.Sprintf("bytes=%d-%d", rng.Offset, rng.Offset+rng.Length-1)
 		}
 		in.Range = &h
@@ -206,19 +227,41 @@ func (s *S3) Get(ctx context.Context, key string, rng *Range) (io.ReadCloser, In
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("get %s: %w", key, mapErr(err))
 	}
-	inf := Info{Key: key, ETag: strings.Trim(aws.ToString(out.ETag), `"`), ModTime: aws.ToTime(out.LastModified).UTC()}
-	inf.Size = aws.ToInt64(out.ContentLength)
-	if cr := aws.ToString(out.ContentRange); cr != "" {
-		// "bytes a-b/total"
-		if i := strings.LastIndex(cr, "/"); i >= 0 {
-			var total int64
-			if _, err := fmt.Sscan(cr[i+1:], &total); err == nil {
-				inf.Size = total
-			}
+	inf := Info{Key: key, Size: aws.ToInt64(out.ContentLength), ETag: trimETag(out.ETag), ModTime: aws.ToTime(out.LastModified).UTC()}
+	cr := aws.ToString(out.ContentRange)
+	if rng == nil || cr != "" {
+		if total, ok := rangeTotal(cr); ok {
+			inf.Size = total
 		}
+		return out.Body, inf, nil
 	}
-	return out.Body, inf, nil
+	// The server ignored Range and sent the whole object: cut the range out ourselves.
+	if rng.Offset >= inf.Size {
+		out.Body.Close()
+		return nil, inf, fmt.Errorf("%w: offset %d of %d bytes", ErrInvalidRange, rng.Offset, inf.Size)
+	}
+	if _, err := io.CopyN(io.Discard, out.Body, rng.Offset); err != nil {
+		out.Body.Close()
+		return nil, inf, fmt.Errorf("get %s: %w: %w", key, ErrUnavailable, err)
+	}
+	n := inf.Size - rng.Offset
+	if rng.Length > 0 && rng.Length < n {
+		n = rng.Length
+	}
+	return readCloser{io.LimitReader(out.Body, n), out.Body}, inf, nil
 }
+
+// rangeTotal reads the total from "bytes a-b/total".
+func rangeTotal(cr string) (int64, bool) {
+	i := strings.LastIndex(cr, "/")
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(cr[i+1:], 10, 64)
+	return n, err == nil
+}
+
+func trimETag(e *string) string { return strings.Trim(aws.ToString(e), `"`) }
 
 // Stat is a HEAD request.
 func (s *S3) Stat(ctx context.Context, key string) (Info, error) {
@@ -229,7 +272,7 @@ func (s *S3) Stat(ctx context.Context, key string) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("stat %s: %w", key, mapErr(err))
 	}
-	return Info{Key: key, Size: aws.ToInt64(out.ContentLength), ETag: strings.Trim(aws.ToString(out.ETag), `"`),
+	return Info{Key: key, Size: aws.ToInt64(out.ContentLength), ETag: trimETag(out.ETag),
 		ModTime: aws.ToTime(out.LastModified).UTC()}, nil
 }
 
@@ -239,13 +282,13 @@ func (s *S3) Delete(ctx context.Context, key string) error {
 		return err
 	}
 	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &key})
-	if err != nil && !isNotFound(err) {
+	if err != nil && (isNoSuchBucket(err) || !isNotFound(err)) {
 		return fmt.Errorf("delete %s: %w", key, mapErr(err))
 	}
 	return nil
 }
 
-// List is one ListObjectsV2 page.
+// List is one ListObjectsV2 page (at most 1000 keys, the S3 maximum).
 func (s *S3) List(ctx context.Context, prefix, startAfter string, limit int) ([]Info, bool, error) {
 	if err := validPrefix(prefix); err != nil {
 		return nil, false, err
@@ -266,16 +309,19 @@ func (s *S3) List(ctx context.Context, prefix, startAfter string, limit int) ([]
 	}
 	items := make([]Info, 0, len(out.Contents))
 	for _, o := range out.Contents {
-		items = append(items, Info{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size), ETag: strings.Trim(aws.ToString(o.ETag), `"`),
+		items = append(items, Info{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size), ETag: trimETag(o.ETag),
 			ModTime: aws.ToTime(o.LastModified).UTC()})
 	}
 	return items, aws.ToBool(out.IsTruncated), nil
 }
 
-// Check asks for the bucket.
+// Check asks for the bucket; a missing bucket is unavailability, not "not found".
 func (s *S3) Check(ctx context.Context) error {
 	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &s.bucket})
 	if err != nil {
+		if isNotFound(err) {
+			return fmt.Errorf("%w: bucket %s is missing: %w", ErrUnavailable, s.bucket, err)
+		}
 		return fmt.Errorf("bucket %s: %w", s.bucket, mapErr(err))
 	}
 	return nil
