@@ -1,0 +1,178 @@
+package elfsym
+
+import (
+	"debug/dwarf"
+	"errors"
+	"io"
+	"sort"
+)
+
+// lineRow is one address→line entry. line == 0 marks an end of sequence.
+type lineRow struct {
+	addr uint64
+	file uint32
+	line uint32 // low 31 bits line, top bit is_stmt
+}
+
+const stmtBit = 1 << 31
+
+func (r lineRow) lineNo() int  { return int(r.line &^ stmtBit) }
+func (r lineRow) isStmt() bool { return r.line&stmtBit != 0 }
+func (r lineRow) isEnd() bool  { return r.line&^stmtBit == 0 }
+
+type lineTable struct {
+	rows  []lineRow
+	files []string
+}
+
+type lineBuilder struct {
+	rows    []lineRow
+	files   []string
+	fileIdx map[string]uint32
+	hasZero bool // a section starts at address 0, so address-0 sequences are real
+}
+
+// maxLineRows bounds work on hostile files; real apps have a few 100k.
+const maxLineRows = 20_000_000
+
+func (lb *lineBuilder) intern(name string) uint32 {
+	if i, ok := lb.fileIdx[name]; ok {
+		return i
+	}
+	i := uint32(len(lb.files))
+	lb.files = append(lb.files, name)
+	lb.fileIdx[name] = i
+	return i
+}
+
+// addCU appends the rows of one CU's line program, recording lines the way
+// GDB's DWARF reader does (dwarf2/read.c lnp_state_machine::record_line and
+// buildsym's end-of-sequence handling) so row starts match GDB's.
+func (lb *lineBuilder) addCU(lr *dwarf.LineReader) {
+	var (
+		le          dwarf.LineEntry
+		seq         []lineRow
+		lastFile    = ^uint32(0)
+		lastLine    = -1
+		lastAddr    uint64
+		haveLast    bool
+		rowLine     = -1
+		nonZeroDisc bool
+	)
+	reset := func() {
+		seq = seq[:0]
+		lastFile, lastLine, haveLast, rowLine, nonZeroDisc = ^uint32(0), -1, false, -1, false
+	}
+	for len(lb.rows) < maxLineRows {
+		err := lr.Next(&le)
+		if errors.Is(err, io.EOF) || err != nil {
+			break
+		}
+		if le.EndSequence {
+			// End marker drops entries at the same address, and an empty
+			// sequence is ignored entirely.
+			for len(seq) > 0 && seq[len(seq)-1].addr == le.Address {
+				seq = seq[:len(seq)-1]
+			}
+			if len(seq) > 0 && (seq[0].addr != 0 || lb.hasZero) {
+				lb.rows = append(lb.rows, seq...)
+				lb.rows = append(lb.rows, lineRow{addr: le.Address})
+			}
+			reset()
+			continue
+		}
+		if le.Line != rowLine {
+			nonZeroDisc = le.Discriminator != 0
+			rowLine = le.Line
+		} else if le.Discriminator != 0 {
+			nonZeroDisc = true
+		}
+		if le.File == nil || le.Line <= 0 {
+			lastAddr, haveLast = le.Address, true
+			continue
+		}
+		fi := lb.intern(le.File.Name)
+		changed := fi != lastFile
+		if changed && haveLast && le.Address == lastAddr && !le.IsStmt {
+			continue
+		}
+		lastAddr, haveLast = le.Address, true
+		if changed {
+			for len(seq) > 0 && seq[len(seq)-1].addr == le.Address {
+				seq = seq[:len(seq)-1]
+			}
+		}
+		if changed || le.Line != lastLine || !nonZeroDisc {
+			line := uint32(le.Line) &^ stmtBit
+			if le.IsStmt {
+				line |= stmtBit
+			}
+			seq = append(seq, lineRow{addr: le.Address, file: fi, line: line})
+		}
+		lastFile, lastLine = fi, le.Line
+	}
+}
+
+func (lb *lineBuilder) finish() lineTable {
+	rows := lb.rows
+	// GDB sorts end markers before other entries at the same address.
+	sort.SliceStable(rows, func(i, j int) bool {
+		if rows[i].addr != rows[j].addr {
+			return rows[i].addr < rows[j].addr
+		}
+		return rows[i].isEnd() && !rows[j].isEnd()
+	})
+	out := make([]lineRow, len(rows))
+	copy(out, rows)
+	return lineTable{rows: out, files: lb.files}
+}
+
+// find returns the row GDB's find_pc_sect_line would pick for pc.
+func (lt *lineTable) find(pc uint64) (lineRow, bool) {
+	rows := lt.rows
+	i := sort.Search(len(rows), func(i int) bool { return rows[i].addr > pc }) - 1
+	if i < 0 || rows[i].isEnd() {
+		return lineRow{}, false
+	}
+	// Prefer an is_stmt entry at the same address.
+	for j := i; !rows[j].isStmt() && j > 0 && rows[j-1].addr == rows[j].addr && !rows[j-1].isEnd(); {
+		j--
+		if rows[j].isStmt() {
+			i = j
+			break
+		}
+	}
+	return rows[i], true
+}
+
+// Line returns the source file and line for pc from the line table alone.
+func (ix *Index) Line(pc uint64) (file string, line int, ok bool) {
+	r, ok := ix.lines.find(pc)
+	if !ok || int(r.file) >= len(ix.lines.files) {
+		return "", 0, false
+	}
+	return ix.lines.files[r.file], r.lineNo(), true
+}
+
+// LineRowStart returns the address of the line-table row covering pc and
+// whether that row is a statement start.
+func (ix *Index) LineRowStart(pc uint64) (start uint64, isStmt, ok bool) {
+	r, ok := ix.lines.find(pc)
+	return r.addr, r.isStmt(), ok
+}
+
+// ShowAddress reports whether GDB prints frame #0's address for pc: it omits
+// it only when pc is exactly the start of an is_stmt line row
+// (frame_show_address: pc != sal.pc || !sal.is_stmt).
+func (ix *Index) ShowAddress(pc uint64) bool {
+	r, ok := ix.lines.find(pc)
+	return !ok || r.addr != pc || !r.isStmt()
+}
+
+func (lt *lineTable) memSize() int64 {
+	n := int64(len(lt.rows)) * 16
+	for _, f := range lt.files {
+		n += int64(len(f)) + 16
+	}
+	return n
+}

@@ -1,0 +1,339 @@
+package elfsym
+
+import (
+	"debug/dwarf"
+	"sort"
+)
+
+// Location is one (possibly inlined) frame for a PC, as GDB prints it.
+type Location struct {
+	Function string
+	File     string
+	Line     int
+	Inlined  bool // an inlined frame; the last Location is the real function
+}
+
+// scope is a subprogram (parent == -1 and depth == 0) or an inlined call.
+type scope struct {
+	name     string
+	callFile int32 // index into lineTable.files, -1 if unknown
+	callLine int32
+	parent   int32 // enclosing scope index within the same function; -1 for none
+	depth    int32
+	fn       int32 // index of the top-level subprogram scope
+}
+
+type interval struct {
+	lo, hi uint64
+	scope  int32
+}
+
+// scopeTable holds two interval sets: top-level functions and inlined
+// calls. Each is sorted by lo with a running max of hi so overlapping
+// intervals can be scanned backwards cheaply.
+type scopeTable struct {
+	scopes []scope
+	funcs  []interval
+	funcHi []uint64
+	inl    []interval
+	inlHi  []uint64
+}
+
+func sortIntervals(iv []interval) []uint64 {
+	sort.Slice(iv, func(i, j int) bool {
+		if iv[i].lo != iv[j].lo {
+			return iv[i].lo < iv[j].lo
+		}
+		return iv[i].hi > iv[j].hi
+	})
+	hi := make([]uint64, len(iv))
+	var m uint64
+	for i, v := range iv {
+		if v.hi > m {
+			m = v.hi
+		}
+		hi[i] = m
+	}
+	return hi
+}
+
+func (st *scopeTable) finish() scopeTable {
+	st.funcHi = sortIntervals(st.funcs)
+	st.inlHi = sortIntervals(st.inl)
+	return *st
+}
+
+// covering calls fn for every interval containing pc (bounded).
+func covering(iv []interval, maxHi []uint64, pc uint64, fn func(interval)) {
+	i := sort.Search(len(iv), func(i int) bool { return iv[i].lo > pc }) - 1
+	for n := 0; i >= 0 && maxHi[i] > pc && n < 4096; i, n = i-1, n+1 {
+		if pc < iv[i].hi {
+			fn(iv[i])
+		}
+	}
+}
+
+// Locations returns the frames GDB shows for pc: innermost inlined function
+// first (at pc's own file:line), then each caller at the call site of the
+// frame inside it; the last entry is the containing function. It returns
+// nil if pc is in no known function and has no line info.
+//
+// pc is looked up exactly: pass the PC for frame #0 and return address − 1
+// for caller frames.
+func (ix *Index) Locations(pc uint64) []Location {
+	st := &ix.scope
+	fnIdx, fnSpan := int32(-1), uint64(0)
+	covering(st.funcs, st.funcHi, pc, func(v interval) {
+		if s := v.hi - v.lo; fnIdx < 0 || s < fnSpan {
+			fnIdx, fnSpan = v.scope, s
+		}
+	})
+	file, line, hasLine := ix.Line(pc)
+	if fnIdx < 0 {
+		name, ok := ix.Symbol(pc)
+		if !ok && !hasLine {
+			return nil
+		}
+		return []Location{{Function: name, File: file, Line: line}}
+	}
+	// Innermost inlined scope of this function containing pc.
+	inner, innerDepth := fnIdx, int32(0)
+	covering(st.inl, st.inlHi, pc, func(v interval) {
+		s := &st.scopes[v.scope]
+		if s.fn == fnIdx && s.depth > innerDepth {
+			inner, innerDepth = v.scope, s.depth
+		}
+	})
+	var out []Location
+	for i, n := inner, 0; i >= 0 && n < 256; n++ {
+		s := &st.scopes[i]
+		out = append(out, Location{Function: s.name, File: file, Line: line, Inlined: s.depth > 0})
+		if s.depth == 0 {
+			break
+		}
+		// The enclosing frame is positioned at this call's site.
+		file, line = "", int(s.callLine)
+		if s.callFile >= 0 && int(s.callFile) < len(ix.lines.files) {
+			file = ix.lines.files[s.callFile]
+		}
+		if s.parent >= 0 {
+			i = s.parent
+		} else {
+			i = s.fn
+		}
+	}
+	return out
+}
+
+func (st *scopeTable) memSize() int64 {
+	n := int64(len(st.scopes))*40 + int64(len(st.funcs)+len(st.inl))*32
+	seen := map[string]bool{}
+	for _, s := range st.scopes {
+		if !seen[s.name] {
+			seen[s.name] = true
+			n += int64(len(s.name))
+		}
+	}
+	return n
+}
+
+// dwarfBuilder walks all DIEs once.
+type dwarfBuilder struct {
+	d      *dwarf.Data
+	lines  lineBuilder
+	scopes scopeTable
+	types  map[string]map[string]int64
+	alias  map[string]string       // typedef name → struct tag, resolved at the end
+	names  map[dwarf.Offset]string // resolved names of origin DIEs
+	strs   map[string]string
+
+	cu      cuTypes
+	cuFiles []int32 // CU file index → lineTable file index
+}
+
+func newDwarfBuilder(d *dwarf.Data) *dwarfBuilder {
+	return &dwarfBuilder{
+		d:     d,
+		lines: lineBuilder{fileIdx: map[string]uint32{}},
+		types: map[string]map[string]int64{},
+		alias: map[string]string{},
+		names: map[dwarf.Offset]string{},
+		strs:  map[string]string{},
+	}
+}
+
+func (b *dwarfBuilder) intern(s string) string {
+	if v, ok := b.strs[s]; ok {
+		return v
+	}
+	b.strs[s] = s
+	return s
+}
+
+// maxDIEs bounds the walk on hostile input.
+const maxDIEs = 50_000_000
+
+type stackEnt struct {
+	tag   dwarf.Tag
+	scope int32 // innermost enclosing function/inline scope, -1 if none
+	fn    int32
+	strct dwarf.Offset // enclosing struct/union being collected, 0 if none
+}
+
+func (b *dwarfBuilder) run() {
+	r := b.d.Reader()
+	var stack []stackEnt
+	top := func() stackEnt {
+		if len(stack) == 0 {
+			return stackEnt{scope: -1, fn: -1}
+		}
+		return stack[len(stack)-1]
+	}
+	for n := 0; n < maxDIEs; n++ {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			break
+		}
+		if e.Tag == 0 {
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		parent := top()
+		cur := stackEnt{tag: e.Tag, scope: parent.scope, fn: parent.fn}
+		switch e.Tag {
+		case dwarf.TagCompileUnit, dwarf.TagPartialUnit:
+			b.finishCU()
+			stack = stack[:0]
+			parent = stackEnt{scope: -1, fn: -1}
+			cur = stackEnt{tag: e.Tag, scope: -1, fn: -1}
+			b.startCU(e)
+		case dwarf.TagSubprogram:
+			if idx := b.addScope(e, -1, -1, 0); idx >= 0 {
+				cur.scope, cur.fn = idx, idx
+			}
+		case dwarf.TagInlinedSubroutine:
+			if parent.fn >= 0 {
+				depth := int32(1)
+				par := int32(-1)
+				if parent.scope != parent.fn {
+					par = parent.scope
+					depth = b.scopes.scopes[par].depth + 1
+				}
+				if idx := b.addScope(e, par, parent.fn, depth); idx >= 0 {
+					cur.scope = idx
+				}
+			}
+		default:
+			b.cu.observe(e, parent.strct)
+		}
+		if e.Tag == dwarf.TagStructType || e.Tag == dwarf.TagUnionType || e.Tag == dwarf.TagClassType {
+			cur.strct = e.Offset
+		} else {
+			cur.strct = 0
+		}
+		if e.Children {
+			stack = append(stack, cur)
+		}
+	}
+	b.finishCU()
+	for td, tag := range b.alias {
+		if _, ok := b.types[td]; !ok && b.types[tag] != nil {
+			b.types[td] = b.types[tag]
+		}
+	}
+}
+
+func (b *dwarfBuilder) startCU(e *dwarf.Entry) {
+	b.cu = newCUTypes()
+	b.cuFiles = b.cuFiles[:0]
+	lr, err := b.d.LineReader(e)
+	if err != nil || lr == nil {
+		return
+	}
+	b.lines.addCU(lr)
+	for _, f := range lr.Files() {
+		if f == nil {
+			b.cuFiles = append(b.cuFiles, -1)
+			continue
+		}
+		b.cuFiles = append(b.cuFiles, int32(b.lines.intern(f.Name)))
+	}
+}
+
+func (b *dwarfBuilder) finishCU() {
+	if b.cu.structs != nil {
+		b.cu.flush(b.types, b.alias, b.intern)
+		b.cu = cuTypes{}
+	}
+}
+
+// addScope records a subprogram or inlined call if it has code ranges.
+func (b *dwarfBuilder) addScope(e *dwarf.Entry, parent, fn, depth int32) int32 {
+	ranges, err := b.d.Ranges(e)
+	if err != nil || len(ranges) == 0 {
+		return -1
+	}
+	idx := int32(len(b.scopes.scopes))
+	if fn < 0 {
+		fn = idx
+	}
+	s := scope{name: b.intern(b.nameOf(e, 0)), callFile: -1, parent: parent, depth: depth, fn: fn}
+	if depth > 0 {
+		if v, ok := e.Val(dwarf.AttrCallFile).(int64); ok && v >= 0 && v < int64(len(b.cuFiles)) {
+			s.callFile = b.cuFiles[v]
+		}
+		if v, ok := e.Val(dwarf.AttrCallLine).(int64); ok && v > 0 && v < 1<<31 {
+			s.callLine = int32(v)
+		}
+	}
+	b.scopes.scopes = append(b.scopes.scopes, s)
+	for _, r := range ranges {
+		if r[1] <= r[0] || (r[0] == 0 && !b.lines.hasZero) {
+			continue
+		}
+		iv := interval{lo: r[0], hi: r[1], scope: idx}
+		if depth == 0 {
+			b.scopes.funcs = append(b.scopes.funcs, iv)
+		} else {
+			b.scopes.inl = append(b.scopes.inl, iv)
+		}
+	}
+	return idx
+}
+
+// nameOf returns DW_AT_name, following abstract_origin/specification as GDB
+// does. C firmware has no qualified names, so DW_AT_name is what GDB prints.
+func (b *dwarfBuilder) nameOf(e *dwarf.Entry, hops int) string {
+	if n, ok := e.Val(dwarf.AttrName).(string); ok && n != "" {
+		return n
+	}
+	if hops > 8 {
+		return ""
+	}
+	for _, a := range []dwarf.Attr{dwarf.AttrAbstractOrigin, dwarf.AttrSpecification} {
+		off, ok := e.Val(a).(dwarf.Offset)
+		if !ok {
+			continue
+		}
+		if n, ok := b.names[off]; ok {
+			return n
+		}
+		r := b.d.Reader()
+		r.Seek(off)
+		oe, err := r.Next()
+		if err != nil || oe == nil || oe.Offset != off {
+			continue
+		}
+		n := b.intern(b.nameOf(oe, hops+1))
+		b.names[off] = n
+		if n != "" {
+			return n
+		}
+	}
+	if n, ok := e.Val(dwarf.AttrLinkageName).(string); ok {
+		return n
+	}
+	return ""
+}
