@@ -1,0 +1,178 @@
+// Package bundletest builds firmware bundle ZIPs for tests: complete, valid
+// ones from the shared test ELFs, tiny synthetic ones, and broken variants.
+package bundletest
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/iotsupport/iotsupport/internal/espimage"
+	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
+)
+
+// Member is one ZIP entry.
+type Member struct {
+	Name string
+	Data []byte
+}
+
+// Options tune the bundle. The zero value builds a valid bundle.
+type Options struct {
+	// Version sets the app image version and version.json's
+	// firmware_version (default: the ELF descriptor's version).
+	Version string
+	// Image passes options to the image builder (Version above wins).
+	Image espimagetest.Options
+	// VersionJSON replaces version.json's contents.
+	VersionJSON []byte
+	// GitCommit goes into version.json (default "0123456789abcdef").
+	GitCommit string
+	// Omit leaves out members, by ZIP name ("sdkconfig", "esp32.map").
+	Omit []string
+	// Replace swaps a member's contents, by ZIP name.
+	Replace map[string][]byte
+	// Extra members are appended after the five.
+	Extra []Member
+	// Store writes members uncompressed instead of deflated.
+	Store bool
+}
+
+// Build makes a bundle for modelCode from the ELF at elfPath (see
+// espimagetest.ELFPath); the test fails on error.
+func Build(tb testing.TB, modelCode, elfPath string, opts Options) []byte {
+	tb.Helper()
+	elfBytes, err := os.ReadFile(elfPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	z, err := Make(modelCode, elfBytes, opts)
+	if err != nil {
+		tb.Fatalf("build bundle: %v", err)
+	}
+	return z
+}
+
+// BuildCase is Build for a shared test case ("esp32c3").
+func BuildCase(tb testing.TB, modelCode, testCase string, opts Options) []byte {
+	tb.Helper()
+	return Build(tb, modelCode, espimagetest.ELFPath(tb, testCase), opts)
+}
+
+// Make builds a bundle from ELF bytes: the image from espimagetest, the ELF
+// itself, a .map, sdkconfig and version.json.
+func Make(modelCode string, elfBytes []byte, opts Options) ([]byte, error) {
+	iopts := opts.Image
+	if opts.Version != "" {
+		iopts.Version = opts.Version
+	}
+	img, err := espimagetest.BuildFromELF(elfBytes, iopts)
+	if err != nil {
+		return nil, err
+	}
+	return assemble(modelCode, img, elfBytes, opts)
+}
+
+// Synthetic builds a tiny bundle (a few KB) around a synthetic image for chip
+// and a minimal ELF header, for fuzz seeds and fast tests.
+func Synthetic(modelCode, chip, version string, opts Options) ([]byte, error) {
+	ci, ok := espimage.ChipByName(chip)
+	if !ok {
+		return nil, fmt.Errorf("unknown chip %q", chip)
+	}
+	elfBytes := MinimalELF(ci.Arch.ELFMachine())
+	iopts := opts.Image
+	if iopts.ELFSHA256 == nil {
+		sum := sha256.Sum256(elfBytes)
+		iopts.ELFSHA256 = &sum
+	}
+	img, err := espimagetest.Synthetic(chip, version, iopts)
+	if err != nil {
+		return nil, err
+	}
+	return assemble(modelCode, img, elfBytes, opts)
+}
+
+func assemble(modelCode string, img, elfBytes []byte, opts Options) ([]byte, error) {
+	im, err := espimage.Parse(bytes.NewReader(img), int64(len(img)))
+	version, idf := opts.Version, "v5.4"
+	if err == nil { // broken images are fine; they just need a version.json
+		version, idf = im.Version, im.IDFVersion
+	}
+	vj := opts.VersionJSON
+	if vj == nil {
+		commit := opts.GitCommit
+		if commit == "" {
+			commit = "0123456789abcdef"
+		}
+		vj, _ = json.MarshalIndent(map[string]string{
+			"git_commit": commit, "idf_version": idf, "firmware_version": version,
+		}, "", "  ")
+	}
+	members := []Member{
+		{modelCode + ".bin", img},
+		{modelCode + ".elf", elfBytes},
+		{modelCode + ".map", []byte("Archive member included to satisfy reference by file (symbol)\n\n.flash.appdesc 0x3c020020 0x100\n")},
+		{"sdkconfig", []byte("CONFIG_IDF_TARGET=\"esp32\"\nCONFIG_APP_PROJECT_VER_FROM_CONFIG=y\n")},
+		{"version.json", vj},
+	}
+	var out []Member
+	for _, m := range members {
+		omit := false
+		for _, o := range opts.Omit {
+			omit = omit || o == m.Name
+		}
+		if omit {
+			continue
+		}
+		if r, ok := opts.Replace[m.Name]; ok {
+			m.Data = r
+		}
+		out = append(out, m)
+	}
+	method := zip.Deflate
+	if opts.Store {
+		method = zip.Store
+	}
+	return Zip(append(out, opts.Extra...), method)
+}
+
+// Zip writes members in order with the given method.
+func Zip(members []Member, method uint16) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, m := range members {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: m.Name, Method: method})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(m.Data); err != nil {
+			return nil, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// MinimalELF returns a 52-byte ELF32 little-endian executable header for the
+// machine: enough for the bundle's ELF checks.
+func MinimalELF(m elf.Machine) []byte {
+	h := make([]byte, 52)
+	copy(h, elf.ELFMAG)
+	h[elf.EI_CLASS] = byte(elf.ELFCLASS32)
+	h[elf.EI_DATA] = byte(elf.ELFDATA2LSB)
+	h[elf.EI_VERSION] = byte(elf.EV_CURRENT)
+	binary.LittleEndian.PutUint16(h[16:], uint16(elf.ET_EXEC))
+	binary.LittleEndian.PutUint16(h[18:], uint16(m))
+	binary.LittleEndian.PutUint32(h[20:], uint32(elf.EV_CURRENT))
+	binary.LittleEndian.PutUint16(h[40:], 52) // e_ehsize
+	return h
+}
