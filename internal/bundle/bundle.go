@@ -124,9 +124,14 @@ type sizedReader struct {
 
 func (r *sizedReader) Read(p []byte) (int, error) {
 	if r.left <= 0 {
+		// One more read lets archive/zip verify the CRC at EOF.
 		var one [1]byte
-		if n, _ := r.rc.Read(one[:]); n > 0 {
+		n, err := r.rc.Read(one[:])
+		switch {
+		case n > 0:
 			return 0, errors.New("firmware bundle member grew since validation")
+		case err != nil && err != io.EOF:
+			return 0, err
 		}
 		return 0, io.EOF
 	}
@@ -183,7 +188,7 @@ func Validate(r io.ReaderAt, size int64, modelCode string, limits Limits, mode M
 		return nil, fmt.Errorf("validate bundle: invalid model code %q", modelCode)
 	}
 	limits = limits.withDefaults()
-	tr := &trackingReaderAt{r: r}
+	tr := &trackingReaderAt{r: r, size: size}
 	v := &validator{tr: tr, limits: limits, mode: mode, code: modelCode}
 	b, err := v.run(size)
 	if err != nil {
@@ -621,15 +626,26 @@ func (m *memberReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+var errBadOffset = errors.New("offset outside the archive")
+
 // trackingReaderAt remembers the first real read error, so that Validate can
 // tell an I/O failure from a malformed archive.
 type trackingReaderAt struct {
-	r   io.ReaderAt
-	mu  sync.Mutex
-	err error
+	r    io.ReaderAt
+	size int64
+	mu   sync.Mutex
+	err  error
 }
 
 func (t *trackingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	// Offsets come from the archive itself; out-of-range ones mean a
+	// malformed ZIP, not a failing disk.
+	if off < 0 {
+		return 0, errBadOffset
+	}
+	if off >= t.size {
+		return 0, io.EOF
+	}
 	n, err := t.r.ReadAt(p, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		t.mu.Lock()
