@@ -28,7 +28,17 @@ func (s ixSym) Locations(pc uint64) []Location {
 	return out
 }
 
-func (s ixSym) CFARule(pc uint64) (Row, bool) { return Row{}, false }
+func (s ixSym) CFARule(pc uint64) (Row, bool) {
+	r, ok := s.ix.CFARule(pc)
+	if !ok {
+		return Row{}, false
+	}
+	out := Row{CFAReg: r.CFAReg, CFAOffset: r.CFAOffset, Regs: make(map[int]RegRule, len(r.Regs))}
+	for k, v := range r.Regs {
+		out.Regs[k] = RegRule{Kind: RuleKind(v.Kind), Offset: v.Offset, Reg: v.Reg}
+	}
+	return out, true
+}
 
 // Decode decodes a core dump; ix may be nil when no app ELF is available.
 // The error is non-nil only when nothing at all could be decoded.

@@ -93,13 +93,12 @@ func unwindRISCV(m *memory, o codeOracle, regs []uint32, max int, scan bool) []r
 			if !scan {
 				break
 			}
-			v, slot, found := scanStack(m, o, archRISCV, x[2], pc)
+			v, nsp, found := scanStack(m, o, archRISCV, x[2], pc)
 			if !found {
 				break
 			}
 			frames = append(frames, rawFrame{v, MethodScan})
-			// The callee saved ra just below its CFA, which is our sp.
-			pc, x[2], first = v, slot+4, false
+			pc, x[2], first = v, nsp, false
 			continue
 		}
 		if row.CFAReg < 0 || row.CFAReg >= 32 {
@@ -132,6 +131,11 @@ func unwindRISCV(m *memory, o codeOracle, regs []uint32, max int, scan bool) []r
 				if r.Reg >= 0 && r.Reg < 32 {
 					nx[reg] = x[r.Reg]
 				}
+			case RuleSameValue:
+			default: // DWARF expressions: unsupported
+				if reg == 1 {
+					stop = true
+				}
 			}
 		}
 		if stop {
@@ -139,7 +143,7 @@ func unwindRISCV(m *memory, o codeOracle, regs []uint32, max int, scan bool) []r
 		}
 		nx[2] = cfa
 		npc := nx[1]
-		if npc == 0 || cfa < x[2] || (cfa == x[2] && npc == pc) {
+		if npc == 0 || cfa < x[2] || (cfa == x[2] && npc == pc) || !o.exec(npc) {
 			break
 		}
 		frames = append(frames, rawFrame{npc, MethodCFI})
@@ -151,7 +155,8 @@ func unwindRISCV(m *memory, o codeOracle, regs []uint32, max int, scan bool) []r
 const scanLimit = 1024 // words
 
 // scanStack looks upward from sp for a word that is a plausible return
-// address: in ELF text just after a call, or inside the chip's ROM.
+// address: in ELF text just after a call, or inside the chip's ROM. It
+// returns the address and the caller's sp at the call.
 func scanStack(m *memory, o codeOracle, a arch, sp uint32, cur uint32) (uint32, uint32, bool) {
 	seg := m.find(sp, 4)
 	if seg == nil {
@@ -169,14 +174,137 @@ func scanStack(m *memory, o codeOracle, a arch, sp uint32, cur uint32) (uint32, 
 		if v == cur || v&1 != 0 {
 			continue
 		}
-		if o.inELF(v) && afterCall(o.sym, a, v) {
-			return v, slot, true
+		if o.inELF(v) && afterCall(o.sym, a, v) && callReaches(o, a, v, cur) {
+			if nsp, ok := plausibleResume(m, o, v, slot+4); ok {
+				return v, nsp, true
+			}
 		}
-		if o.chip.inROM(v) && !o.inELF(v) {
-			return v, slot, true
+		// ROM code is not in the ELF, so ROM return addresses cannot be
+		// checked; round values are usually pointers to ROM tables.
+		if o.chip.inROM(v) && !o.inELF(v) && v&0xff != 0 {
+			return v, slot + 4, true
 		}
 	}
 	return 0, 0, false
+}
+
+// plausibleResume checks a scanned return address by unwinding a few CFI
+// steps from it: a real caller saved its own ra where its CFI says, and
+// that value must again look like a return address (or the chain must end
+// there). The callee saved ra somewhere below its CFA (variadic functions
+// keep their register save area above it), so candidate sps are the
+// 16-aligned values just above the slot. It returns the sp to resume with.
+func plausibleResume(m *memory, o codeOracle, pc, minSP uint32) (uint32, bool) {
+	if o.sym == nil {
+		return minSP, true
+	}
+	// At most 32 bytes: the RV32 vararg save area for a1..a7.
+	for k := uint32(0); k < 3; k++ {
+		sp := (minSP+15)&^15 + 16*k
+		if ok, unchecked := chainOK(m, o, pc, sp, 3); unchecked {
+			return minSP, true // nothing to check against
+		} else if ok {
+			return sp, true
+		}
+	}
+	return 0, false
+}
+
+// chainOK reports whether unwinding depth CFI steps from (pc, sp) stays on
+// plausible return addresses. unchecked is true when there was nothing to
+// check (no CFI or a frame-pointer CFA), so the sp guess cannot be refined.
+func chainOK(m *memory, o codeOracle, pc, sp uint32, depth int) (ok, unchecked bool) {
+	row, found := o.sym.CFARule(uint64(pc - 1))
+	if !found || row.CFAReg != 2 {
+		return true, true
+	}
+	r, saved := row.Regs[1]
+	if !saved {
+		return false, false // it made a call, so it must have saved ra
+	}
+	switch r.Kind {
+	case RuleUndefined:
+		return true, false
+	case RuleOffset:
+	default:
+		return true, true
+	}
+	cfa := sp + uint32(row.CFAOffset)
+	ra, okm := m.u32(cfa + uint32(r.Offset))
+	if !okm || ra == 0 {
+		return false, false
+	}
+	rom := o.chip.inROM(ra) && !o.inELF(ra)
+	if !(o.inELF(ra) && afterCall(o.sym, archRISCV, ra) || rom && ra&0xff != 0) {
+		return false, false
+	}
+	if depth <= 1 || rom {
+		return true, false
+	}
+	ok, _ = chainOK(m, o, ra, cfa, depth-1)
+	return ok, false
+}
+
+// callReaches rejects a candidate return address whose call instruction
+// provably targets somewhere else than the function we are unwinding from
+// (cur): stale return addresses left in a frame's locals fail this.
+func callReaches(o codeOracle, a arch, ret, cur uint32) bool {
+	if a != archRISCV {
+		return true
+	}
+	target, ok := riscvCallTarget(o.sym, ret)
+	if !ok {
+		return true
+	}
+	if !o.inELF(cur) {
+		return !o.inELF(target) // ROM code is reached by a direct call into ROM
+	}
+	tn, ok1 := o.sym.Symbol(uint64(target))
+	cn, ok2 := o.sym.Symbol(uint64(cur))
+	return !ok1 || !ok2 || tn == cn
+}
+
+func sext(v uint32, bits uint) uint32 { return uint32(int32(v<<(32-bits)) >> (32 - bits)) }
+
+// riscvCallTarget decodes the target of the call ending at ret when it is
+// direct: jal, c.jal, or auipc/lui followed by jalr.
+func riscvCallTarget(s Symbolizer, ret uint32) (uint32, bool) {
+	if s == nil || ret < 8 {
+		return 0, false
+	}
+	if b, ok := s.ReadCode(uint64(ret-4), 4); ok && len(b) == 4 {
+		in := binary.LittleEndian.Uint32(b)
+		if in&3 == 3 && (in>>7)&0x1f == 1 {
+			switch in & 0x7f {
+			case 0x6f: // jal
+				imm := (in>>31)<<20 | ((in>>21)&0x3ff)<<1 | ((in>>20)&1)<<11 | ((in>>12)&0xff)<<12
+				return ret - 4 + sext(imm, 21), true
+			case 0x67: // jalr rs1, imm
+				rs1 := (in >> 15) & 0x1f
+				lo := sext(in>>20, 12)
+				if p, ok := s.ReadCode(uint64(ret-8), 4); ok && len(p) == 4 {
+					pi := binary.LittleEndian.Uint32(p)
+					if (pi>>7)&0x1f == rs1 {
+						switch pi & 0x7f {
+						case 0x17: // auipc
+							return ret - 8 + pi&0xfffff000 + lo, true
+						case 0x37: // lui
+							return pi&0xfffff000 + lo, true
+						}
+					}
+				}
+			}
+		}
+	}
+	if b, ok := s.ReadCode(uint64(ret-2), 2); ok && len(b) == 2 {
+		h := uint32(binary.LittleEndian.Uint16(b))
+		if h&0xe003 == 0x2001 { // c.jal
+			imm := ((h>>12)&1)<<11 | ((h>>11)&1)<<4 | ((h>>9)&3)<<8 | ((h>>8)&1)<<10 |
+				((h>>7)&1)<<6 | ((h>>6)&1)<<7 | ((h>>3)&7)<<1 | ((h>>2)&1)<<5
+			return ret - 2 + sext(imm, 12), true
+		}
+	}
+	return 0, false
 }
 
 // afterCall reports whether the instruction before addr is a call.
