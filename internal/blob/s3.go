@@ -2,6 +2,7 @@ package blob
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -61,7 +62,7 @@ func NewS3(ctx context.Context, cfg S3Config, opts ...func(*s3.Options)) (*S3, e
 	// wait for response headers are bounded instead, so a dead server fails in seconds.
 	httpClient := &http.Client{Transport: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dialAbortive((&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext),
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
@@ -115,6 +116,20 @@ func NewS3(ctx context.Context, cfg S3Config, opts ...func(*s3.Options)) (*S3, e
 		return nil, fmt.Errorf("create bucket %s at %s: %w", cfg.Bucket, where, mapErr(err))
 	}
 	return s, nil
+}
+
+// dialAbortive makes closing a connection send a TCP reset instead of a normal end of
+// stream. The transport closes the connection when an upload's body fails; a server
+// then sees an error, not what looks like a complete (shorter) body. (versitygw v1.8.0
+// sometimes stores such a truncated body as the object.)
+func dialAbortive(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		return c, err
+	}
 }
 
 // Client exposes the SDK client for administrative tasks outside the Store contract.
@@ -171,8 +186,7 @@ func mapErr(err error) error {
 }
 
 // Put streams r with a known length: no buffering, no seeking, so a file, a request body
-// or a pipe all work. A short, long or failing reader aborts the request, so S3 never
-// creates the object.
+// or a pipe all work. A short, long or failing reader aborts the request.
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) error {
 	if err := ValidKey(key); err != nil {
 		return err
@@ -184,20 +198,46 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, conte
 		contentType = "application/octet-stream"
 	}
 	src := newExactReader(r, size)
+	if size == 0 {
+		// An empty body is never read by the transport, so check for extra bytes here.
+		if _, err := src.Read(make([]byte, 1)); err != io.EOF {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+	}
 	// Hide any Seek method: the SDK must treat the body as a one-shot stream.
 	body := struct{ io.Reader }{src}
-	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: body, ContentLength: aws.Int64(size), ContentType: &contentType}
+	// The upload id tells our own aborted upload apart from an older or concurrent object.
+	id := rand.Text()
+	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: body, ContentLength: aws.Int64(size), ContentType: &contentType,
+		Metadata: map[string]string{uploadIDMeta: id}}
 	_, err := s.client.PutObject(ctx, in, func(o *s3.Options) {
 		// A one-shot body cannot be replayed, so no retries; callers retry whole operations.
 		o.Retryer = aws.NopRetryer{}
 	}, s3.WithAPIOptions(unsignedPayload))
+	if err == nil && src.err == nil {
+		return nil
+	}
+	s.removePartial(ctx, key, id)
 	if src.err != nil {
 		return fmt.Errorf("put %s: %w", key, src.err)
 	}
-	if err != nil {
-		return fmt.Errorf("put %s: %w", key, mapErr(err))
+	return fmt.Errorf("put %s: %w", key, mapErr(err))
+}
+
+const uploadIDMeta = "iotsupport-upload"
+
+// removePartial deletes what this aborted upload may have left. Some servers (versitygw
+// v1.8.0) store the bytes received before the client broke off a request as the
+// object: an unsigned payload carries no checksum to verify. Only an object carrying
+// this upload's id is deleted; an older or concurrent writer's object stays.
+func (s *S3) removePartial(ctx context.Context, key, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &key})
+	if err != nil || out.Metadata[uploadIDMeta] != id {
+		return
 	}
-	return nil
+	_, _ = s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.bucket, Key: &key, IfMatch: out.ETag})
 }
 
 // unsignedPayload streams the body without hashing it first (which needs a seekable
@@ -288,7 +328,8 @@ func (s *S3) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// List is one ListObjectsV2 page (at most 1000 keys, the S3 maximum).
+// List is one ListObjectsV2 page (at most 1000 keys, the S3 maximum). With a full page
+// of 1000, more may be true although nothing follows on some servers; Walk copes.
 func (s *S3) List(ctx context.Context, prefix, startAfter string, limit int) ([]Info, bool, error) {
 	if err := validPrefix(prefix); err != nil {
 		return nil, false, err
@@ -296,7 +337,10 @@ func (s *S3) List(ctx context.Context, prefix, startAfter string, limit int) ([]
 	if limit <= 0 || limit > 1000 {
 		limit = 1000
 	}
-	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, MaxKeys: aws.Int32(int32(limit))}
+	// Ask for one extra key to learn exactly whether more follow: gofakes3 reports a
+	// truncated listing whenever a page is full.
+	ask := min(limit+1, 1000)
+	in := &s3.ListObjectsV2Input{Bucket: &s.bucket, MaxKeys: aws.Int32(int32(ask))}
 	if prefix != "" {
 		in.Prefix = &prefix
 	}
@@ -311,6 +355,12 @@ func (s *S3) List(ctx context.Context, prefix, startAfter string, limit int) ([]
 	for _, o := range out.Contents {
 		items = append(items, Info{Key: aws.ToString(o.Key), Size: aws.ToInt64(o.Size), ETag: trimETag(o.ETag),
 			ModTime: aws.ToTime(o.LastModified).UTC()})
+	}
+	if len(items) > limit {
+		return items[:limit], true, nil
+	}
+	if ask > limit {
+		return items, false, nil
 	}
 	return items, aws.ToBool(out.IsTruncated), nil
 }
