@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
@@ -385,5 +386,36 @@ func TestValidateRejectsBadModelCode(t *testing.T) {
 	z, _ := bundletest.Synthetic("m1", "esp32", "1.2.3", bundletest.Options{})
 	if _, err := validate(z, "../m1", bundle.Limits{}, bundle.Strict); err == nil {
 		t.Fatal("accepted a bad model code")
+	}
+}
+
+func TestValidateFromTempFile(t *testing.T) {
+	z := bundletest.BuildCase(t, "esp32_dev", "esp32", bundletest.Options{Version: "3.1.4"})
+	f, err := os.CreateTemp(t.TempDir(), "bundle-*.zip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(z); err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundle.Validate(f, int64(len(z)), "esp32_dev", bundle.DefaultLimits(), bundle.Strict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Version != "3.1.4" || b.Image.Chip != "esp32" {
+		t.Fatalf("version %q chip %q", b.Version, b.Image.Chip)
+	}
+	rc, err := b.Artifact(bundle.ObjVersionJSON).Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	data, _ := io.ReadAll(rc)
+	if !strings.Contains(string(data), `"firmware_version": "3.1.4"`) {
+		t.Fatalf("version.json = %s", data)
+	}
+	if got := b.Image.AppELFSHA256Hex(); got != fmt.Sprintf("%x", b.Artifact(bundle.ObjELF).SHA256) {
+		t.Fatalf("AppELFSHA256Hex = %s", got)
 	}
 }

@@ -344,3 +344,7 @@ func (s *scanner) skip(n int64) error {
 	}
 	return nil
 }
+
+// AppELFSHA256Hex is app_elf_sha256 in lower-case hex, the form core dumps
+// carry a prefix of.
+func (im *Image) AppELFSHA256Hex() string { return fmt.Sprintf("%x", im.AppELFSHA256) }
