@@ -18,10 +18,14 @@ import (
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/config"
+	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/httpapi"
+	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/outbox"
 )
 
@@ -87,17 +91,19 @@ func OpenDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Log
 
 // App is a running service's parts.
 type App struct {
-	Cfg     *config.Config
-	Log     *slog.Logger
-	DB      *db.DB
-	Store   blob.Store
-	Metrics *prometheus.Registry
-	Devices *devices.Service
-	Tokens  *auth.Tokens
-	Audit   *auth.Audit
-	Auth    *auth.Authenticator
-	Outbox  *outbox.Worker
-	HTTP    *httpapi.Server
+	Cfg      *config.Config
+	Log      *slog.Logger
+	DB       *db.DB
+	Store    blob.Store
+	Metrics  *prometheus.Registry
+	Devices  *devices.Service
+	Tokens   *auth.Tokens
+	Audit    *auth.Audit
+	Auth     *auth.Authenticator
+	Outbox   *outbox.Worker
+	Notifier notify.Notifier
+	Firmware *firmware.Service
+	HTTP     *httpapi.Server
 }
 
 // New builds every service over an open database and store. It contacts the OIDC
@@ -121,8 +127,27 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.Auth = auth.NewAuthenticator(a.Tokens, a.Devices, verifier, auth.Options{Mode: cfg.AuthMode, AppEnv: cfg.AppEnv,
 		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute, TrustProxy: cfg.TrustProxyHeaders}, log)
 	a.Outbox = outbox.NewWorker(d, store, log, reg)
-	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Metrics: reg, AppEnv: cfg.AppEnv,
-		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+	a.Notifier = notify.Nop{}
+	if cfg.MQTTURL != "" {
+		n, err := notify.New(ctx, notify.Config{URL: cfg.MQTTURL, Username: cfg.MQTTUsername, Password: cfg.MQTTPassword, ClientID: cfg.MQTTClientID}, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		a.Notifier = n
+	}
+	a.Devices.AfterConfigChange = append(a.Devices.AfterConfigChange, func(ctx context.Context, dev *devices.Device) {
+		a.Notifier.ConfigChanged(ctx, dev.ClientID())
+	})
+	a.Firmware = firmware.NewService(d, store, a.Devices, a.Notifier, log, firmware.Config{
+		MaxFirmwares: cfg.MaxFirmwares, MaxBundleBytes: cfg.FirmwareMaxBundleBytes, TempDir: cfg.TempDir,
+		Limits: bundle.Limits{MaxMemberBytes: cfg.FirmwareMaxMemberBytes, MaxTotalBytes: cfg.FirmwareMaxTotalBytes, MaxRatio: cfg.FirmwareMaxRatio},
+	})
+	a.Devices.BeforeModelDelete = append(a.Devices.BeforeModelDelete, firmware.BeforeModelDelete)
+	cores := coredumps.NewService(d, store, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
+		UploadsPerHour: cfg.CoredumpUploadsPerHour}, log)
+	a.Devices.BeforeDeviceDelete = append(a.Devices.BeforeDeviceDelete, coredumps.BeforeDeviceDelete)
+	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: cores, Metrics: reg, AppEnv: cfg.AppEnv,
+		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
 	return a, nil
 }

@@ -32,6 +32,9 @@ type Config struct {
 	MaxFirmwares int
 	MaxCoredumps int
 
+	CoredumpMaxBytes       int
+	CoredumpUploadsPerHour int
+
 	Host      string
 	Port      int
 	LogLevel  string
@@ -54,6 +57,17 @@ type Config struct {
 	OIDCPipelineRole        string
 	DeviceFailuresPerMinute int
 	TrustProxyHeaders       bool
+
+	FirmwareMaxBundleBytes int64
+	FirmwareMaxMemberBytes int64
+	FirmwareMaxTotalBytes  int64
+	FirmwareMaxRatio       int64
+	TempDir                string
+
+	MQTTURL      string
+	MQTTUsername string
+	MQTTPassword string
+	MQTTClientID string
 }
 
 // Audience is the expected JWT audience: OIDC_AUDIENCE, else OIDC_CLIENT_ID.
@@ -122,6 +136,8 @@ var Settings = []Setting{
 	{Name: "S3_PATH_STYLE", Default: "true", Doc: "Path-style addressing (`endpoint/bucket/key`), needed by most self-hosted S3 servers.", apply: boolSetting(func(c *Config) *bool { return &c.S3PathStyle })},
 	{Name: "MAX_FIRMWARES", Default: "5", Doc: "Firmware versions kept per model (≥ 1); the current version is never pruned.", apply: intSetting(1, 10000, func(c *Config) *int { return &c.MaxFirmwares })},
 	{Name: "MAX_COREDUMPS", Default: "20", Doc: "Core dumps kept per device (≥ 1).", apply: intSetting(1, 100000, func(c *Config) *int { return &c.MaxCoredumps })},
+	{Name: "COREDUMP_MAX_BYTES", Default: "1048576", Doc: "Largest accepted core dump upload (1 MiB); more is refused with 413 while reading.", apply: intSetting(1, 1<<30, func(c *Config) *int { return &c.CoredumpMaxBytes })},
+	{Name: "COREDUMP_UPLOADS_PER_HOUR", Default: "30", Doc: "Core dump uploads accepted per device in any hour (crash-loop guard); more get 429 with `Retry-After`.", apply: intSetting(1, 100000, func(c *Config) *int { return &c.CoredumpUploadsPerHour })},
 	{Name: "HOST", Default: "127.0.0.1", Doc: "Listen address. Use `0.0.0.0` to accept connections from other machines.",
 		apply: func(c *Config, v string) error {
 			if v != "localhost" && net.ParseIP(v) == nil {
@@ -159,6 +175,21 @@ var Settings = []Setting{
 	{Name: "OIDC_ADMIN_ROLE", Default: "admin", Doc: "IdP role name granting token management and the audit log.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCAdminRole, v) }},
 	{Name: "OIDC_PIPELINE_ROLE", Default: "pipeline", Doc: "IdP role name granting the pipeline API only.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCPipelineRole, v) }},
 	{Name: "DEVICE_AUTH_FAILURES_PER_MINUTE", Default: "10", Doc: "Failed device logins allowed per source address and per device key each minute before 429.", apply: intSetting(1, 100000, func(c *Config) *int { return &c.DeviceFailuresPerMinute })},
+	{Name: "FIRMWARE_MAX_BUNDLE_BYTES", Default: "67108864", Doc: "Largest firmware bundle upload (64 MiB); more is refused with 413 while reading.", apply: int64Setting(1024, 1<<40, func(c *Config) *int64 { return &c.FirmwareMaxBundleBytes })},
+	{Name: "FIRMWARE_MAX_MEMBER_BYTES", Default: "67108864", Doc: "Largest uncompressed size of one bundle member (ZIP bomb guard).", apply: int64Setting(1024, 1<<40, func(c *Config) *int64 { return &c.FirmwareMaxMemberBytes })},
+	{Name: "FIRMWARE_MAX_TOTAL_BYTES", Default: "268435456", Doc: "Largest uncompressed size of a whole bundle (ZIP bomb guard).", apply: int64Setting(1024, 1<<40, func(c *Config) *int64 { return &c.FirmwareMaxTotalBytes })},
+	{Name: "FIRMWARE_MAX_COMPRESSION_RATIO", Default: "200", Doc: "Largest uncompressed/compressed ratio of a bundle member over 1 MiB (ZIP bomb guard).", apply: int64Setting(2, 100000, func(c *Config) *int64 { return &c.FirmwareMaxRatio })},
+	{Name: "TEMP_DIR", Default: "", Doc: "Where uploads are spooled while validated; empty means the system temp directory.", apply: func(c *Config, v string) error { c.TempDir = v; return nil }},
+	{Name: "MQTT_URL", Default: "", Doc: "Broker for device notifications, `mqtt://host[:1883]` or `mqtts://host[:8883]`; empty disables MQTT.", apply: func(c *Config, v string) error {
+		if v != "" && !strings.HasPrefix(v, "mqtt://") && !strings.HasPrefix(v, "mqtts://") {
+			return fmt.Errorf("must start with mqtt:// or mqtts://")
+		}
+		c.MQTTURL = v
+		return nil
+	}},
+	{Name: "MQTT_USERNAME", Default: "", Doc: "MQTT user name.", apply: func(c *Config, v string) error { c.MQTTUsername = v; return nil }},
+	{Name: "MQTT_PASSWORD", Default: "", Secret: true, Doc: "MQTT password.", apply: func(c *Config, v string) error { c.MQTTPassword = v; return nil }},
+	{Name: "MQTT_CLIENT_ID", Default: "", Doc: "MQTT client id; defaults to `MQTT_USERNAME`, else `iotsupport-backend`. Give each replica its own.", apply: func(c *Config, v string) error { c.MQTTClientID = v; return nil }},
 	{Name: "TRUST_PROXY_HEADERS", Default: "false", Doc: "Take the client address from `X-Forwarded-For` (only behind a trusted proxy).", apply: boolSetting(func(c *Config) *bool { return &c.TrustProxyHeaders })},
 }
 
@@ -195,6 +226,20 @@ func boolSetting(field func(*Config) *bool) func(*Config, string) error {
 func intSetting(lo, hi int, field func(*Config) *int) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("must be an integer")
+		}
+		if n < lo || n > hi {
+			return fmt.Errorf("must be between %d and %d", lo, hi)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func int64Setting(lo, hi int64, field func(*Config) *int64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return fmt.Errorf("must be an integer")
 		}

@@ -62,7 +62,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		// write lock up front so concurrent writers wait (busy_timeout) instead of failing.
 		q := url.Values{}
 		q.Add("_pragma", "journal_mode(WAL)")
-		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "busy_timeout(30000)")
 		q.Add("_pragma", "foreign_keys(1)")
 		q.Add("_pragma", "synchronous(NORMAL)")
 		q.Set("_txlock", "immediate")

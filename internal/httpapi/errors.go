@@ -58,6 +58,7 @@ var genericMessages = map[string]string{
 	"UNSUPPORTED_MEDIA_TYPE":  "The request body's content type is not supported",
 	"REQUEST_FAILED":          "The request could not be processed",
 	"PROCESSING_ERROR":        "An internal error occurred",
+	"RANGE_NOT_SATISFIABLE":   "The requested range is outside the object",
 	"CLIENT_CLOSED_REQUEST":   "The client closed the request",
 }
 

@@ -20,8 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/iotsupport/iotsupport/internal/auth"
+	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/firmware"
 )
 
 // Version is reported in the OpenAPI document; set by the binary.
@@ -43,6 +45,10 @@ type Deps struct {
 	Auth    *auth.Authenticator
 	Tokens  *auth.Tokens
 	Audit   *auth.Audit
+	// Firmware serves bundles and downloads.
+	Firmware *firmware.Service
+	// Coredumps stores and serves core dumps.
+	Coredumps *coredumps.Service
 	// InsecureDev logs a warning on every request.
 	InsecureDev bool
 	// Backlog reports queued object deletions (readiness shows it; it never fails readiness).
@@ -98,6 +104,8 @@ func New(deps Deps) *Server {
 	s.registerDevices()
 	s.registerTokens()
 	s.registerIoT()
+	s.registerCoredumps()
+	s.registerFirmware()
 	return s
 }
 

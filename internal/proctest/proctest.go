@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -85,7 +86,7 @@ func (p *Proc) Output() string {
 // Start runs `iotsupport serve` on a free port and waits until /health/healthz answers.
 func Start(t testing.TB, environ []string, args ...string) *Proc {
 	t.Helper()
-	addr, err := testenv.FreePort()
+	addr, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,4 +165,13 @@ func Run(t testing.TB, environ []string, args ...string) (string, string, int) {
 		t.Fatal(err)
 	}
 	return out.String(), errb.String(), code
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }

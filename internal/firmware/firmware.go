@@ -1,0 +1,521 @@
+// Package firmware owns firmware bundles: validated upload, storage of the five
+// artifacts under firmware/{code}/{version}/, version history, retention and the
+// current-version pointer devices download.
+package firmware
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/iotsupport/iotsupport/internal/apperr"
+	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/bundle"
+	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/espimage"
+	"github.com/iotsupport/iotsupport/internal/notify"
+	"github.com/iotsupport/iotsupport/internal/outbox"
+)
+
+// Artifacts are the generic object names of a stored version.
+var Artifacts = []string{"firmware.bin", "firmware.elf", "firmware.map", "sdkconfig", "version.json"}
+
+// ValidArtifact reports whether name is one of Artifacts.
+func ValidArtifact(name string) bool {
+	for _, a := range Artifacts {
+		if a == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Key is the object key of one artifact.
+func Key(code, version, artifact string) string {
+	return "firmware/" + code + "/" + version + "/" + artifact
+}
+
+// Prefix is the folder of one version.
+func Prefix(code, version string) string { return "firmware/" + code + "/" + version + "/" }
+
+// ArtifactInfo is the recorded size and SHA-256 of one stored artifact.
+type ArtifactInfo struct {
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Version is one stored firmware version of a model.
+type Version struct {
+	ID            int64
+	ModelID       int64
+	Version       string
+	UploadedAt    time.Time
+	ProjectName   string
+	IDFVersion    string
+	Chip          string
+	SecureVersion int64
+	CompileDate   string
+	CompileTime   string
+	ELFSHA256     string
+	GitCommit     string
+	BinSize       int64
+	BinSHA256     string
+	Artifacts     map[string]ArtifactInfo
+	Current       bool
+}
+
+// Config holds the limits and retention of the service.
+type Config struct {
+	MaxFirmwares   int
+	MaxBundleBytes int64
+	Limits         bundle.Limits
+	TempDir        string
+}
+
+// Service implements firmware operations.
+type Service struct {
+	db      *db.DB
+	store   blob.Store
+	devices *devices.Service
+	notify  notify.Notifier
+	log     *slog.Logger
+	cfg     Config
+	// Protected returns versions of a model that retention must keep (e.g. needed by
+	// PENDING core dumps of its devices); runs inside the upload transaction.
+	Protected func(ctx context.Context, tx *sql.Tx, modelID int64) (map[string]bool, error)
+	// AfterUpload runs after a new version committed (e.g. re-queue waiting decodes).
+	AfterUpload []func(ctx context.Context, modelID int64, v *Version)
+}
+
+// NewService returns the firmware service.
+func NewService(d *db.DB, store blob.Store, devs *devices.Service, n notify.Notifier, log *slog.Logger, cfg Config) *Service {
+	if n == nil {
+		n = notify.Nop{}
+	}
+	return &Service{db: d, store: store, devices: devs, notify: n, log: log, cfg: cfg}
+}
+
+// UploadResult is the outcome of an upload.
+type UploadResult struct {
+	ModelID int64
+	Code    string
+	Version string
+	Created bool // false when an identical version was re-uploaded
+}
+
+// Upload validates a bundle read from body and stores it as the model's current version.
+// Replace allows a version that exists with different content to be overwritten.
+func (s *Service) Upload(ctx context.Context, m *devices.Model, body io.Reader, replace bool) (*UploadResult, error) {
+	f, size, cleanup, err := Spool(s.cfg.TempDir, body, s.cfg.MaxBundleBytes)
+	defer cleanup()
+	if err != nil {
+		return nil, err
+	}
+	b, err := bundle.Validate(f, size, m.Code, s.cfg.Limits, bundle.Strict)
+	if err != nil {
+		return nil, asValidation(err)
+	}
+	return s.store1(ctx, m, b, replace, time.Time{})
+}
+
+func asValidation(err error) error {
+	var ve *bundle.ValidationError
+	if errors.As(err, &ve) {
+		return apperr.Validationf("%s", ve.Error())
+	}
+	var ie *espimage.Error
+	if errors.As(err, &ie) {
+		return apperr.Validationf("%s", ie.Error())
+	}
+	return fmt.Errorf("validate bundle: %w", err)
+}
+
+func storeErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *apperr.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	if errors.Is(err, blob.ErrUnavailable) {
+		return apperr.UnavailableErr("object storage", fmt.Errorf("%s: %w", op, err))
+	}
+	err = db.Classify(err)
+	if errors.Is(err, db.ErrUnavailable) {
+		return apperr.UnavailableErr("database", fmt.Errorf("%s: %w", op, err))
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// store1 runs consistency rule 1 for a validated bundle. uploadedAt zero means now.
+func (s *Service) store1(ctx context.Context, m *devices.Model, b *bundle.Bundle, replace bool, uploadedAt time.Time) (*UploadResult, error) {
+	version := b.Version
+	if uploadedAt.IsZero() {
+		uploadedAt = db.Now()
+	}
+	arts := map[string]ArtifactInfo{}
+	for _, a := range b.Artifacts {
+		arts[a.Name] = ArtifactInfo{Size: a.Size, SHA256: hex.EncodeToString(a.SHA256[:])}
+	}
+	artJSON, _ := json.Marshal(arts)
+	res := &UploadResult{ModelID: m.ID, Code: m.Code, Version: version}
+	var written []string
+	var pruned []string
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		// Serialise uploads per model (PostgreSQL); SQLite transactions are already exclusive.
+		if s.db.Dialect == db.Postgres {
+			if _, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE id = $1 FOR UPDATE`, m.ID); err != nil {
+				return err
+			}
+		}
+		var (
+			existingID  int64
+			existingArt sql.NullString
+		)
+		err := tx.QueryRowContext(ctx, `SELECT id, artifacts FROM firmware_versions WHERE device_model_id = $1 AND version = $2`,
+			m.ID, version).Scan(&existingID, &existingArt)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			res.Created = true
+		case err != nil:
+			return err
+		}
+		writeObjects := true
+		if !res.Created {
+			same := existingArt.Valid && sameArtifacts(existingArt.String, arts)
+			if !same && !replace {
+				return apperr.Existsf("FirmwareVersion for %s %s already exists with different content (use ?replace=true to overwrite)", m.Code, version)
+			}
+			writeObjects = !same
+			if _, err := tx.ExecContext(ctx, `UPDATE firmware_versions SET uploaded_at = $1, project_name = $2, idf_version = $3, chip = $4,
+				secure_version = $5, compile_date = $6, compile_time = $7, elf_sha256 = $8, git_commit = $9, bin_size = $10, bin_sha256 = $11,
+				artifacts = $12 WHERE id = $13`, uploadedAt, b.Image.ProjectName, b.Image.IDFVersion, b.Image.Chip, int64(b.Image.SecureVersion),
+				b.Image.CompileDate, b.Image.CompileTime, hex.EncodeToString(b.Image.AppELFSHA256[:]), b.GitCommit,
+				arts["firmware.bin"].Size, arts["firmware.bin"].SHA256, string(artJSON), existingID); err != nil {
+				return err
+			}
+		} else {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO firmware_versions (device_model_id, version, uploaded_at, created_at, project_name,
+				idf_version, chip, secure_version, compile_date, compile_time, elf_sha256, git_commit, bin_size, bin_sha256, artifacts)
+				VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, m.ID, version, uploadedAt, b.Image.ProjectName,
+				b.Image.IDFVersion, b.Image.Chip, int64(b.Image.SecureVersion), b.Image.CompileDate, b.Image.CompileTime,
+				hex.EncodeToString(b.Image.AppELFSHA256[:]), b.GitCommit, arts["firmware.bin"].Size, arts["firmware.bin"].SHA256, string(artJSON)); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE device_models SET firmware_version = $1, updated_at = $2 WHERE id = $3`, version, db.Now(), m.ID); err != nil {
+			return err
+		}
+		var err2 error
+		pruned, err2 = s.retain(ctx, tx, m, version)
+		if err2 != nil {
+			return err2
+		}
+		if !writeObjects {
+			return nil
+		}
+		// Queued deletions overlapping this folder run now, so none can remove what we write.
+		if err := outbox.Settle(ctx, tx, s.store, Prefix(m.Code, version)); err != nil {
+			return err
+		}
+		for _, a := range b.Artifacts {
+			if err := s.putArtifact(ctx, Key(m.Code, version, a.Name), a); err != nil {
+				return err
+			}
+			written = append(written, Key(m.Code, version, a.Name))
+		}
+		return nil
+	})
+	if err != nil {
+		// Only objects of a version that did not exist before are ours to remove.
+		if res.Created {
+			for _, k := range written {
+				if derr := s.store.Delete(context.WithoutCancel(ctx), k); derr != nil {
+					s.log.Warn("could not remove object of a failed upload; fsck will find it", "key", k, "error", derr)
+				}
+			}
+		}
+		return nil, storeErr("upload firmware", err)
+	}
+	if len(pruned) > 0 {
+		s.log.Info("firmware retention pruned versions", "model", m.Code, "versions", pruned)
+	}
+	s.afterCurrentChanged(ctx, m, version)
+	if v, err := s.GetVersion(ctx, m, version); err == nil {
+		for _, h := range s.AfterUpload {
+			h(ctx, m.ID, v)
+		}
+	}
+	return res, nil
+}
+
+func (s *Service) putArtifact(ctx context.Context, key string, a *bundle.Artifact) error {
+	rc, err := a.Open()
+	if err != nil {
+		return fmt.Errorf("open %s in bundle: %w", a.Name, err)
+	}
+	defer rc.Close()
+	return s.store.Put(ctx, key, rc, a.Size, "application/octet-stream")
+}
+
+func sameArtifacts(stored string, arts map[string]ArtifactInfo) bool {
+	var old map[string]ArtifactInfo
+	if json.Unmarshal([]byte(stored), &old) != nil || len(old) != len(arts) {
+		return false
+	}
+	for k, v := range arts {
+		if old[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// retain keeps the newest MaxFirmwares versions by upload time, never the current
+// version nor protected ones; pruned rows go now, their objects through the outbox.
+func (s *Service) retain(ctx context.Context, tx *sql.Tx, m *devices.Model, current string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, version FROM firmware_versions WHERE device_model_id = $1 ORDER BY uploaded_at DESC, id DESC`, m.ID)
+	if err != nil {
+		return nil, err
+	}
+	type row struct {
+		id      int64
+		version string
+	}
+	var all []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.id, &r.version); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		all = append(all, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(all) <= s.cfg.MaxFirmwares {
+		return nil, nil
+	}
+	protected := map[string]bool{}
+	if s.Protected != nil {
+		if protected, err = s.Protected(ctx, tx, m.ID); err != nil {
+			return nil, err
+		}
+	}
+	var pruned []string
+	for _, r := range all[s.cfg.MaxFirmwares:] {
+		if r.version == current || protected[r.version] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM firmware_versions WHERE id = $1`, r.id); err != nil {
+			return nil, err
+		}
+		if err := outbox.EnqueuePrefix(ctx, tx, Prefix(m.Code, r.version)); err != nil {
+			return nil, err
+		}
+		pruned = append(pruned, r.version)
+	}
+	return pruned, nil
+}
+
+// afterCurrentChanged notifies every device of the model, after commit.
+func (s *Service) afterCurrentChanged(ctx context.Context, m *devices.Model, version string) {
+	ds, err := s.devices.ListDevices(ctx, &m.ID)
+	if err != nil {
+		s.log.Warn("list devices for notification", "model", m.Code, "error", err)
+		return
+	}
+	ids := make([]string, 0, len(ds))
+	for _, d := range ds {
+		ids = append(ids, d.ClientID())
+	}
+	s.notify.FirmwareUpdated(ctx, ids, version)
+}
+
+const versionColumns = `fv.id, fv.device_model_id, fv.version, fv.uploaded_at, COALESCE(fv.project_name, ''), COALESCE(fv.idf_version, ''),
+	COALESCE(fv.chip, ''), COALESCE(fv.secure_version, 0), COALESCE(fv.compile_date, ''), COALESCE(fv.compile_time, ''),
+	COALESCE(fv.elf_sha256, ''), COALESCE(fv.git_commit, ''), COALESCE(fv.bin_size, 0), COALESCE(fv.bin_sha256, ''),
+	COALESCE(fv.artifacts, ''), CASE WHEN m.firmware_version = fv.version THEN 1 ELSE 0 END`
+
+type scanner interface{ Scan(...any) error }
+
+func scanVersion(sc scanner) (*Version, error) {
+	var v Version
+	var arts string
+	var current int
+	if err := sc.Scan(&v.ID, &v.ModelID, &v.Version, &v.UploadedAt, &v.ProjectName, &v.IDFVersion, &v.Chip, &v.SecureVersion,
+		&v.CompileDate, &v.CompileTime, &v.ELFSHA256, &v.GitCommit, &v.BinSize, &v.BinSHA256, &arts, &current); err != nil {
+		return nil, err
+	}
+	v.UploadedAt = v.UploadedAt.UTC()
+	v.Current = current == 1
+	if arts != "" {
+		_ = json.Unmarshal([]byte(arts), &v.Artifacts)
+	}
+	return &v, nil
+}
+
+// ListVersions returns a model's stored versions, newest upload first.
+func (s *Service) ListVersions(ctx context.Context, m *devices.Model) ([]*Version, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+versionColumns+` FROM firmware_versions fv JOIN device_models m ON m.id = fv.device_model_id
+		WHERE fv.device_model_id = $1 ORDER BY fv.uploaded_at DESC, fv.id DESC`, m.ID)
+	if err != nil {
+		return nil, storeErr("list firmware versions", err)
+	}
+	defer rows.Close()
+	out := []*Version{}
+	for rows.Next() {
+		v, err := scanVersion(rows)
+		if err != nil {
+			return nil, storeErr("list firmware versions", err)
+		}
+		out = append(out, v)
+	}
+	return out, storeErr("list firmware versions", rows.Err())
+}
+
+// GetVersion returns one stored version.
+func (s *Service) GetVersion(ctx context.Context, m *devices.Model, version string) (*Version, error) {
+	v, err := scanVersion(s.db.QueryRowContext(ctx, `SELECT `+versionColumns+` FROM firmware_versions fv JOIN device_models m ON m.id = fv.device_model_id
+		WHERE fv.device_model_id = $1 AND fv.version = $2`, m.ID, version))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, apperr.NotFoundf("FirmwareVersion %s %s was not found", m.Code, version)
+	}
+	return v, storeErr("get firmware version", err)
+}
+
+// SetCurrent makes a stored version current (rollback or pin) and notifies devices.
+func (s *Service) SetCurrent(ctx context.Context, m *devices.Model, version string) error {
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		var id int64
+		err := tx.QueryRowContext(ctx, `SELECT id FROM firmware_versions WHERE device_model_id = $1 AND version = $2`, m.ID, version).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return apperr.NotFoundf("FirmwareVersion %s %s was not found", m.Code, version)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE device_models SET firmware_version = $1, updated_at = $2 WHERE id = $3`, version, db.Now(), m.ID)
+		return err
+	})
+	if err != nil {
+		return storeErr("set current firmware", err)
+	}
+	s.afterCurrentChanged(ctx, m, version)
+	return nil
+}
+
+// DeleteVersion removes a stored version that is neither current nor protected.
+func (s *Service) DeleteVersion(ctx context.Context, m *devices.Model, version string) error {
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		var current sql.NullString
+		if err := tx.QueryRowContext(ctx, `SELECT firmware_version FROM device_models WHERE id = $1`, m.ID).Scan(&current); err != nil {
+			return err
+		}
+		var id int64
+		err := tx.QueryRowContext(ctx, `SELECT id FROM firmware_versions WHERE device_model_id = $1 AND version = $2`, m.ID, version).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return apperr.NotFoundf("FirmwareVersion %s %s was not found", m.Code, version)
+		}
+		if err != nil {
+			return err
+		}
+		if current.String == version {
+			return apperr.InvalidOperationf("Cannot delete firmware version %s because it is the current version of %s", version, m.Code)
+		}
+		if s.Protected != nil {
+			p, err := s.Protected(ctx, tx, m.ID)
+			if err != nil {
+				return err
+			}
+			if p[version] {
+				return apperr.InvalidOperationf("Cannot delete firmware version %s because core dumps waiting to be decoded need it", version)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM firmware_versions WHERE id = $1`, id); err != nil {
+			return err
+		}
+		return outbox.EnqueuePrefix(ctx, tx, Prefix(m.Code, version))
+	})
+	return storeErr("delete firmware version", err)
+}
+
+// BeforeModelDelete queues every version's objects of a model being deleted (hook for devices.Service).
+func BeforeModelDelete(ctx context.Context, tx *sql.Tx, m *devices.Model) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM firmware_versions WHERE device_model_id = $1`, m.ID); err != nil {
+		return err
+	}
+	return outbox.EnqueuePrefix(ctx, tx, "firmware/"+m.Code+"/")
+}
+
+// Artifact is an open stored artifact.
+type Artifact struct {
+	Code, Version, Name string
+	Size                int64
+	SHA256              string
+}
+
+// Current returns the current firmware.bin of a model: 404 when there is none.
+func (s *Service) Current(ctx context.Context, m *devices.Model) (*Artifact, error) {
+	if m.FirmwareVersion == nil {
+		return nil, apperr.NotFoundf("Firmware %s was not found", m.Code)
+	}
+	return s.Artifact(ctx, m, *m.FirmwareVersion, "firmware.bin")
+}
+
+// Artifact describes one artifact of a stored version. Versions adopted from the older
+// service have no recorded sizes; their size comes from the store.
+func (s *Service) Artifact(ctx context.Context, m *devices.Model, version, name string) (*Artifact, error) {
+	if !ValidArtifact(name) {
+		return nil, apperr.NotFoundf("Artifact %s was not found", name)
+	}
+	v, err := s.GetVersion(ctx, m, version)
+	if err != nil {
+		return nil, err
+	}
+	a := &Artifact{Code: m.Code, Version: version, Name: name}
+	if info, ok := v.Artifacts[name]; ok {
+		a.Size, a.SHA256 = info.Size, info.SHA256
+		return a, nil
+	}
+	st, err := s.store.Stat(ctx, Key(m.Code, version, name))
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, apperr.NotFoundf("Firmware %s %s %s was not found", m.Code, version, name)
+	}
+	if err != nil {
+		return nil, storeErr("stat artifact", err)
+	}
+	a.Size = st.Size
+	return a, nil
+}
+
+// Open reads an artifact or a range of it from storage.
+func (s *Service) Open(ctx context.Context, a *Artifact, rng *blob.Range) (io.ReadCloser, error) {
+	rc, _, err := s.store.Get(ctx, Key(a.Code, a.Version, a.Name), rng)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, apperr.NotFoundf("Firmware %s %s %s was not found", a.Code, a.Version, a.Name)
+	}
+	if err != nil {
+		return nil, storeErr("read artifact", err)
+	}
+	return rc, nil
+}
+
+// TempDir is where bundles are spooled.
+func (s *Service) TempDir() string {
+	if s.cfg.TempDir != "" {
+		return s.cfg.TempDir
+	}
+	return os.TempDir()
+}
