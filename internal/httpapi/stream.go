@@ -8,9 +8,16 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/iotsupport/iotsupport/internal/blob"
 )
+
+// copyBufs are the buffers downloads stream through: memory per download is one
+// buffer, whatever the object's size.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+type onlyWriter struct{ io.Writer }
 
 // Download describes an object to stream to the client.
 type Download struct {
@@ -137,8 +144,10 @@ func serveDownload(w http.ResponseWriter, r *http.Request, d Download) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	buf := make([]byte, 64<<10)
-	if _, err := io.CopyBuffer(w, io.LimitReader(rc, length), buf); err != nil && !errors.Is(err, context.Canceled) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	// onlyWriter hides ReadFrom so the pooled buffer is used whatever the writer is.
+	if _, err := io.CopyBuffer(onlyWriter{w}, io.LimitReader(rc, length), *bp); err != nil && !errors.Is(err, context.Canceled) {
 		loggerFrom(r.Context()).Warn("download interrupted", "file", d.Filename, "error", err)
 	}
 }
