@@ -1,0 +1,115 @@
+// Package jobs runs the durable background work (core dump decoding) on River, with
+// the job tables in the service's own database. Jobs are inserted in the same
+// transaction as the rows they concern, so a committed row always has its job.
+//
+// Both dialects go through database/sql (riversqlite, riverdatabasesql) so services
+// can insert jobs with the *sql.Tx they already hold; on PostgreSQL the client polls
+// instead of using LISTEN/NOTIFY.
+package jobs
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/iotsupport/iotsupport/internal/db"
+)
+
+// Client is a River client over database/sql.
+type Client = river.Client[*sql.Tx]
+
+// DecodeArgs asks for one core dump to be decoded.
+type DecodeArgs struct {
+	CoredumpID int64 `json:"coredump_id"`
+}
+
+// Kind names the job type in the queue.
+func (DecodeArgs) Kind() string { return "decode_coredump" }
+
+// InsertOpts keeps one pending decode per core dump: a re-parse while one is queued
+// does not queue a second.
+func (DecodeArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: 8, UniqueOpts: river.UniqueOpts{ByArgs: true,
+		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable, rivertype.JobStateScheduled, rivertype.JobStateRunning}}}
+}
+
+func driver(d *db.DB) riverdriver.Driver[*sql.Tx] {
+	if d.Dialect == db.SQLite {
+		return riversqlite.New(d.DB)
+	}
+	return riverdatabasesql.New(d.DB)
+}
+
+// Migrate creates or upgrades River's tables.
+func Migrate(ctx context.Context, d *db.DB) error {
+	m, err := rivermigrate.New(driver(d), nil)
+	if err != nil {
+		return fmt.Errorf("river migrator: %w", err)
+	}
+	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("river migrations: %w", err)
+	}
+	return nil
+}
+
+// Pending reports whether River's tables need migrating.
+func Pending(ctx context.Context, d *db.DB) (bool, error) {
+	m, err := rivermigrate.New(driver(d), nil)
+	if err != nil {
+		return false, err
+	}
+	res, err := m.Migrate(ctx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{DryRun: true})
+	if err != nil {
+		return false, err
+	}
+	return len(res.Versions) > 0, nil
+}
+
+// Config sizes the workers.
+type Config struct {
+	Workers int           // concurrent decodes; 0 makes an insert-only client
+	Timeout time.Duration // per job
+}
+
+// New returns a client; workers may be nil for an insert-only client.
+func New(d *db.DB, workers *river.Workers, cfg Config, log *slog.Logger) (*Client, error) {
+	rc := &river.Config{
+		Logger:               log,
+		JobTimeout:           cfg.Timeout,
+		FetchPollInterval:    500 * time.Millisecond,
+		FetchCooldown:        50 * time.Millisecond,
+		RescueStuckJobsAfter: cfg.Timeout + time.Minute,
+		PollOnly:             true,
+		RetryPolicy:          &backoff{},
+	}
+	if workers != nil && cfg.Workers > 0 {
+		rc.Workers = workers
+		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
+	}
+	c, err := river.NewClient(driver(d), rc)
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	return c, nil
+}
+
+// backoff retries quickly at first (a sidecar restarting, a short store outage) and
+// then exponentially up to ten minutes.
+type backoff struct{}
+
+func (backoff) NextRetry(job *rivertype.JobRow) time.Time {
+	d := time.Second << min(job.Attempt, 10)
+	if d > 10*time.Minute {
+		d = 10 * time.Minute
+	}
+	return time.Now().Add(d)
+}
