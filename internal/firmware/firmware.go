@@ -123,7 +123,7 @@ func (s *Service) Upload(ctx context.Context, m *devices.Model, body io.Reader, 
 	if err != nil {
 		return nil, asValidation(err)
 	}
-	return s.store1(ctx, m, b, replace, time.Time{})
+	return s.store2(ctx, m, b, replace, time.Time{}, true)
 }
 
 func asValidation(err error) error {
@@ -156,8 +156,8 @@ func storeErr(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// store1 runs consistency rule 1 for a validated bundle. uploadedAt zero means now.
-func (s *Service) store1(ctx context.Context, m *devices.Model, b *bundle.Bundle, replace bool, uploadedAt time.Time) (*UploadResult, error) {
+// store2 runs consistency rule 1 for a validated bundle. uploadedAt zero means now.
+func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle, replace bool, uploadedAt time.Time, makeCurrent bool) (*UploadResult, error) {
 	version := b.Version
 	if uploadedAt.IsZero() {
 		uploadedAt = db.Now()
@@ -212,11 +212,20 @@ func (s *Service) store1(ctx context.Context, m *devices.Model, b *bundle.Bundle
 				return err
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE device_models SET firmware_version = $1, updated_at = $2 WHERE id = $3`, version, db.Now(), m.ID); err != nil {
-			return err
+		current := version
+		if makeCurrent {
+			if _, err := tx.ExecContext(ctx, `UPDATE device_models SET firmware_version = $1, updated_at = $2 WHERE id = $3`, version, db.Now(), m.ID); err != nil {
+				return err
+			}
+		} else {
+			var cur sql.NullString
+			if err := tx.QueryRowContext(ctx, `SELECT firmware_version FROM device_models WHERE id = $1`, m.ID).Scan(&cur); err != nil {
+				return err
+			}
+			current = cur.String
 		}
 		var err2 error
-		pruned, err2 = s.retain(ctx, tx, m, version)
+		pruned, err2 = s.retain(ctx, tx, m, current)
 		if err2 != nil {
 			return err2
 		}
@@ -249,7 +258,9 @@ func (s *Service) store1(ctx context.Context, m *devices.Model, b *bundle.Bundle
 	if len(pruned) > 0 {
 		s.log.Info("firmware retention pruned versions", "model", m.Code, "versions", pruned)
 	}
-	s.afterCurrentChanged(ctx, m, version)
+	if makeCurrent {
+		s.afterCurrentChanged(ctx, m, version)
+	}
 	if v, err := s.GetVersion(ctx, m, version); err == nil {
 		for _, h := range s.AfterUpload {
 			h(ctx, m.ID, v)
@@ -518,4 +529,12 @@ func (s *Service) TempDir() string {
 		return s.cfg.TempDir
 	}
 	return os.TempDir()
+}
+
+// Import stores an already validated bundle with a given upload time (used when
+// adopting the older service's files, whose modification times keep retention order).
+// It does not change the model's current version unless makeCurrent is set, and an
+// identical existing version is left as it is.
+func (s *Service) Import(ctx context.Context, m *devices.Model, b *bundle.Bundle, uploadedAt time.Time, makeCurrent bool) (*UploadResult, error) {
+	return s.store2(ctx, m, b, false, uploadedAt.UTC().Truncate(time.Microsecond), makeCurrent)
 }
