@@ -91,7 +91,7 @@ func New(r io.ReaderAt) (*Index, error) {
 	func() {
 		defer func() { _ = recover() }()
 		if d, err := f.DWARF(); err == nil {
-			ix.loadDWARF(d)
+			ix.loadDWARF(d, secSize(f, ".debug_info"), secSize(f, ".debug_line"))
 		}
 	}()
 	func() {
@@ -100,6 +100,13 @@ func New(r io.ReaderAt) (*Index, error) {
 	}()
 	ix.memSize = ix.computeMemSize()
 	return ix, nil
+}
+
+func secSize(f *elf.File, name string) int64 {
+	if s := f.Section(name); s != nil && s.Size < maxELFSize*64 {
+		return int64(s.Size)
+	}
+	return 0
 }
 
 func readAll(r io.ReaderAt) ([]byte, error) {
@@ -353,8 +360,12 @@ func (ix *Index) computeMemSize() int64 {
 
 // loadDWARF builds the line table, function/inline scopes and struct
 // layouts in one pass over the compilation units.
-func (ix *Index) loadDWARF(d *dwarf.Data) {
+func (ix *Index) loadDWARF(d *dwarf.Data, infoSize, lineSize int64) {
 	b := newDwarfBuilder(d)
+	// Every real DIE and line row consumes at least one byte; debug/dwarf
+	// can return endless null entries on a truncated ULEB, so cap the work.
+	b.dieBudget = infoSize + 1024
+	b.lines.budget = 2*lineSize + 1024
 	for _, s := range ix.alloc {
 		if s.lo == 0 {
 			b.lines.hasZero = true

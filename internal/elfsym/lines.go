@@ -30,10 +30,8 @@ type lineBuilder struct {
 	files   []string
 	fileIdx map[string]uint32
 	hasZero bool // a section starts at address 0, so address-0 sequences are real
+	budget  int64
 }
-
-// maxLineRows bounds work on hostile files; real apps have a few 100k.
-const maxLineRows = 20_000_000
 
 func (lb *lineBuilder) intern(name string) uint32 {
 	if i, ok := lb.fileIdx[name]; ok {
@@ -63,7 +61,7 @@ func (lb *lineBuilder) addCU(lr *dwarf.LineReader) {
 		seq = seq[:0]
 		lastFile, lastLine, haveLast, rowLine, nonZeroDisc = ^uint32(0), -1, false, -1, false
 	}
-	for len(lb.rows) < maxLineRows {
+	for ; lb.budget > 0; lb.budget-- {
 		err := lr.Next(&le)
 		if errors.Is(err, io.EOF) || err != nil {
 			break

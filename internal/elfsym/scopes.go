@@ -147,6 +147,8 @@ type dwarfBuilder struct {
 	names  map[dwarf.Offset]string // resolved names of origin DIEs
 	strs   map[string]string
 
+	dieBudget int64
+
 	cu      cuTypes
 	cuFiles []int32 // CU file index → lineTable file index
 }
@@ -170,9 +172,6 @@ func (b *dwarfBuilder) intern(s string) string {
 	return s
 }
 
-// maxDIEs bounds the walk on hostile input.
-const maxDIEs = 50_000_000
-
 type stackEnt struct {
 	tag   dwarf.Tag
 	scope int32 // innermost enclosing function/inline scope, -1 if none
@@ -189,7 +188,7 @@ func (b *dwarfBuilder) run() {
 		}
 		return stack[len(stack)-1]
 	}
-	for n := 0; n < maxDIEs; n++ {
+	for n := int64(0); n < b.dieBudget; n++ {
 		e, err := r.Next()
 		if err != nil || e == nil {
 			break
@@ -234,6 +233,13 @@ func (b *dwarfBuilder) run() {
 			cur.strct = 0
 		}
 		if e.Children {
+			switch e.Tag {
+			case dwarf.TagEnumerationType, dwarf.TagSubroutineType, dwarf.TagArrayType:
+				// Nothing we index lives below these; skipping saves
+				// decoding every enumerator.
+				r.SkipChildren()
+				continue
+			}
 			stack = append(stack, cur)
 		}
 	}
