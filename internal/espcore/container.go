@@ -210,6 +210,10 @@ func (c *container) parseRaw(raw []byte) error {
 		c.warnf("data_len %d exceeds the %d bytes available; dump truncated", dataLen, len(raw))
 		end = len(raw)
 	}
+	if end < vi.hdrLen {
+		c.warnf("data_len %d is smaller than the %d-byte header", dataLen, vi.hdrLen)
+		end = vi.hdrLen
+	}
 	csLen := 4
 	c.checksum.Kind = "crc32"
 	if vi.sha {
@@ -250,6 +254,9 @@ func (c *container) parseRaw(raw []byte) error {
 	}
 	c.hdr.ChecksumKind = c.checksum.Kind
 	c.hdr.ChecksumOK = c.checksum.OK
+	if bodyEnd < vi.hdrLen {
+		bodyEnd = vi.hdrLen // data_len smaller than the header itself
+	}
 	body := raw[vi.hdrLen:bodyEnd]
 	if vi.elf {
 		c.elfCore = body
@@ -262,11 +269,13 @@ func (c *container) parseRaw(raw []byte) error {
 // Inspect summarises a dump cheaply: container kind, version, chip, checksum
 // and the app ELF SHA prefix. It never panics.
 func Inspect(dump []byte) (h Header) {
-	defer func() {
-		if recover() != nil {
-			h = Header{Kind: KindUnknown}
-		}
-	}()
+	if recoverPanics {
+		defer func() {
+			if recover() != nil {
+				h = Header{Kind: KindUnknown}
+			}
+		}()
+	}
 	c, err := unwrap(dump)
 	if c == nil {
 		return Header{Kind: KindUnknown}

@@ -23,14 +23,19 @@ func (o *Options) norm() {
 	}
 }
 
+// recoverPanics is turned off by the fuzz tests so that bugs surface.
+var recoverPanics = true
+
 // DecodeWith decodes a dump with any Symbolizer (nil means no ELF).
 func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			// Safety net only; fuzzing is what keeps this path unused.
-			rep, err = nil, fmt.Errorf("espcore: internal error decoding dump: %v", r)
-		}
-	}()
+	if recoverPanics {
+		defer func() {
+			if r := recover(); r != nil {
+				// Safety net only; fuzzing is what keeps this path unused.
+				rep, err = nil, fmt.Errorf("espcore: internal error decoding dump: %v", r)
+			}
+		}()
+	}
 	opts.norm()
 	ct, err := unwrap(dump)
 	if err != nil {
