@@ -140,7 +140,9 @@ func unwindInput(data []byte, nregs int) (regs []uint32, m *memory, sym fakeSym)
 
 // stackSeeds turns the real threads into unwinder seeds: registers (with
 // sp rebased onto the fuzz stack) followed by the stack bytes.
-func stackSeeds(f *testing.F, a arch) {
+func stackSeeds(f *testing.F, a arch) { collectStackSeeds(f, a) }
+
+func collectStackSeeds(f interface{ Add(...any) }, a arch) {
 	ents, _ := os.ReadDir(testdataDir)
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join(testdataDir, e.Name(), "coredump.b64"))
