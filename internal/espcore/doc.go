@@ -1,0 +1,22 @@
+// Package espcore decodes ESP-IDF core dumps in pure Go.
+//
+// Input is what a device uploads: the raw partition (header, data,
+// checksum, optional padding), the base64 text printed over UART (decoded
+// line by line; log lines and START/END markers are skipped) or a bare ELF
+// core. All container versions are handled: binary 0x0001–0x0003 and ELF
+// 0x0100–0x0104, CRC32 or SHA-256, chip from the version word. See
+// ../shared/docs/ESP-FORMATS.md for the formats.
+//
+// Backtraces: Xtensa uses the windowed-ABI base save areas spilled to the
+// stack; RISC-V uses DWARF CFI from the app ELF, and where no CFI covers a
+// PC (ROM code) a stack scan for return addresses that follow a call
+// instruction and that unwind consistently. Scanned frames are marked
+// "scan".
+//
+// The input is untrusted: thread, segment and frame counts are bounded and
+// every read is checked. The fuzz targets seed themselves from the shared
+// test data; large seeds make the default 60s minimisation stall the
+// fuzzer, so run them with a short minimisation budget:
+//
+//	go test -run XXX -fuzz '^FuzzContainer$' -fuzztime 60s -fuzzminimizetime 100x ./internal/espcore
+package espcore
