@@ -44,18 +44,24 @@ type Device struct {
 // ClientID is the device's OIDC client id, `iotdevice-{model_code}-{key}`.
 func (d *Device) ClientID() string { return "iotdevice-" + d.ModelCode + "-" + d.Key }
 
-// DeviceColumns is selected by every device query; LastCoredumpAtSQL is replaced once
-// core dumps exist.
+// deviceColumns is selected by every device query. last_coredump_at is a plain column
+// of a subquery (not MAX, which loses the timestamp type on SQLite).
 const deviceColumns = `d.id, d.key, d.device_model_id, m.code, m.name, m.firmware_version, d.active, d.config,
-	d.device_name, d.device_entity_id, d.enable_ota, d.created_at, d.updated_at`
+	d.device_name, d.device_entity_id, d.enable_ota, d.created_at, d.updated_at,
+	(SELECT c.uploaded_at FROM coredumps c WHERE c.device_id = d.id ORDER BY c.uploaded_at DESC LIMIT 1)`
 
 func scanDevice(s scanner) (*Device, error) {
 	var d Device
 	var fw, name, entity sql.NullString
 	var ota sql.NullBool
+	var lastCoredump sql.NullTime
 	if err := s.Scan(&d.ID, &d.Key, &d.DeviceModelID, &d.ModelCode, &d.ModelName, &fw, &d.Active, &d.Config,
-		&name, &entity, &ota, &d.CreatedAt, &d.UpdatedAt); err != nil {
+		&name, &entity, &ota, &d.CreatedAt, &d.UpdatedAt, &lastCoredump); err != nil {
 		return nil, err
+	}
+	if lastCoredump.Valid {
+		t := lastCoredump.Time.UTC()
+		d.LastCoredumpAt = &t
 	}
 	d.ModelFirmware, d.DeviceName, d.DeviceEntityID = nullStr(fw), nullStr(name), nullStr(entity)
 	if ota.Valid {

@@ -89,6 +89,7 @@ type core struct {
 	infoVersion uint32
 	hasInfo     bool
 	chipRev     *uint32
+	nnotes      int
 	warnings    []string
 }
 
@@ -277,7 +278,16 @@ func parseCoreELF(b []byte) (*core, error) {
 	return c, nil
 }
 
+const maxNotes = 8192
+
 func (c *core) note(n note) bool {
+	// Bounded so a dump full of tiny notes cannot make per-note work quadratic.
+	if c.nnotes++; c.nnotes > maxNotes {
+		if c.nnotes == maxNotes+1 {
+			c.warnf("more than %d notes; rest ignored", maxNotes)
+		}
+		return false
+	}
 	d := n.desc
 	switch {
 	case n.typ == ntPRStatus && n.name == "CORE":

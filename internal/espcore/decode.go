@@ -180,7 +180,7 @@ func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err err
 		k := "data"
 		if tcbs[s.addr] {
 			k = "tcb"
-		} else if isStackSeg(c, s) {
+		} else if isStackSeg(c, s) || inTaskStack(rep.Threads, s.addr) {
 			k = "stack"
 		}
 		rep.Memory = append(rep.Memory, MemRegion{Address: s.addr, Size: uint32(len(s.data)), Kind: k, Exec: s.exec})
@@ -205,6 +205,15 @@ func isStackSeg(c *core, s segment) bool {
 			return true
 		}
 		if t.stackStart != 0 && (t.stackStart == s.addr || t.stackEnd == s.addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func inTaskStack(ths []Thread, a uint32) bool {
+	for _, t := range ths {
+		if t.StackLow < t.StackHigh && a >= t.StackLow && a < t.StackHigh {
 			return true
 		}
 	}

@@ -1,0 +1,631 @@
+// Package coredumps owns core dump ingestion and administration: the coredumps rows, their
+// objects under coredumps/{device_key}/{id}.dmp, per-device retention and the upload rate
+// limit. It orders every change by the consistency rules of DESIGN.md: rows and objects
+// are written in one transaction (rule 1) and objects are deleted only through the
+// blob_deletions outbox after the rows' removal committed (rule 2).
+package coredumps
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/iotsupport/iotsupport/internal/apperr"
+	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/outbox"
+)
+
+// Parse statuses (ORIGINAL-SYSTEM §4.4).
+const (
+	StatusPending = "PENDING"
+	StatusParsed  = "PARSED"
+	StatusError   = "ERROR"
+)
+
+// VersionPattern is the firmware version rule of DESIGN.md (versions become key segments elsewhere).
+var VersionPattern = regexp.MustCompile(`^[A-Za-z0-9._+-]{1,32}$`)
+
+var deviceKeyPattern = devices.KeyPattern
+
+// Coredump is one stored core dump and what ingest found in it.
+type Coredump struct {
+	ID              int64
+	DeviceID        int64
+	Chip            string
+	FirmwareVersion string
+	Size            int64
+	ParseStatus     string
+	ParsedOutput    *string
+	UploadedAt      time.Time
+	ParsedAt        *time.Time
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+
+	// Ingest findings; nil on rows that were never inspected (adopted from the older service).
+	Container       *string
+	DumpVersion     *int64
+	ChecksumOK      *bool
+	AppELFSHAPrefix *string
+	Recognized      bool
+	SHA256          *string
+	ParseError      *string
+}
+
+// Options are the service's limits.
+type Options struct {
+	// MaxBytes is the largest accepted dump (COREDUMP_MAX_BYTES).
+	MaxBytes int64
+	// Keep is how many dumps a device keeps (MAX_COREDUMPS).
+	Keep int
+	// UploadsPerHour caps uploads per device (COREDUMP_UPLOADS_PER_HOUR).
+	UploadsPerHour int
+}
+
+// Service implements core dump operations.
+type Service struct {
+	db    *db.DB
+	store blob.Store
+	opts  Options
+	log   *slog.Logger
+	// now is the clock (tests move it).
+	now func() time.Time
+	// OnCreated runs inside the upload transaction after the row and object exist.
+	OnCreated []func(ctx context.Context, tx *sql.Tx, id int64) error
+}
+
+// NewService returns a Service.
+func NewService(d *db.DB, store blob.Store, opts Options, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = 1 << 20
+	}
+	if opts.Keep <= 0 {
+		opts.Keep = 20
+	}
+	if opts.UploadsPerHour <= 0 {
+		opts.UploadsPerHour = 30
+	}
+	return &Service{db: d, store: store, opts: opts, log: log, now: db.Now}
+}
+
+// SetClock replaces the clock (tests).
+func (s *Service) SetClock(now func() time.Time) { s.now = now }
+
+// Key is the object key of a core dump.
+func Key(deviceKey string, id int64) string { return fmt.Sprintf("coredumps/%s/%d.dmp", deviceKey, id) }
+
+// DevicePrefix is the prefix holding every core dump object of a device.
+func DevicePrefix(deviceKey string) string { return "coredumps/" + deviceKey + "/" }
+
+// BeforeDeviceDelete is the devices.Service hook that queues, in the deletion's
+// transaction, every core dump object of the device (the rows go by ON DELETE CASCADE).
+func BeforeDeviceDelete(ctx context.Context, tx *sql.Tx, d *devices.Device) error {
+	if !deviceKeyPattern.MatchString(d.Key) {
+		return fmt.Errorf("coredumps: invalid device key %q", d.Key)
+	}
+	return outbox.EnqueuePrefix(ctx, tx, DevicePrefix(d.Key))
+}
+
+// UploadInput is a device's upload.
+type UploadInput struct {
+	DeviceID        int64
+	DeviceKey       string
+	Chip            string
+	FirmwareVersion string
+	Body            io.Reader
+}
+
+// CheckUploadParams validates the query parameters of an upload (messages of ORIGINAL-SYSTEM §4.1)
+// and returns the chip in lower case.
+func CheckUploadParams(chip, version string) (string, error) {
+	chip = strings.ToLower(strings.TrimSpace(chip))
+	if chip == "" {
+		return "", apperr.Validationf("Missing required query parameter: chip")
+	}
+	if version == "" {
+		return "", apperr.Validationf("Missing required query parameter: firmware_version")
+	}
+	if !KnownChip(chip) {
+		return "", apperr.Validationf("Unknown chip %q: expected an ESP32-family name such as esp32, esp32s3 or esp32c6", chip)
+	}
+	if !VersionPattern.MatchString(version) {
+		return "", apperr.Validationf("Invalid firmware_version: 1-32 characters of A-Z, a-z, 0-9, '.', '_', '+' and '-'")
+	}
+	return chip, nil
+}
+
+// Upload stores a device's core dump: the row (PENDING) and its object in one transaction,
+// with per-device retention and the hourly rate limit. It returns the new row.
+func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error) {
+	chip, err := CheckUploadParams(in.Chip, in.FirmwareVersion)
+	if err != nil {
+		return nil, err
+	}
+	if !deviceKeyPattern.MatchString(in.DeviceKey) {
+		return nil, apperr.Validationf("Invalid device key format")
+	}
+	// A crash-looping device is turned away before its body is read.
+	if err := s.checkRate(ctx, s.db, in.DeviceID); err != nil {
+		return nil, err
+	}
+	body, err := readLimited(in.Body, s.opts.MaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	h := Inspect(body)
+	sum := sha256.Sum256(body)
+	sha := hex.EncodeToString(sum[:])
+	now := s.now()
+	var written string
+	var c *Coredump
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if err := s.lockDevice(ctx, tx, in.DeviceID); err != nil {
+			return err
+		}
+		if err := s.checkRate(ctx, tx, in.DeviceID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, in.DeviceID, now); err != nil {
+			return fmt.Errorf("record upload: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $2`, in.DeviceID, now.Add(-time.Hour)); err != nil {
+			return fmt.Errorf("prune upload log: %w", err)
+		}
+		var id int64
+		container, problem := h.Container, nullIfEmpty(h.Problem)
+		if err := tx.QueryRowContext(ctx, `INSERT INTO coredumps (device_id, chip, firmware_version, size, parse_status, uploaded_at,
+			created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error)
+			VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
+			in.DeviceID, chip, in.FirmwareVersion, len(body), StatusPending, now,
+			container, versionValue(h), h.ChecksumOK, nullIfEmpty(h.AppELFSHAPrefix), h.Recognized, sha, problem).Scan(&id); err != nil {
+			return fmt.Errorf("insert coredump: %w", err)
+		}
+		key := Key(in.DeviceKey, id)
+		if err := outbox.Settle(ctx, tx, s.store, key); err != nil {
+			return storeErr(err)
+		}
+		if err := s.store.Put(ctx, key, bytes.NewReader(body), int64(len(body)), "application/octet-stream"); err != nil {
+			return storeErr(err)
+		}
+		written = key
+		// Decode jobs go in this transaction: a committed dump always has its job.
+		for _, h := range s.OnCreated {
+			if err := h(ctx, tx, id); err != nil {
+				return err
+			}
+		}
+		if err := s.prune(ctx, tx, in.DeviceID, in.DeviceKey, id); err != nil {
+			return err
+		}
+		c, err = getCoredump(ctx, tx, in.DeviceID, id)
+		return err
+	})
+	if err != nil {
+		if written != "" {
+			// Rule 1: the row is gone, so the object must go too (best effort; fsck finds leftovers).
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			if derr := s.store.Delete(dctx, written); derr != nil {
+				s.log.Warn("could not remove object of a rolled-back core dump upload", "key", written, "error", derr)
+			}
+			cancel()
+		}
+		return nil, classify("upload coredump", err)
+	}
+	return c, nil
+}
+
+// readLimited reads at most max bytes; more is TooLarge, none is a validation error.
+func readLimited(r io.Reader, max int64) ([]byte, error) {
+	if r == nil {
+		return nil, apperr.Validationf("No coredump content provided")
+	}
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, apperr.Validationf("Could not read the coredump body: %v", err)
+	}
+	if n > max {
+		return nil, apperr.TooLargef("Coredump exceeds maximum size of %d bytes", max)
+	}
+	if n == 0 {
+		return nil, apperr.Validationf("No coredump content provided")
+	}
+	return buf.Bytes(), nil
+}
+
+func versionValue(h Header) any {
+	if h.Version == 0 && !h.Recognized {
+		return nil
+	}
+	return int64(h.Version)
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// lockDevice holds the device row for the rest of the transaction, so concurrent uploads
+// of one device (on any replica) count and prune one after another. SQLite transactions
+// already take the write lock when they begin.
+func (s *Service) lockDevice(ctx context.Context, tx *sql.Tx, deviceID int64) error {
+	q := `SELECT id FROM devices WHERE id = $1`
+	if s.db.Dialect == db.Postgres {
+		q += ` FOR UPDATE`
+	}
+	var id int64
+	err := tx.QueryRowContext(ctx, q, deviceID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return apperr.NotFoundf("Device %d was not found", deviceID)
+	}
+	return err
+}
+
+// checkRate refuses an upload when the device already made UploadsPerHour in the last hour.
+// The window counts the upload log, not coredumps rows, which retention deletes.
+func (s *Service) checkRate(ctx context.Context, q querier, deviceID int64) error {
+	now := s.now()
+	rows, err := q.QueryContext(ctx, `SELECT uploaded_at FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2
+		ORDER BY uploaded_at LIMIT $3`, deviceID, now.Add(-time.Hour), s.opts.UploadsPerHour)
+	if err != nil {
+		return fmt.Errorf("count recent uploads: %w", err)
+	}
+	defer rows.Close()
+	var times []time.Time
+	for rows.Next() {
+		var t time.Time
+		if err := rows.Scan(&t); err != nil {
+			return err
+		}
+		times = append(times, t.UTC())
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(times) < s.opts.UploadsPerHour {
+		return nil
+	}
+	// The oldest counted upload leaves the window first.
+	wait := times[0].Add(time.Hour).Sub(now)
+	secs := int((wait + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	return &apperr.Error{Kind: apperr.RateLimited, RetryAfterSeconds: secs,
+		Msg: fmt.Sprintf("Too many coredump uploads: at most %d per device per hour; retry in %d s", s.opts.UploadsPerHour, secs)}
+}
+
+// prune deletes the device's dumps beyond the newest Keep (never the one just inserted)
+// and queues their objects in the outbox.
+func (s *Service) prune(ctx context.Context, tx *sql.Tx, deviceID int64, deviceKey string, keepID int64) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM coredumps WHERE device_id = $1 AND id <> $2 ORDER BY uploaded_at DESC, id DESC`, deviceID, keepID)
+	if err != nil {
+		return fmt.Errorf("retention: %w", err)
+	}
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(ids) < s.opts.Keep {
+		return nil
+	}
+	return deleteRows(ctx, tx, deviceKey, ids[s.opts.Keep-1:])
+}
+
+// deleteRows deletes coredumps rows and queues their objects, inside tx.
+func deleteRows(ctx context.Context, tx *sql.Tx, deviceKey string, ids []int64) error {
+	for _, id := range ids {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM coredumps WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("delete coredump %d: %w", id, err)
+		}
+		if err := outbox.Enqueue(ctx, tx, Key(deviceKey, id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const columns = `id, device_id, chip, firmware_version, size, parse_status, parsed_output, uploaded_at, parsed_at,
+	created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error`
+
+type scanner interface{ Scan(...any) error }
+
+func scan(sc scanner) (*Coredump, error) {
+	var c Coredump
+	var out, container, prefix, sha, perr sql.NullString
+	var parsedAt sql.NullTime
+	var version sql.NullInt64
+	var ok sql.NullBool
+	if err := sc.Scan(&c.ID, &c.DeviceID, &c.Chip, &c.FirmwareVersion, &c.Size, &c.ParseStatus, &out, &c.UploadedAt, &parsedAt,
+		&c.CreatedAt, &c.UpdatedAt, &container, &version, &ok, &prefix, &c.Recognized, &sha, &perr); err != nil {
+		return nil, err
+	}
+	c.ParsedOutput, c.Container, c.AppELFSHAPrefix, c.ParseError = str(out), str(container), str(prefix), str(perr)
+	if sha.Valid {
+		v := strings.TrimSpace(sha.String)
+		c.SHA256 = &v
+	}
+	if parsedAt.Valid {
+		t := parsedAt.Time.UTC()
+		c.ParsedAt = &t
+	}
+	if version.Valid {
+		c.DumpVersion = &version.Int64
+	}
+	if ok.Valid {
+		c.ChecksumOK = &ok.Bool
+	}
+	c.UploadedAt, c.CreatedAt, c.UpdatedAt = c.UploadedAt.UTC(), c.CreatedAt.UTC(), c.UpdatedAt.UTC()
+	return &c, nil
+}
+
+func str(s sql.NullString) *string {
+	if !s.Valid {
+		return nil
+	}
+	return &s.String
+}
+
+func getCoredump(ctx context.Context, q querier, deviceID, id int64) (*Coredump, error) {
+	c, err := scan(q.QueryRowContext(ctx, `SELECT `+columns+` FROM coredumps WHERE id = $1 AND device_id = $2`, id, deviceID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, apperr.NotFoundf("Coredump %d was not found", id)
+	}
+	return c, err
+}
+
+// deviceKey returns a device's key, or NotFound.
+func deviceKey(ctx context.Context, q querier, deviceID int64) (string, error) {
+	var key string
+	err := q.QueryRowContext(ctx, `SELECT key FROM devices WHERE id = $1`, deviceID).Scan(&key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", apperr.NotFoundf("Device %d was not found", deviceID)
+	}
+	return key, err
+}
+
+// Page is one page of a device's dumps, newest first, and the device's total.
+type Page struct {
+	Coredumps []*Coredump
+	Total     int
+}
+
+// List returns up to limit dumps of a device, newest first, older than the dump beforeID
+// when beforeID > 0.
+func (s *Service) List(ctx context.Context, deviceID int64, limit int, beforeID int64) (*Page, error) {
+	if _, err := deviceKey(ctx, s.db, deviceID); err != nil {
+		return nil, classify("list coredumps", err)
+	}
+	p := &Page{Coredumps: []*Coredump{}}
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM coredumps WHERE device_id = $1`, deviceID).Scan(&p.Total); err != nil {
+		return nil, classify("list coredumps", err)
+	}
+	q := `SELECT ` + columns + ` FROM coredumps WHERE device_id = $1`
+	args := []any{deviceID}
+	if beforeID > 0 {
+		// Page on (uploaded_at, id), the sort order; a cursor row deleted meanwhile falls back to id.
+		var at time.Time
+		err := s.db.QueryRowContext(ctx, `SELECT uploaded_at FROM coredumps WHERE id = $1 AND device_id = $2`, beforeID, deviceID).Scan(&at)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			q += ` AND id < $2`
+			args = append(args, beforeID)
+		case err != nil:
+			return nil, classify("list coredumps", err)
+		default:
+			q += ` AND (uploaded_at < $2 OR (uploaded_at = $2 AND id < $3))`
+			args = append(args, at, beforeID)
+		}
+	}
+	q += fmt.Sprintf(` ORDER BY uploaded_at DESC, id DESC LIMIT %d`, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, classify("list coredumps", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		c, err := scan(rows)
+		if err != nil {
+			return nil, classify("list coredumps", err)
+		}
+		p.Coredumps = append(p.Coredumps, c)
+	}
+	return p, classify("list coredumps", rows.Err())
+}
+
+// Get returns one dump of a device; a dump of another device is NotFound.
+func (s *Service) Get(ctx context.Context, deviceID, id int64) (*Coredump, error) {
+	c, err := getCoredump(ctx, s.db, deviceID, id)
+	return c, classify("get coredump", err)
+}
+
+// Open streams a dump's object, or a range of it. A missing object is NotFound, a store
+// outage Unavailable, a range outside the object blob.ErrInvalidRange.
+func (s *Service) Open(ctx context.Context, deviceID, id int64, rng *blob.Range) (io.ReadCloser, blob.Info, *Coredump, error) {
+	c, err := getCoredump(ctx, s.db, deviceID, id)
+	if err != nil {
+		return nil, blob.Info{}, nil, classify("download coredump", err)
+	}
+	key, err := deviceKey(ctx, s.db, deviceID)
+	if err != nil {
+		return nil, blob.Info{}, nil, classify("download coredump", err)
+	}
+	rc, info, err := s.store.Get(ctx, Key(key, id), rng)
+	switch {
+	case errors.Is(err, blob.ErrNotFound):
+		return nil, blob.Info{}, nil, apperr.NotFoundf("Coredump file %d was not found", id)
+	case errors.Is(err, blob.ErrInvalidRange):
+		return nil, info, c, err
+	case err != nil:
+		return nil, blob.Info{}, nil, storeErr(err)
+	}
+	return rc, info, c, nil
+}
+
+// Delete removes one dump; its object is deleted through the outbox after commit.
+func (s *Service) Delete(ctx context.Context, deviceID, id int64) error {
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		key, err := deviceKey(ctx, tx, deviceID)
+		if err != nil {
+			return err
+		}
+		if _, err := getCoredump(ctx, tx, deviceID, id); err != nil {
+			return err
+		}
+		return deleteRows(ctx, tx, key, []int64{id})
+	})
+	return classify("delete coredump", err)
+}
+
+// DeleteAll removes every dump of a device (none is fine).
+func (s *Service) DeleteAll(ctx context.Context, deviceID int64) error {
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		key, err := deviceKey(ctx, tx, deviceID)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM coredumps WHERE device_id = $1`, deviceID)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return deleteRows(ctx, tx, key, ids)
+	})
+	return classify("delete coredumps", err)
+}
+
+// SeedInput is a testing-mode core dump (ORIGINAL-SYSTEM §2.6).
+type SeedInput struct {
+	DeviceID        int64
+	Chip            string
+	FirmwareVersion string
+	Size            int64
+	ParseStatus     string
+	ParsedOutput    *string
+}
+
+// Seed creates a dump row in any parse state with an object of Size zero bytes, so
+// downloads work (testing mode only; the route is guarded by APP_ENV=testing).
+func (s *Service) Seed(ctx context.Context, in SeedInput) (*Coredump, error) {
+	switch in.ParseStatus {
+	case StatusPending, StatusParsed, StatusError:
+	default:
+		return nil, apperr.Validationf("parse_status must be PENDING, PARSED or ERROR")
+	}
+	chip, err := CheckUploadParams(in.Chip, in.FirmwareVersion)
+	if err != nil {
+		return nil, err
+	}
+	if in.Size < 1 || in.Size > s.opts.MaxBytes {
+		return nil, apperr.Validationf("size must be between 1 and %d", s.opts.MaxBytes)
+	}
+	out := in.ParsedOutput
+	if in.ParseStatus == StatusParsed && out == nil {
+		v := "Test coredump parsed output"
+		out = &v
+	}
+	body := make([]byte, in.Size)
+	h := Inspect(body)
+	sum := sha256.Sum256(body)
+	now := s.now()
+	var parsedAt any
+	if in.ParseStatus != StatusPending {
+		parsedAt = now
+	}
+	var written string
+	var c *Coredump
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		key, err := deviceKey(ctx, tx, in.DeviceID)
+		if err != nil {
+			return err
+		}
+		var id int64
+		if err := tx.QueryRowContext(ctx, `INSERT INTO coredumps (device_id, chip, firmware_version, size, parse_status, parsed_output,
+			uploaded_at, parsed_at, created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $7, $9, $10, $11, $12, $13, $14, $15) RETURNING id`,
+			in.DeviceID, chip, in.FirmwareVersion, in.Size, in.ParseStatus, out, now, parsedAt,
+			h.Container, versionValue(h), h.ChecksumOK, nullIfEmpty(h.AppELFSHAPrefix), h.Recognized, hex.EncodeToString(sum[:]),
+			nullIfEmpty(h.Problem)).Scan(&id); err != nil {
+			return err
+		}
+		k := Key(key, id)
+		if err := s.store.Put(ctx, k, bytes.NewReader(body), in.Size, "application/octet-stream"); err != nil {
+			return storeErr(err)
+		}
+		written = k
+		c, err = getCoredump(ctx, tx, in.DeviceID, id)
+		return err
+	})
+	if err != nil {
+		if written != "" {
+			_ = s.store.Delete(context.WithoutCancel(ctx), written)
+		}
+		return nil, classify("seed coredump", err)
+	}
+	return c, nil
+}
+
+// storeErr maps object-store failures: an outage is 503.
+func storeErr(err error) error {
+	if errors.Is(err, blob.ErrUnavailable) {
+		return apperr.UnavailableErr("object storage", err)
+	}
+	return err
+}
+
+// classify keeps typed errors, marks database outages as 503 and wraps the rest.
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *apperr.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	err = db.Classify(err)
+	if errors.Is(err, db.ErrUnavailable) {
+		return apperr.UnavailableErr("database", err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

@@ -1,0 +1,325 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/go-chi/chi/v5"
+
+	"github.com/iotsupport/iotsupport/internal/apperr"
+	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/coredumps"
+)
+
+// CoredumpSummary is a core dump in lists (ORIGINAL-SYSTEM §2.4).
+type CoredumpSummary struct {
+	ID              int64      `json:"id"`
+	DeviceID        int64      `json:"device_id"`
+	Chip            string     `json:"chip"`
+	FirmwareVersion string     `json:"firmware_version"`
+	Size            int64      `json:"size"`
+	ParseStatus     string     `json:"parse_status" enum:"PENDING,PARSED,ERROR"`
+	UploadedAt      time.Time  `json:"uploaded_at"`
+	ParsedAt        *time.Time `json:"parsed_at"`
+	CreatedAt       time.Time  `json:"created_at"`
+}
+
+// CoredumpDetail is one core dump with the parser output and what ingest found.
+type CoredumpDetail struct {
+	CoredumpSummary
+	ParsedOutput *string   `json:"parsed_output"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	Container    *string   `json:"container" doc:"How the dump arrived: raw (partition bytes), base64 (UART text), elf (bare core ELF) or unknown; null when never inspected"`
+	Format       *string   `json:"format" doc:"Data format named by the version word: elf or binary"`
+	DumpVersion  *int64    `json:"dump_version" doc:"Core dump version word: chip_id << 16 | major << 8 | minor"`
+	ChecksumOK   *bool     `json:"checksum_ok" doc:"Whether the dump's CRC32/SHA-256 verifies; null when it carries none"`
+	AppELFSHA    *string   `json:"app_elf_sha_prefix" doc:"Hex prefix of the app ELF's SHA-256 recorded in ELF-format dumps"`
+	Recognized   bool      `json:"recognized" doc:"Whether the body is recognisable as an ESP-IDF core dump (it is stored either way)"`
+	SHA256       *string   `json:"sha256" doc:"SHA-256 of the stored bytes"`
+	ParseError   *string   `json:"parse_error" doc:"Problem found at ingest: not_a_coredump, erased_partition, truncated, bad_length, checksum_mismatch or bad_elf"`
+}
+
+func coredumpSummary(c *coredumps.Coredump) CoredumpSummary {
+	return CoredumpSummary{ID: c.ID, DeviceID: c.DeviceID, Chip: c.Chip, FirmwareVersion: c.FirmwareVersion, Size: c.Size,
+		ParseStatus: c.ParseStatus, UploadedAt: c.UploadedAt, ParsedAt: c.ParsedAt, CreatedAt: c.CreatedAt}
+}
+
+func coredumpDetail(c *coredumps.Coredump) *CoredumpDetail {
+	d := &CoredumpDetail{CoredumpSummary: coredumpSummary(c), ParsedOutput: c.ParsedOutput, UpdatedAt: c.UpdatedAt,
+		Container: c.Container, DumpVersion: c.DumpVersion, ChecksumOK: c.ChecksumOK, AppELFSHA: c.AppELFSHAPrefix,
+		Recognized: c.Recognized, SHA256: c.SHA256, ParseError: c.ParseError}
+	if c.DumpVersion != nil {
+		if f := coredumps.FormatOf(uint32(*c.DumpVersion)); f != "" {
+			d.Format = &f
+		}
+	}
+	return d
+}
+
+type coredumpPath struct {
+	DeviceIDPath
+	CoredumpID int64 `path:"coredump_id" minimum:"1" doc:"Core dump id"`
+}
+
+type coredumpUploadBody struct {
+	Status     string `json:"status" example:"ok"`
+	CoredumpID int64  `json:"coredump_id"`
+}
+
+func (s *Server) registerCoredumps() {
+	tags := []string{"Core dumps"}
+
+	// Device upload: a plain handler so the body is read under the limit as it arrives.
+	s.router.Post("/api/iot/coredump", s.uploadCoredump)
+	s.api.OpenAPI().AddOperation(&huma.Operation{OperationID: "iot-upload-coredump", Method: http.MethodPost, Path: "/api/iot/coredump",
+		Summary: "Upload the calling device's core dump",
+		Description: "The body is the dump exactly as the device has it: raw partition bytes or the base64 text printed over UART, " +
+			"any content type, at most COREDUMP_MAX_BYTES. Bodies that are not recognisable core dumps are stored too, and flagged.",
+		Tags: []string{"Devices (device-facing)"},
+		Parameters: []*huma.Param{
+			{Name: "chip", In: "query", Required: true, Description: "ESP32-family chip name, e.g. esp32s3 (case-insensitive)", Schema: &huma.Schema{Type: "string"}},
+			{Name: "firmware_version", In: "query", Required: true, Description: "Firmware version running at crash time", Schema: &huma.Schema{Type: "string", Pattern: coredumps.VersionPattern.String()}},
+		},
+		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{"application/octet-stream": {Schema: &huma.Schema{Type: "string", Format: "binary"}}}},
+		Responses: map[string]*huma.Response{
+			"201": {Description: "Stored", Content: map[string]*huma.MediaType{"application/json": {Schema: &huma.Schema{Type: "object",
+				Properties: map[string]*huma.Schema{"status": {Type: "string"}, "coredump_id": {Type: "integer"}}}}}},
+			"400": {Description: "Missing or invalid parameters, or an empty body"},
+			"413": {Description: "Body larger than COREDUMP_MAX_BYTES"},
+			"429": {Description: "Too many uploads from this device in the last hour; see Retry-After"},
+			"503": {Description: "Object storage unavailable; nothing was stored"},
+		}})
+
+	huma.Register(s.api, huma.Operation{OperationID: "list-coredumps", Method: http.MethodGet, Path: "/api/devices/{device_id}/coredumps",
+		Summary: "List a device's core dumps, newest first", Tags: tags},
+		func(ctx context.Context, in *struct {
+			DeviceIDPath
+			Limit    int   `query:"limit" minimum:"1" maximum:"1000" default:"100" doc:"Page size"`
+			BeforeID int64 `query:"before_id" minimum:"0" doc:"Return dumps older than this one (the last id of the previous page)"`
+		}) (*struct {
+			Body struct {
+				Coredumps []CoredumpSummary `json:"coredumps"`
+				Count     int               `json:"count" doc:"Total number of the device's core dumps"`
+			}
+		}, error) {
+			limit := in.Limit
+			if limit == 0 {
+				limit = 100
+			}
+			p, err := s.deps.Coredumps.List(ctx, in.DeviceID, limit, in.BeforeID)
+			if err != nil {
+				return nil, err
+			}
+			out := &struct {
+				Body struct {
+					Coredumps []CoredumpSummary `json:"coredumps"`
+					Count     int               `json:"count" doc:"Total number of the device's core dumps"`
+				}
+			}{}
+			out.Body.Coredumps = make([]CoredumpSummary, 0, len(p.Coredumps))
+			for _, c := range p.Coredumps {
+				out.Body.Coredumps = append(out.Body.Coredumps, coredumpSummary(c))
+			}
+			out.Body.Count = p.Total
+			return out, nil
+		})
+	huma.Register(s.api, huma.Operation{OperationID: "get-coredump", Method: http.MethodGet, Path: "/api/devices/{device_id}/coredumps/{coredump_id}",
+		Summary: "Get a core dump with its ingest findings", Tags: tags},
+		func(ctx context.Context, in *coredumpPath) (*struct{ Body *CoredumpDetail }, error) {
+			c, err := s.deps.Coredumps.Get(ctx, in.DeviceID, in.CoredumpID)
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body *CoredumpDetail }{Body: coredumpDetail(c)}, nil
+		})
+	huma.Register(s.api, huma.Operation{OperationID: "delete-coredump", Method: http.MethodDelete, Path: "/api/devices/{device_id}/coredumps/{coredump_id}",
+		Summary: "Delete a core dump", Tags: tags, DefaultStatus: 204},
+		func(ctx context.Context, in *coredumpPath) (*struct{}, error) {
+			return nil, s.deps.Coredumps.Delete(ctx, in.DeviceID, in.CoredumpID)
+		})
+	huma.Register(s.api, huma.Operation{OperationID: "delete-all-coredumps", Method: http.MethodDelete, Path: "/api/devices/{device_id}/coredumps",
+		Summary: "Delete all of a device's core dumps", Tags: tags, DefaultStatus: 204},
+		func(ctx context.Context, in *DeviceIDPath) (*struct{}, error) {
+			return nil, s.deps.Coredumps.DeleteAll(ctx, in.DeviceID)
+		})
+
+	s.router.Get("/api/devices/{device_id}/coredumps/{coredump_id}/download", s.downloadCoredump)
+	s.api.OpenAPI().AddOperation(&huma.Operation{OperationID: "download-coredump", Method: http.MethodGet,
+		Path: "/api/devices/{device_id}/coredumps/{coredump_id}/download", Summary: "Download a core dump as stored", Tags: tags,
+		Parameters: []*huma.Param{
+			{Name: "device_id", In: "path", Required: true, Schema: &huma.Schema{Type: "integer", Format: "int64"}},
+			{Name: "coredump_id", In: "path", Required: true, Schema: &huma.Schema{Type: "integer", Format: "int64"}},
+			{Name: "Range", In: "header", Description: "One byte range, e.g. bytes=0-1023", Schema: &huma.Schema{Type: "string"}},
+			{Name: "If-None-Match", In: "header", Description: "ETag (the SHA-256) of a copy the client has", Schema: &huma.Schema{Type: "string"}},
+		},
+		Responses: map[string]*huma.Response{
+			"200": {Description: "The dump", Content: map[string]*huma.MediaType{"application/octet-stream": {Schema: &huma.Schema{Type: "string", Format: "binary"}}}},
+			"206": {Description: "The requested range"},
+			"304": {Description: "Not modified"},
+			"404": {Description: "No such dump for this device, or its object is missing"},
+			"416": {Description: "Range not satisfiable"},
+			"503": {Description: "Object storage unavailable"},
+		}})
+
+	huma.Register(s.api, huma.Operation{OperationID: "testing-create-coredump", Method: http.MethodPost, Path: "/api/testing/coredumps",
+		Summary: "Seed a core dump in any parse state, with an object so downloads work (APP_ENV=testing only)", Tags: []string{"Testing"}, DefaultStatus: 201},
+		func(ctx context.Context, in *struct {
+			Body struct {
+				DeviceID        int64   `json:"device_id" minimum:"1"`
+				Chip            string  `json:"chip,omitempty" required:"false" default:"esp32s3"`
+				FirmwareVersion string  `json:"firmware_version,omitempty" required:"false" default:"0.0.0-test"`
+				Size            int64   `json:"size,omitempty" required:"false" default:"262144"`
+				ParseStatus     string  `json:"parse_status,omitempty" required:"false" default:"PARSED"`
+				ParsedOutput    *string `json:"parsed_output,omitempty" required:"false"`
+			}
+		}) (*struct{ Body *CoredumpDetail }, error) {
+			c, err := s.deps.Coredumps.Seed(ctx, coredumps.SeedInput{DeviceID: in.Body.DeviceID, Chip: in.Body.Chip,
+				FirmwareVersion: in.Body.FirmwareVersion, Size: in.Body.Size, ParseStatus: in.Body.ParseStatus, ParsedOutput: in.Body.ParsedOutput})
+			if err != nil {
+				return nil, err
+			}
+			return &struct{ Body *CoredumpDetail }{Body: coredumpDetail(c)}, nil
+		})
+}
+
+func (s *Server) uploadCoredump(w http.ResponseWriter, r *http.Request) {
+	id := device(r.Context())
+	q := r.URL.Query()
+	c, err := s.deps.Coredumps.Upload(r.Context(), coredumps.UploadInput{DeviceID: id.DeviceID, DeviceKey: id.DeviceKey,
+		Chip: q.Get("chip"), FirmwareVersion: q.Get("firmware_version"), Body: r.Body})
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, coredumpUploadBody{Status: "ok", CoredumpID: c.ID})
+}
+
+func (s *Server) downloadCoredump(w http.ResponseWriter, r *http.Request) {
+	deviceID, err := pathID(r, "device_id")
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	coredumpID, err := pathID(r, "coredump_id")
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	c, err := s.deps.Coredumps.Get(r.Context(), deviceID, coredumpID)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	etag := ""
+	if c.SHA256 != nil {
+		etag = `"` + *c.SHA256 + `"`
+		w.Header().Set("ETag", etag)
+		if inm := r.Header.Get("If-None-Match"); inm != "" && coredumpETagMatches(inm, etag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	rng, ok := coredumpRange(r.Header.Get("Range"), c.Size)
+	if !ok {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", c.Size))
+		writeEnvelope(w, newEnvelope(r.Context(), http.StatusRequestedRangeNotSatisfiable, "", "Requested range not satisfiable"))
+		return
+	}
+	rc, info, _, err := s.deps.Coredumps.Open(r.Context(), deviceID, coredumpID, rng)
+	if errors.Is(err, blob.ErrInvalidRange) {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
+		writeEnvelope(w, newEnvelope(r.Context(), http.StatusRequestedRangeNotSatisfiable, "", "Requested range not satisfiable"))
+		return
+	}
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	defer rc.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=coredump_%d.dmp", coredumpID))
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Cache-Control", "private, no-cache")
+	status := http.StatusOK
+	length := info.Size
+	if rng != nil {
+		length = rng.Length
+		if rng.Offset+length > info.Size {
+			length = info.Size - rng.Offset
+		}
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rng.Offset, rng.Offset+length-1, info.Size))
+		status = http.StatusPartialContent
+	}
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	w.WriteHeader(status)
+	if _, err := io.Copy(w, rc); err != nil {
+		loggerFrom(r.Context()).Warn("core dump download interrupted", "coredump_id", coredumpID, "error", err)
+	}
+}
+
+func pathID(r *http.Request, name string) (int64, error) {
+	v, err := strconv.ParseInt(chi.URLParam(r, name), 10, 64)
+	if err != nil || v < 1 {
+		return 0, apperr.Validationf("Validation failed: path.%s: expected a positive integer", name)
+	}
+	return v, nil
+}
+
+func coredumpETagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// coredumpRange resolves a Range header against an object of size bytes: nil for the whole
+// object (no header, or one we ignore as RFC 9110 allows: multiple ranges, other units,
+// bad syntax), ok=false when the range cannot be satisfied.
+func coredumpRange(header string, size int64) (*blob.Range, bool) {
+	spec, found := strings.CutPrefix(strings.TrimSpace(header), "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return nil, true
+	}
+	first, last, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return nil, true
+	}
+	if first == "" { // suffix: the last N bytes
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n < 0 {
+			return nil, true
+		}
+		if n == 0 || size == 0 {
+			return nil, false
+		}
+		n = min(n, size)
+		return &blob.Range{Offset: size - n, Length: n}, true
+	}
+	start, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || start < 0 {
+		return nil, true
+	}
+	if start >= size {
+		return nil, false
+	}
+	end := size - 1
+	if last != "" {
+		e, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || e < start {
+			return nil, true
+		}
+		end = min(e, size-1)
+	}
+	return &blob.Range{Offset: start, Length: end - start + 1}, true
+}
