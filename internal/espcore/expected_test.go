@@ -60,6 +60,8 @@ type refFrame struct {
 	pc    uint32 // 0 when GDB printed no address (frame 0 at a line start)
 	hasPC bool
 	fn    string
+	file  string
+	line  int
 }
 
 type refThread struct {
@@ -88,6 +90,7 @@ var (
 	reCrashed = regexp.MustCompile(`^Crashed task handle: 0x([0-9a-f]+), name: '([^']*)'`)
 	reThread  = regexp.MustCompile(`^=+ THREAD (\d+) \(TCB: 0x([0-9a-f]+), name: '([^']*)'\) =+`)
 	reFrame   = regexp.MustCompile(`^#(\d+)\s+(?:(0x[0-9a-f]+) in )?(\S+) \(`)
+	reAt      = regexp.MustCompile(` at (\S+):(\d+)$`)
 	reReg     = regexp.MustCompile(`^([a-z0-9_]+)\s+(0x[0-9a-f]+)`)
 	reTask    = regexp.MustCompile(`^0x([0-9a-f]+)\s+(\S+)\s+(\d+)/(\d+)\s+(\d+)/(\d+)$`)
 )
@@ -153,6 +156,10 @@ func parseExpected(t testing.TB, path string) *expected {
 		if cur != nil {
 			if m := reFrame.FindStringSubmatch(l); m != nil {
 				fr := refFrame{fn: m[3]}
+				if a := reAt.FindStringSubmatch(l); a != nil {
+					fr.file = a[1]
+					fr.line, _ = strconv.Atoi(a[2])
+				}
 				if m[2] != "" {
 					fr.pc, fr.hasPC = hex32(m[2]), true
 				} else if len(cur.frames) > 0 {
@@ -278,6 +285,9 @@ func TestExpectedOutputs(t *testing.T) {
 					}
 					if frameMatches(ix, wf, th.Frames[j]) {
 						matched++
+						if g := th.Frames[j]; wf.file != "" && (g.Line != wf.line || filepath.Base(g.File) != filepath.Base(wf.file)) {
+							t.Errorf("thread %d frame #%d %s: at %s:%d, want %s:%d", i+1, j, wf.fn, g.File, g.Line, wf.file, wf.line)
+						}
 					} else {
 						t.Errorf("thread %d frame #%d: got 0x%x %s [%s], want 0x%x %s", i+1, j, th.Frames[j].PC, th.Frames[j].Function, th.Frames[j].Method, wf.pc, wf.fn)
 						ok = false

@@ -211,3 +211,28 @@ func FuzzRISCVUnwind(f *testing.F) {
 		symbolize(sym, fr, 256)
 	})
 }
+
+// FuzzDecodeWithELF decodes mutated dumps against a real app ELF, so the
+// CFI walk, the scan fallback and symbolization see hostile stacks.
+func FuzzDecodeWithELF(f *testing.F) {
+	if _, err := os.Stat(filepath.Join(testdataDir, "esp32c3", "app.elf")); err != nil {
+		f.Skip("test data not available")
+	}
+	for _, c := range []string{"esp32c3", "esp32"} {
+		if raw, ok := decodeBase64Lines(readDump(f, c)); ok {
+			f.Add(raw)
+		}
+	}
+	var syms []Symbolizer
+	f.Fuzz(func(t *testing.T, data []byte) {
+		recoverPanics = false
+		if syms == nil {
+			syms = []Symbolizer{ixSym{loadIndex(t, "esp32c3")}, ixSym{loadIndex(t, "esp32")}}
+		}
+		for _, s := range syms {
+			if r, err := DecodeWith(data, s, Options{}); err == nil {
+				_ = r.Text()
+			}
+		}
+	})
+}
