@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -137,12 +138,38 @@ func DeletePrefix(ctx context.Context, s Store, prefix string) (int, error) {
 	if err := Walk(ctx, s, prefix, func(i Info) error { keys = append(keys, i.Key); return nil }); err != nil {
 		return 0, err
 	}
-	for i, k := range keys {
-		if err := s.Delete(ctx, k); err != nil {
-			return i, err
+	// A few deletes in flight: one round trip per object adds up on S3.
+	var (
+		mu       sync.Mutex
+		n        int
+		firstErr error
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, 8)
+	)
+	for _, k := range keys {
+		mu.Lock()
+		stop := firstErr != nil
+		mu.Unlock()
+		if stop {
+			break
 		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			err := s.Delete(ctx, k)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				n++
+			} else if firstErr == nil {
+				firstErr = err
+			}
+		}()
 	}
-	return len(keys), nil
+	wg.Wait()
+	return n, firstErr
 }
 
 // exactReader passes through exactly size bytes of r and fails if r ends early or holds

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,22 +52,98 @@ func TestVersityGWCompliance(t *testing.T) {
 }
 
 func TestLocalRefusesEscapes(t *testing.T) {
+	ctx := context.Background()
 	root := t.TempDir()
 	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("s"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	s, err := blob.NewLocal(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A symlinked directory inside the root must not become a way out.
+	// Symlinks planted inside the root (a directory, a file) must not become a way out,
+	// including through directories below the link that do not exist yet.
 	if err := os.Symlink(outside, filepath.Join(root, "link")); err != nil {
 		t.Fatal(err)
 	}
-	err = s.Put(context.Background(), "link/x", bytes.NewReader([]byte("x")), 1, "")
-	if !errors.Is(err, blob.ErrInvalidKey) {
-		t.Fatalf("write through symlink: %v", err)
+	if err := os.Symlink(filepath.Join(outside, "secret"), filepath.Join(root, "file")); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(outside, "x")); err == nil {
-		t.Fatal("file written outside the root")
+	for _, k := range []string{"link/x", "link/new/deeper/x", "link/secret", "file"} {
+		if err := s.Put(ctx, k, bytes.NewReader([]byte("x")), 1, ""); !errors.Is(err, blob.ErrInvalidKey) {
+			t.Errorf("put %s: %v", k, err)
+		}
+		if _, _, err := s.Get(ctx, k, nil); !errors.Is(err, blob.ErrInvalidKey) {
+			t.Errorf("get %s: %v", k, err)
+		}
+		if err := s.Delete(ctx, k); !errors.Is(err, blob.ErrInvalidKey) {
+			t.Errorf("delete %s: %v", k, err)
+		}
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 1 {
+		t.Fatalf("outside dir changed: %v", entries)
+	}
+	if items, _, err := s.List(ctx, "", "", 10); err != nil || len(items) != 0 {
+		t.Fatalf("list follows symlinks: %+v %v", items, err)
+	}
+	// Names the local backend cannot hold are invalid keys, not outages.
+	for _, k := range []string{".tmp-x", "a/.tmp-y", "a/" + strings.Repeat("n", 256)} {
+		if err := s.Put(ctx, k, bytes.NewReader([]byte("x")), 1, ""); !errors.Is(err, blob.ErrInvalidKey) {
+			t.Errorf("put %s: %v", k, err)
+		}
+	}
+}
+
+func TestLocalDeleteRemovesEmptyDirs(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s, err := blob.NewLocal(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a/b/c/one", "a/b/two"} {
+		if err := s.Put(ctx, k, bytes.NewReader([]byte("x")), 1, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Delete(ctx, "a/b/c/one"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "a", "b", "c")); !os.IsNotExist(err) {
+		t.Fatalf("empty dir kept: %v", err)
+	}
+	if err := s.Delete(ctx, "a/b/two"); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil || len(entries) != 0 {
+		t.Fatalf("root after deletes: %v %v", entries, err)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("root removed: %v", err)
+	}
+}
+
+func TestValidKey(t *testing.T) {
+	for _, k := range []string{"a", "firmware/esp32_cam/1.2.3+build.4/firmware.bin", "coredumps/ab12cd34/9.dmp",
+		".hidden", "a/..b/c..", "sp ace", strings.Repeat("k/", 511) + "kk", "ünïcode"} {
+		if err := blob.ValidKey(k); err != nil {
+			t.Errorf("%q: %v", k, err)
+		}
+	}
+	for _, k := range []string{"", "..", "a/..", "./a", "/a", "a/", "a//b", "a\\b", "a\x00", "\x7f", "\xc3", strings.Repeat("k", 1025)} {
+		if err := blob.ValidKey(k); !errors.Is(err, blob.ErrInvalidKey) {
+			t.Errorf("%q accepted", k)
+		}
+	}
+}
+
+func TestVersityGWMissingFailsWithInstallCommand(t *testing.T) {
+	t.Setenv("VERSITYGW_BIN", filepath.Join(t.TempDir(), "nope"))
+	_, err := testenv.VersityGWBin()
+	if err == nil || !strings.Contains(err.Error(), "go install github.com/versity/versitygw/cmd/versitygw@v1.8.0") {
+		t.Fatalf("error without install command: %v", err)
 	}
 }
 
@@ -125,16 +202,31 @@ func TestNewS3CreatesBucketOrFailsClearly(t *testing.T) {
 	if _, err := blob.NewS3(ctx, cfg); err != nil {
 		t.Fatalf("existing bucket: %v", err)
 	}
+	// host:port without a scheme means http unless UseSSL.
+	plain := cfg
+	plain.Endpoint = strings.TrimPrefix(cfg.Endpoint, "http://")
+	if _, err := blob.NewS3(ctx, plain); err != nil {
+		t.Fatalf("endpoint without scheme: %v", err)
+	}
 	bad := cfg
 	bad.SecretAccessKey = "wrong"
 	bad.Bucket = "another-bucket"
-	if _, err := blob.NewS3(ctx, bad); err == nil {
-		t.Fatal("wrong credentials accepted")
+	if _, err := blob.NewS3(ctx, bad); !errors.Is(err, blob.ErrUnavailable) || !strings.Contains(err.Error(), "another-bucket") {
+		t.Fatalf("wrong credentials: %v", err)
 	}
+	invalid := cfg
+	invalid.Bucket = "Not_A_Valid_Bucket"
+	_, err := blob.NewS3(ctx, invalid)
+	if err == nil || !strings.Contains(err.Error(), "bucket Not_A_Valid_Bucket at "+cfg.Endpoint) {
+		t.Fatalf("invalid bucket name: %v", err)
+	}
+	t.Logf("invalid bucket: %v", err)
 	down := cfg
-	down.Endpoint = "http://127.0.0.1:1"
-	_, err := blob.NewS3(ctx, down)
-	if !errors.Is(err, blob.ErrUnavailable) {
-		t.Fatalf("unreachable endpoint: %v", err)
+	down.Endpoint = "127.0.0.1:1"
+	began := time.Now()
+	_, err = blob.NewS3(ctx, down)
+	if !errors.Is(err, blob.ErrUnavailable) || !strings.Contains(err.Error(), "http://127.0.0.1:1") || time.Since(began) > 10*time.Second {
+		t.Fatalf("unreachable endpoint: %v after %v", err, time.Since(began))
 	}
+	t.Logf("unreachable: %v", err)
 }

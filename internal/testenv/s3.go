@@ -214,7 +214,11 @@ func removeStaleDirs() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), sharedDirPrefix+"*"))
 	for _, d := range dirs {
 		rest := strings.TrimPrefix(filepath.Base(d), sharedDirPrefix)
-		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+		parts := strings.SplitN(rest, "-", 2)
+		if len(parts) != 2 {
+			continue
+		}
+		pid, err := strconv.Atoi(parts[0])
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
