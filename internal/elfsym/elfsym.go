@@ -34,12 +34,14 @@ type Index struct {
 	progs []section // PROGBITS alloc sections with contents, sorted
 	alloc []span    // all alloc sections (for SymbolAt's section rule)
 
-	funcSyms []symbol // FUNC symbols, sorted by addr
-	msyms    []symbol // GDB-style minimal symbols, sorted by addr
+	funcSyms []symbol          // FUNC symbols, sorted by addr
+	dataSyms map[string]symbol // OBJECT/NOTYPE symbols by name, globals preferred
+	msyms    []symbol          // GDB-style minimal symbols, sorted by addr
 
 	lines lineTable
 	scope scopeTable
 	types map[string]map[string]int64
+	sizes map[string]int64
 	cfi   cfiTable
 
 	memSize int64
@@ -62,6 +64,7 @@ type symbol struct {
 	addr, size uint64
 	name       string
 	text       bool // defined in an executable section
+	global     bool
 }
 
 // New parses the ELF in r. It fails only if r is not a readable ELF file;
@@ -228,6 +231,7 @@ func (ix *Index) loadSymbols(f *elf.File) {
 		return
 	}
 	intern := map[string]string{}
+	ix.dataSyms = map[string]symbol{}
 	for _, s := range syms {
 		typ := elf.ST_TYPE(s.Info)
 		if s.Name == "" || s.Section == elf.SHN_UNDEF {
@@ -244,6 +248,13 @@ func (ix *Index) loadSymbols(f *elf.File) {
 		}
 		if typ == elf.STT_FUNC {
 			ix.funcSyms = append(ix.funcSyms, sym)
+		}
+		if (typ == elf.STT_OBJECT || typ == elf.STT_NOTYPE) && s.Section != elf.SHN_ABS {
+			if old, dup := ix.dataSyms[name]; !dup || (!old.global && elf.ST_BIND(s.Info) == elf.STB_GLOBAL) {
+				sym.global = elf.ST_BIND(s.Info) == elf.STB_GLOBAL
+				ix.dataSyms[name] = sym
+				sym.global = false
+			}
 		}
 		// Minimal symbols as GDB's elfread keeps them: no section/file
 		// symbols, no absolute ones, no mapping symbols or local labels.
@@ -279,6 +290,14 @@ func (ix *Index) Symbol(pc uint64) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// DataSymbol returns the address and size of a data symbol (STT_OBJECT or
+// STT_NOTYPE, file-local statics included) by name, e.g. FreeRTOS's
+// pxReadyTasksLists. With duplicates a global symbol wins, else the first.
+func (ix *Index) DataSymbol(name string) (addr, size uint64, ok bool) {
+	s, ok := ix.dataSyms[name]
+	return s.addr, s.size, ok
 }
 
 // SymbolAt mimics GDB's <symbol+offset> annotation of pointer values
@@ -338,6 +357,7 @@ func (ix *Index) computeMemSize() int64 {
 		n += int64(len(s.data)) + 32
 	}
 	n += int64(len(ix.code)+len(ix.alloc)) * 16
+	n += int64(len(ix.dataSyms)) * 64
 	strs := map[string]bool{}
 	for _, l := range [][]symbol{ix.funcSyms, ix.msyms} {
 		n += int64(len(l)) * 32
@@ -349,6 +369,7 @@ func (ix *Index) computeMemSize() int64 {
 		}
 	}
 	n += ix.lines.memSize() + ix.scope.memSize() + ix.cfi.memSize()
+	n += int64(len(ix.sizes)) * 48
 	for k, m := range ix.types {
 		n += int64(len(k)) + 48
 		for mk := range m {
@@ -375,4 +396,5 @@ func (ix *Index) loadDWARF(d *dwarf.Data, infoSize, lineSize int64) {
 	ix.lines = b.lines.finish()
 	ix.scope = b.scopes.finish()
 	ix.types = b.types
+	ix.sizes = b.sizes
 }

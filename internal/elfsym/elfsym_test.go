@@ -304,3 +304,28 @@ func TestNewNotELF(t *testing.T) {
 		t.Error("expected error for empty input")
 	}
 }
+
+func TestDataSymbolAndTypeSize(t *testing.T) {
+	for _, c := range cases {
+		ix := loadIndex(t, c)
+		for _, n := range []string{"pxReadyTasksLists", "xDelayedTaskList1", "xSuspendedTaskList", "xPendingReadyList"} {
+			addr, size, ok := ix.DataSymbol(n)
+			if !ok || addr == 0 || size == 0 {
+				t.Errorf("%s: DataSymbol(%s) = %#x,%d,%v", c, n, addr, size, ok)
+			}
+		}
+		if _, _, ok := ix.DataSymbol("panic_abort"); ok {
+			t.Errorf("%s: function returned as data symbol", c)
+		}
+		ls, ok := ix.TypeSize("List_t")
+		if !ok || ls <= 0 {
+			t.Errorf("%s: TypeSize(List_t) = %d,%v", c, ls, ok)
+		}
+		if _, size, _ := ix.DataSymbol("xSuspendedTaskList"); int64(size) != ls {
+			t.Errorf("%s: sizeof List_t %d != xSuspendedTaskList size %d", c, ls, size)
+		}
+		if ts, ok := ix.TypeSize("TCB_t"); !ok || ts < 0x50 {
+			t.Errorf("%s: TypeSize(TCB_t) = %d,%v", c, ts, ok)
+		}
+	}
+}

@@ -143,6 +143,7 @@ type dwarfBuilder struct {
 	lines  lineBuilder
 	scopes scopeTable
 	types  map[string]map[string]int64
+	sizes  map[string]int64
 	alias  map[string]string       // typedef name → struct tag, resolved at the end
 	names  map[dwarf.Offset]string // resolved names of origin DIEs
 	strs   map[string]string
@@ -159,6 +160,7 @@ func newDwarfBuilder(d *dwarf.Data) *dwarfBuilder {
 		lines: lineBuilder{fileIdx: map[string]uint32{}},
 		types: map[string]map[string]int64{},
 		alias: map[string]string{},
+		sizes: map[string]int64{},
 		names: map[dwarf.Offset]string{},
 		strs:  map[string]string{},
 	}
@@ -247,6 +249,9 @@ func (b *dwarfBuilder) run() {
 	for td, tag := range b.alias {
 		if _, ok := b.types[td]; !ok && b.types[tag] != nil {
 			b.types[td] = b.types[tag]
+			if sz, ok := b.sizes[tag]; ok {
+				b.sizes[td] = sz
+			}
 		}
 	}
 }
@@ -270,7 +275,7 @@ func (b *dwarfBuilder) startCU(e *dwarf.Entry) {
 
 func (b *dwarfBuilder) finishCU() {
 	if b.cu.structs != nil {
-		b.cu.flush(b.types, b.alias, b.intern)
+		b.cu.flush(b.types, b.sizes, b.alias, b.intern)
 		b.cu = cuTypes{}
 	}
 }

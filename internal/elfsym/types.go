@@ -12,6 +12,7 @@ type cuTypes struct {
 
 type cuStruct struct {
 	name    string
+	size    int64 // DW_AT_byte_size, -1 if absent
 	members []cuMember
 }
 
@@ -41,7 +42,11 @@ func (c *cuTypes) observe(e *dwarf.Entry, inStruct dwarf.Offset) {
 	switch e.Tag {
 	case dwarf.TagStructType, dwarf.TagUnionType, dwarf.TagClassType:
 		name, _ := e.Val(dwarf.AttrName).(string)
-		c.structs[e.Offset] = &cuStruct{name: name}
+		size, ok := e.Val(dwarf.AttrByteSize).(int64)
+		if !ok {
+			size = -1
+		}
+		c.structs[e.Offset] = &cuStruct{name: name, size: size}
 	case dwarf.TagTypedef:
 		name, _ := e.Val(dwarf.AttrName).(string)
 		t, _ := e.Val(dwarf.AttrType).(dwarf.Offset)
@@ -128,7 +133,7 @@ func (c *cuTypes) flatten(s *cuStruct, base int64, out map[string]int64, depth i
 	}
 }
 
-func (c *cuTypes) flush(types map[string]map[string]int64, pending map[string]string, intern func(string) string) {
+func (c *cuTypes) flush(types map[string]map[string]int64, sizes map[string]int64, pending map[string]string, intern func(string) string) {
 	add := func(name string, s *cuStruct) {
 		if name == "" || s == nil || len(s.members) == 0 {
 			return
@@ -143,6 +148,9 @@ func (c *cuTypes) flush(types map[string]map[string]int64, pending map[string]st
 			mm[intern(k)] = v
 		}
 		types[intern(name)] = mm
+		if s.size >= 0 {
+			sizes[intern(name)] = s.size
+		}
 	}
 	for _, s := range c.structs {
 		add(s.name, s)
@@ -159,6 +167,12 @@ func (c *cuTypes) flush(types map[string]map[string]int64, pending map[string]st
 		}
 		add(t.name, s)
 	}
+}
+
+// TypeSize returns sizeof a struct or union by tag or typedef name.
+func (ix *Index) TypeSize(name string) (int64, bool) {
+	n, ok := ix.sizes[name]
+	return n, ok
 }
 
 // MemberOffset returns the byte offset of member in the struct or union
