@@ -10,13 +10,13 @@ import (
 	"hash/crc32"
 )
 
-// Input container kinds.
+// Input container kinds: how the dump was wrapped. Whether the dump itself
+// is in the binary or the ELF format is Header.Format.
 const (
-	KindBinary  = "binary" // not produced by Inspect; kept for callers that label stored blobs
-	KindELF     = "elf"
-	KindBase64  = "base64"
-	KindRaw     = "raw"
-	KindUnknown = "unknown"
+	KindELF     = "elf"     // bare ELF core (no header, no checksum)
+	KindBase64  = "base64"  // UART text, decoded line by line
+	KindRaw     = "raw"     // partition data: header + data + checksum
+	KindUnknown = "unknown" // none of the above
 )
 
 // Limits for untrusted input.

@@ -165,7 +165,11 @@ func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err err
 		}
 		for i, n := range names {
 			if i < len(r) {
-				rep.Registers = append(rep.Registers, Register{n, r[i]})
+				reg := Register{Name: n, Value: r[i]}
+				if (n == "pc" || n == "ra") && sym != nil && sym.IsCode(uint64(r[i])) {
+					reg.Symbol, _ = sym.Symbol(uint64(r[i]))
+				}
+				rep.Registers = append(rep.Registers, reg)
 			}
 		}
 	}
@@ -252,9 +256,9 @@ func exception(c *core, chip chipInfo) *Exception {
 		for _, p := range c.xtPairs {
 			switch {
 			case p.idx >= 177 && p.idx <= 183:
-				e.EPC = append(e.EPC, Register{fmt.Sprintf("epc%d", p.idx-176), p.val})
+				e.EPC = append(e.EPC, Register{Name: fmt.Sprintf("epc%d", p.idx-176), Value: p.val})
 			case p.idx >= 194 && p.idx <= 199:
-				e.EPS = append(e.EPS, Register{fmt.Sprintf("eps%d", p.idx-192), p.val})
+				e.EPS = append(e.EPS, Register{Name: fmt.Sprintf("eps%d", p.idx-192), Value: p.val})
 			}
 		}
 		return e

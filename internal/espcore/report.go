@@ -46,8 +46,9 @@ type Exception struct {
 
 // Register is a named 32-bit register value.
 type Register struct {
-	Name  string `json:"name"`
-	Value uint32 `json:"value"`
+	Name   string `json:"name"`
+	Value  uint32 `json:"value"`
+	Symbol string `json:"symbol,omitempty"` // for code addresses (pc, ra)
 }
 
 // Thread is one task with its backtrace.

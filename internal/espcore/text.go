@@ -93,7 +93,11 @@ func (r *Report) Text() string {
 		}
 	}
 	for _, x := range r.Registers {
-		p("%-15s0x%-18x%d\n", x.Name, x.Value, int32(x.Value))
+		if x.Symbol != "" {
+			p("%-15s0x%-18x<%s>\n", x.Name, x.Value, x.Symbol)
+		} else {
+			p("%-15s0x%-18x%d\n", x.Name, x.Value, int32(x.Value))
+		}
 	}
 	if len(r.Threads) > 0 {
 		p("\n%s\n", banner("CURRENT THREAD STACK"))
