@@ -70,7 +70,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: false,
 	}
 	httpapi.Version = buildVersion()
-	root.AddCommand(serveCmd(), migrateCmd(), configCmd(), versionCmd(), tokenCmd())
+	root.AddCommand(serveCmd(), migrateCmd(), configCmd(), versionCmd(), tokenCmd(), migrateToS3Cmd(), storageCmd())
 	return root
 }
 
@@ -137,7 +137,7 @@ func serveCmd() *cobra.Command {
 }
 
 func migrateCmd() *cobra.Command {
-	var status bool
+	var status, finalize, discard bool
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Apply pending database migrations (--status lists them)",
@@ -169,16 +169,24 @@ func migrateCmd() *cobra.Command {
 				}
 				return nil
 			}
+			if err := adoptLegacy(ctx, cfg, cmd.OutOrStdout()); err != nil {
+				return err
+			}
 			d, err := app.OpenDB(ctx, cfg, true, log)
 			if err != nil {
 				return err
 			}
 			defer d.Close()
 			fmt.Fprintln(cmd.OutOrStdout(), "database schema is up to date")
+			if finalize {
+				return finalizeLegacy(ctx, d, discard, cmd.OutOrStdout())
+			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&status, "status", false, "list migrations and whether each is applied")
+	cmd.Flags().BoolVar(&finalize, "finalize-legacy", false, "drop the older service's coredumps.filename once migrate-to-s3 has moved every core dump")
+	cmd.Flags().BoolVar(&discard, "discard-unmigrated", false, "with --finalize-legacy: delete core dump rows whose legacy file was never found")
 	return cmd
 }
 

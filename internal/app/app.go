@@ -25,6 +25,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/httpapi"
+	"github.com/iotsupport/iotsupport/internal/legacy"
 	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/outbox"
 )
@@ -64,6 +65,11 @@ func OpenStore(ctx context.Context, cfg *config.Config) (blob.Store, error) {
 func OpenDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Logger) (*db.DB, error) {
 	d, err := db.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
+		return nil, err
+	}
+	// An older service's database is adopted only by `iotsupport migrate`, never silently.
+	if err := legacy.CheckAdopted(ctx, d); err != nil {
+		d.Close()
 		return nil, err
 	}
 	if migrate {

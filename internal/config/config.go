@@ -21,6 +21,10 @@ type Config struct {
 	StorageBackend string
 	StorageDir     string
 
+	// Sources of `migrate-to-s3` (the older service's directories).
+	AssetsDir    string
+	CoredumpsDir string
+
 	S3Endpoint  string
 	S3AccessKey string
 	S3SecretKey string
@@ -111,6 +115,10 @@ var Settings = []Setting{
 		}},
 	{Name: "STORAGE_DIR", Default: "./data/blobs", Doc: "Root directory of the `local` storage backend.",
 		apply: func(c *Config, v string) error { return nonEmpty(&c.StorageDir, v) }},
+	{Name: "ASSETS_DIR", Default: "", Doc: "Only for `migrate-to-s3`: the older service's firmware directory (`{code}/firmware-{version}.zip`); empty skips firmware.",
+		apply: func(c *Config, v string) error { c.AssetsDir = v; return nil }},
+	{Name: "COREDUMPS_DIR", Default: "", Doc: "Only for `migrate-to-s3`: the older service's core dump directory (`{device_key}/coredump_*.dmp`); empty skips core dumps.",
+		apply: func(c *Config, v string) error { c.CoredumpsDir = v; return nil }},
 	{Name: "S3_ENDPOINT_URL", Default: "", Doc: "S3 endpoint, e.g. `http://127.0.0.1:7070`; empty means AWS. Required when `STORAGE_BACKEND=s3` unless using AWS.",
 		apply: func(c *Config, v string) error {
 			if v != "" {

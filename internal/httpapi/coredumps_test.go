@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -57,7 +58,7 @@ func newCoredumpDevice(t *testing.T, s *apitest.Server, code string) coredumpDev
 }
 
 func (d coredumpDevice) upload(s *apitest.Server, chip, version string, body any) *apitest.Response {
-	return s.Basic(d.key, d.secret).Do("POST", "/api/iot/coredump?chip="+chip+"&firmware_version="+version, body)
+	return s.Basic(d.key, d.secret).Do("POST", "/api/iot/coredump?chip="+url.QueryEscape(chip)+"&firmware_version="+url.QueryEscape(version), body)
 }
 
 func readCoredumpCorpus(t *testing.T, name, file string) []byte {
@@ -222,18 +223,18 @@ func TestCoredumpUploadCorpus(t *testing.T) {
 		}
 
 		// Range, ETag and If-None-Match on the download.
-		url := fmt.Sprintf("/api/devices/%d/coredumps/%d/download", dev.id, lastID)
-		full := viewer.Expect(200, "GET", url, nil)
-		r := viewer.Expect(206, "GET", url, nil, "Range", "bytes=10-19")
+		dlURL := fmt.Sprintf("/api/devices/%d/coredumps/%d/download", dev.id, lastID)
+		full := viewer.Expect(200, "GET", dlURL, nil)
+		r := viewer.Expect(206, "GET", dlURL, nil, "Range", "bytes=10-19")
 		if !bytes.Equal(r.Body, full.Body[10:20]) || r.Header.Get("Content-Range") != fmt.Sprintf("bytes 10-19/%d", len(full.Body)) || r.Header.Get("Content-Length") != "10" {
 			t.Fatalf("range: %q %v", r.Body, r.Header)
 		}
-		r = viewer.Expect(206, "GET", url, nil, "Range", "bytes=-5")
+		r = viewer.Expect(206, "GET", dlURL, nil, "Range", "bytes=-5")
 		if !bytes.Equal(r.Body, full.Body[len(full.Body)-5:]) {
 			t.Fatalf("suffix range: %q", r.Body)
 		}
-		viewer.Expect(416, "GET", url, nil, "Range", fmt.Sprintf("bytes=%d-", len(full.Body)))
-		if et := full.Header.Get("ETag"); et == "" || viewer.Do("GET", url, nil, "If-None-Match", et).Status != 304 {
+		viewer.Expect(416, "GET", dlURL, nil, "Range", fmt.Sprintf("bytes=%d-", len(full.Body)))
+		if et := full.Header.Get("ETag"); et == "" || viewer.Do("GET", dlURL, nil, "If-None-Match", et).Status != 304 {
 			t.Fatalf("ETag %q not honoured", et)
 		}
 	})
@@ -300,7 +301,8 @@ func TestCoredumpUploadLimitsAndValidation(t *testing.T) {
 		}
 
 		// A lower limit from the setting.
-		s2 := apitest.Start(t, env, "COREDUMP_MAX_BYTES", "100")
+		s2 := apitest.Start(t, testenv.New(t, env.Name), "COREDUMP_MAX_BYTES", "100")
+		dev = newCoredumpDevice(t, s2, "lamp")
 		if r := dev.upload(s2, "esp32", "1.0", make([]byte, 100)); r.Status != 201 {
 			t.Fatalf("100 bytes: %d", r.Status)
 		}
@@ -447,8 +449,8 @@ func TestCoredumpStoreOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := testenv.PostgresURL(t)
-	env := &testenv.Env{Name: "postgres+stoppable-s3", DatabaseURL: url, DB: testenv.OpenDB(t, url), Store: store, S3: &cfg}
+	dsn := testenv.PostgresURL(t)
+	env := &testenv.Env{Name: "postgres+stoppable-s3", DatabaseURL: dsn, DB: testenv.OpenDB(t, dsn), Store: store, S3: &cfg}
 	s := apitest.Start(t, env)
 	dev := newCoredumpDevice(t, s, "lamp")
 	okID := int(dev.upload(s, "esp32", "1.0", []byte("before")).Map(t)["coredump_id"].(float64))
@@ -502,7 +504,7 @@ func TestTestingCoredumpSeed(t *testing.T) {
 		s.As("").Expect(404, "POST", "/api/testing/coredumps", map[string]any{"device_id": 999999})
 
 		// Outside testing mode the route does not exist for anyone.
-		prod := apitest.Start(t, env)
+		prod := apitest.Start(t, testenv.New(t, env.Name))
 		if r := prod.Do("POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id}).Map(t); r["code"] != "ROUTE_NOT_AVAILABLE" {
 			t.Fatalf("production: %v", r)
 		}
