@@ -94,7 +94,11 @@ func New(r io.ReaderAt) (*Index, error) {
 	func() {
 		defer func() { _ = recover() }()
 		if d, err := f.DWARF(); err == nil {
-			ix.loadDWARF(d, secSize(f, ".debug_info"), secSize(f, ".debug_line"))
+			var raw []byte
+			if s := f.Section(".debug_line"); s != nil {
+				raw, _ = s.Data()
+			}
+			ix.loadDWARF(d, secSize(f, ".debug_info"), raw)
 		}
 	}()
 	func() {
@@ -277,16 +281,23 @@ func sortSyms(s []symbol) {
 	sort.SliceStable(s, func(i, j int) bool { return s[i].addr < s[j].addr })
 }
 
-// Symbol names the FUNC symbol containing pc: the nearest symbol at or
-// below pc whose [addr, addr+size) covers it (size 0 matches only addr).
-// It is the fallback for code without DWARF.
+// Symbol names the function containing pc from the ELF symbol table: the
+// FUNC symbol whose [addr, addr+size) covers pc, else (in code sections
+// only) GDB's minimal-symbol choice, which also accepts zero-sized labels
+// such as assembly ISR entry points. It is the fallback for code without
+// DWARF.
 func (ix *Index) Symbol(pc uint64) (string, bool) {
 	s := ix.funcSyms
 	i := sort.Search(len(s), func(i int) bool { return s[i].addr > pc })
 	// Scan back over aliases/overlaps; bounded.
 	for j := i - 1; j >= 0 && j >= i-16; j-- {
-		if pc == s[j].addr || pc-s[j].addr < s[j].size {
+		if pc-s[j].addr < s[j].size {
 			return s[j].name, true
+		}
+	}
+	if ix.IsCode(pc) {
+		if name, _, ok := ix.SymbolAt(pc); ok {
+			return name, true
 		}
 	}
 	return "", false
@@ -381,12 +392,13 @@ func (ix *Index) computeMemSize() int64 {
 
 // loadDWARF builds the line table, function/inline scopes and struct
 // layouts in one pass over the compilation units.
-func (ix *Index) loadDWARF(d *dwarf.Data, infoSize, lineSize int64) {
+func (ix *Index) loadDWARF(d *dwarf.Data, infoSize int64, rawLine []byte) {
 	b := newDwarfBuilder(d)
 	// Every real DIE and line row consumes at least one byte; debug/dwarf
 	// can return endless null entries on a truncated ULEB, so cap the work.
 	b.dieBudget = infoSize + 1024
-	b.lines.budget = 2*lineSize + 1024
+	b.lines.budget = 2*int64(len(rawLine)) + 1024
+	b.lines.raw, b.lines.order = rawLine, ix.order
 	for _, s := range ix.alloc {
 		if s.lo == 0 {
 			b.lines.hasZero = true

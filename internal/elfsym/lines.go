@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sort"
+	"strings"
 )
 
 // lineRow is one address→line entry. line == 0 marks an end of sequence.
@@ -31,6 +32,93 @@ type lineBuilder struct {
 	fileIdx map[string]uint32
 	hasZero bool // a section starts at address 0, so address-0 sequences are real
 	budget  int64
+
+	raw     []byte // .debug_line, to read DWARF ≤4 file tables as recorded
+	order   byteOrder
+	cuNames map[*dwarf.LineFile]uint32
+}
+
+// startCU maps the CU's file entries to the names GDB displays. debug/dwarf
+// joins relative names with the compilation directory; GDB (DWARF ≤4) does
+// not when the directory index is 0, e.g. libstdc++'s "atomicity.cc".
+func (lb *lineBuilder) startCU(lr *dwarf.LineReader, stmtList int64) {
+	lb.cuNames = map[*dwarf.LineFile]uint32{}
+	files := lr.Files()
+	raw := lb.rawFileNames(stmtList)
+	for i, f := range files {
+		if f == nil {
+			continue
+		}
+		name := f.Name
+		if raw != nil && len(raw) == len(files) && raw[i] != "" {
+			name = raw[i]
+		}
+		lb.cuNames[f] = lb.intern(name)
+	}
+}
+
+func (lb *lineBuilder) fileName(f *dwarf.LineFile) uint32 {
+	if i, ok := lb.cuNames[f]; ok {
+		return i
+	}
+	return lb.intern(f.Name)
+}
+
+// rawFileNames parses a DWARF 2-4 line header's file table, returning
+// names indexed like LineReader.Files (entry 0 unused), or nil.
+func (lb *lineBuilder) rawFileNames(off int64) []string {
+	if off < 0 || off >= int64(len(lb.raw)) || lb.order == nil {
+		return nil
+	}
+	r := &reader{b: lb.raw, pos: int(off), ord: lb.order}
+	length := uint64(r.u32())
+	offSize := 4
+	if length == 0xffffffff {
+		length = r.u64()
+		offSize = 8
+	}
+	if r.bad || length > uint64(len(lb.raw)-r.pos) {
+		return nil
+	}
+	r.b = lb.raw[:r.pos+int(length)]
+	version := r.u16()
+	if version < 2 || version > 4 {
+		return nil
+	}
+	r.bytes(offSize) // header_length
+	r.bytes(1)       // minimum_instruction_length
+	if version >= 4 {
+		r.bytes(1) // maximum_operations_per_instruction
+	}
+	r.bytes(3) // default_is_stmt, line_base, line_range
+	opBase := int(r.u8())
+	r.bytes(opBase - 1)
+	var dirs []string
+	for !r.bad && len(dirs) < 1<<16 {
+		d := r.cstring()
+		if d == "" {
+			break
+		}
+		dirs = append(dirs, d)
+	}
+	names := []string{""}
+	for !r.bad && len(names) < 1<<16 {
+		name := r.cstring()
+		if name == "" {
+			break
+		}
+		dir := r.uleb()
+		r.uleb() // mtime
+		r.uleb() // length
+		if !strings.HasPrefix(name, "/") && dir > 0 && dir <= uint64(len(dirs)) {
+			name = dirs[dir-1] + "/" + name
+		}
+		names = append(names, name)
+	}
+	if r.bad {
+		return nil
+	}
+	return names
 }
 
 func (lb *lineBuilder) intern(name string) uint32 {
@@ -56,10 +144,19 @@ func (lb *lineBuilder) addCU(lr *dwarf.LineReader) {
 		haveLast    bool
 		rowLine     = -1
 		nonZeroDisc bool
+		stmtAtAddr  bool // an is_stmt row was seen at lastAddr
 	)
 	reset := func() {
 		seq = seq[:0]
-		lastFile, lastLine, haveLast, rowLine, nonZeroDisc = ^uint32(0), -1, false, -1, false
+		lastFile, lastLine, haveLast, rowLine, nonZeroDisc, stmtAtAddr = ^uint32(0), -1, false, -1, false, false
+	}
+	// GDB tracks, per address, whether any row there was a statement.
+	track := func(addr uint64, stmt bool) {
+		if !haveLast || addr != lastAddr {
+			stmtAtAddr = false
+		}
+		lastAddr, haveLast = addr, true
+		stmtAtAddr = stmtAtAddr || stmt
 	}
 	for ; lb.budget > 0; lb.budget-- {
 		err := lr.Next(&le)
@@ -86,15 +183,18 @@ func (lb *lineBuilder) addCU(lr *dwarf.LineReader) {
 			nonZeroDisc = true
 		}
 		if le.File == nil || le.Line <= 0 {
-			lastAddr, haveLast = le.Address, true
+			track(le.Address, le.IsStmt)
 			continue
 		}
-		fi := lb.intern(le.File.Name)
+		fi := lb.fileName(le.File)
 		changed := fi != lastFile
-		if changed && haveLast && le.Address == lastAddr && !le.IsStmt {
+		// A non-statement row switching files at an address that already
+		// has a statement row is dropped.
+		if changed && haveLast && le.Address == lastAddr && !le.IsStmt && stmtAtAddr {
+			track(le.Address, le.IsStmt)
 			continue
 		}
-		lastAddr, haveLast = le.Address, true
+		track(le.Address, le.IsStmt)
 		if changed {
 			for len(seq) > 0 && seq[len(seq)-1].addr == le.Address {
 				seq = seq[:len(seq)-1]

@@ -263,13 +263,15 @@ func (b *dwarfBuilder) startCU(e *dwarf.Entry) {
 	if err != nil || lr == nil {
 		return
 	}
+	stmt, _ := e.Val(dwarf.AttrStmtList).(int64)
+	b.lines.startCU(lr, stmt)
 	b.lines.addCU(lr)
 	for _, f := range lr.Files() {
 		if f == nil {
 			b.cuFiles = append(b.cuFiles, -1)
 			continue
 		}
-		b.cuFiles = append(b.cuFiles, int32(b.lines.intern(f.Name)))
+		b.cuFiles = append(b.cuFiles, int32(b.lines.fileName(f)))
 	}
 }
 
