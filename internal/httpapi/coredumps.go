@@ -2,12 +2,10 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -202,12 +200,12 @@ func (s *Server) uploadCoredump(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) downloadCoredump(w http.ResponseWriter, r *http.Request) {
-	deviceID, err := pathID(r, "device_id")
+	deviceID, err := coredumpPathID(r, "device_id")
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	coredumpID, err := pathID(r, "coredump_id")
+	coredumpID, err := coredumpPathID(r, "coredump_id")
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -219,107 +217,19 @@ func (s *Server) downloadCoredump(w http.ResponseWriter, r *http.Request) {
 	}
 	etag := ""
 	if c.SHA256 != nil {
-		etag = `"` + *c.SHA256 + `"`
-		w.Header().Set("ETag", etag)
-		if inm := r.Header.Get("If-None-Match"); inm != "" && coredumpETagMatches(inm, etag) {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
+		etag = *c.SHA256
 	}
-	rng, ok := coredumpRange(r.Header.Get("Range"), c.Size)
-	if !ok {
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", c.Size))
-		writeEnvelope(w, newEnvelope(r.Context(), http.StatusRequestedRangeNotSatisfiable, "", "Requested range not satisfiable"))
-		return
-	}
-	rc, info, _, err := s.deps.Coredumps.Open(r.Context(), deviceID, coredumpID, rng)
-	if errors.Is(err, blob.ErrInvalidRange) {
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
-		writeEnvelope(w, newEnvelope(r.Context(), http.StatusRequestedRangeNotSatisfiable, "", "Requested range not satisfiable"))
-		return
-	}
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
-	defer rc.Close()
-	h := w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=coredump_%d.dmp", coredumpID))
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("Cache-Control", "private, no-cache")
-	status := http.StatusOK
-	length := info.Size
-	if rng != nil {
-		length = rng.Length
-		if rng.Offset+length > info.Size {
-			length = info.Size - rng.Offset
-		}
-		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rng.Offset, rng.Offset+length-1, info.Size))
-		status = http.StatusPartialContent
-	}
-	h.Set("Content-Length", strconv.FormatInt(length, 10))
-	w.WriteHeader(status)
-	if _, err := io.Copy(w, rc); err != nil {
-		loggerFrom(r.Context()).Warn("core dump download interrupted", "coredump_id", coredumpID, "error", err)
-	}
+	serveDownload(w, r, Download{Filename: fmt.Sprintf("coredump_%d.dmp", coredumpID), Size: c.Size, ETag: etag,
+		Open: func(ctx context.Context, rng *blob.Range) (io.ReadCloser, error) {
+			rc, _, _, err := s.deps.Coredumps.Open(ctx, deviceID, coredumpID, rng)
+			return rc, err
+		}})
 }
 
-func pathID(r *http.Request, name string) (int64, error) {
+func coredumpPathID(r *http.Request, name string) (int64, error) {
 	v, err := strconv.ParseInt(chi.URLParam(r, name), 10, 64)
 	if err != nil || v < 1 {
 		return 0, apperr.Validationf("Validation failed: path.%s: expected a positive integer", name)
 	}
 	return v, nil
-}
-
-func coredumpETagMatches(header, etag string) bool {
-	for _, t := range strings.Split(header, ",") {
-		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
-		if t == "*" || t == etag {
-			return true
-		}
-	}
-	return false
-}
-
-// coredumpRange resolves a Range header against an object of size bytes: nil for the whole
-// object (no header, or one we ignore as RFC 9110 allows: multiple ranges, other units,
-// bad syntax), ok=false when the range cannot be satisfied.
-func coredumpRange(header string, size int64) (*blob.Range, bool) {
-	spec, found := strings.CutPrefix(strings.TrimSpace(header), "bytes=")
-	if !found || strings.Contains(spec, ",") {
-		return nil, true
-	}
-	first, last, found := strings.Cut(strings.TrimSpace(spec), "-")
-	if !found {
-		return nil, true
-	}
-	if first == "" { // suffix: the last N bytes
-		n, err := strconv.ParseInt(last, 10, 64)
-		if err != nil || n < 0 {
-			return nil, true
-		}
-		if n == 0 || size == 0 {
-			return nil, false
-		}
-		n = min(n, size)
-		return &blob.Range{Offset: size - n, Length: n}, true
-	}
-	start, err := strconv.ParseInt(first, 10, 64)
-	if err != nil || start < 0 {
-		return nil, true
-	}
-	if start >= size {
-		return nil, false
-	}
-	end := size - 1
-	if last != "" {
-		e, err := strconv.ParseInt(last, 10, 64)
-		if err != nil || e < start {
-			return nil, true
-		}
-		end = min(e, size-1)
-	}
-	return &blob.Range{Offset: start, Length: end - start + 1}, true
 }
