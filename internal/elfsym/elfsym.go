@@ -94,11 +94,8 @@ func New(r io.ReaderAt) (*Index, error) {
 	func() {
 		defer func() { _ = recover() }()
 		if d, err := f.DWARF(); err == nil {
-			var raw []byte
-			if s := f.Section(".debug_line"); s != nil {
-				raw, _ = s.Data()
-			}
-			ix.loadDWARF(d, secSize(f, ".debug_info"), raw)
+			ix.loadDWARF(d, secSize(f, ".debug_info"), secData(f, ".debug_line"),
+				secData(f, ".debug_line_str"), secData(f, ".debug_str"))
 		}
 	}()
 	func() {
@@ -114,6 +111,15 @@ func secSize(f *elf.File, name string) int64 {
 		return int64(s.Size)
 	}
 	return 0
+}
+
+func secData(f *elf.File, name string) []byte {
+	if s := f.Section(name); s != nil && s.Type != elf.SHT_NOBITS {
+		if b, err := s.Data(); err == nil {
+			return b
+		}
+	}
+	return nil
 }
 
 func readAll(r io.ReaderAt) ([]byte, error) {
@@ -392,13 +398,14 @@ func (ix *Index) computeMemSize() int64 {
 
 // loadDWARF builds the line table, function/inline scopes and struct
 // layouts in one pass over the compilation units.
-func (ix *Index) loadDWARF(d *dwarf.Data, infoSize int64, rawLine []byte) {
+func (ix *Index) loadDWARF(d *dwarf.Data, infoSize int64, rawLine, lineStr, str []byte) {
 	b := newDwarfBuilder(d)
 	// Every real DIE and line row consumes at least one byte; debug/dwarf
 	// can return endless null entries on a truncated ULEB, so cap the work.
 	b.dieBudget = infoSize + 1024
 	b.lines.budget = 2*int64(len(rawLine)) + 1024
 	b.lines.raw, b.lines.order = rawLine, ix.order
+	b.lines.lineStr, b.lines.str = lineStr, str
 	for _, s := range ix.alloc {
 		if s.lo == 0 {
 			b.lines.hasZero = true

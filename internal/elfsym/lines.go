@@ -33,14 +33,17 @@ type lineBuilder struct {
 	hasZero bool // a section starts at address 0, so address-0 sequences are real
 	budget  int64
 
-	raw     []byte // .debug_line, to read DWARF ≤4 file tables as recorded
+	raw     []byte // .debug_line, to read file tables as recorded
+	lineStr []byte // .debug_line_str
+	str     []byte // .debug_str
 	order   byteOrder
 	cuNames map[*dwarf.LineFile]uint32
 }
 
 // startCU maps the CU's file entries to the names GDB displays. debug/dwarf
-// joins relative names with the compilation directory; GDB (DWARF ≤4) does
-// not when the directory index is 0, e.g. libstdc++'s "atomicity.cc".
+// joins relative names with the compilation directory and cleans the path;
+// GDB does neither when the directory index is 0 (e.g. libstdc++'s
+// "atomicity.cc") and keeps "dir/../x" as recorded.
 func (lb *lineBuilder) startCU(lr *dwarf.LineReader, stmtList int64) {
 	lb.cuNames = map[*dwarf.LineFile]uint32{}
 	files := lr.Files()
@@ -64,8 +67,8 @@ func (lb *lineBuilder) fileName(f *dwarf.LineFile) uint32 {
 	return lb.intern(f.Name)
 }
 
-// rawFileNames parses a DWARF 2-4 line header's file table, returning
-// names indexed like LineReader.Files (entry 0 unused), or nil.
+// rawFileNames parses a line header's file table, returning names joined
+// the way GDB joins them, indexed like LineReader.Files, or nil.
 func (lb *lineBuilder) rawFileNames(off int64) []string {
 	if off < 0 || off >= int64(len(lb.raw)) || lb.order == nil {
 		return nil
@@ -82,8 +85,11 @@ func (lb *lineBuilder) rawFileNames(off int64) []string {
 	}
 	r.b = lb.raw[:r.pos+int(length)]
 	version := r.u16()
-	if version < 2 || version > 4 {
+	if version < 2 || version > 5 {
 		return nil
+	}
+	if version >= 5 {
+		r.bytes(2) // address_size, segment_selector_size
 	}
 	r.bytes(offSize) // header_length
 	r.bytes(1)       // minimum_instruction_length
@@ -93,6 +99,29 @@ func (lb *lineBuilder) rawFileNames(off int64) []string {
 	r.bytes(3) // default_is_stmt, line_base, line_range
 	opBase := int(r.u8())
 	r.bytes(opBase - 1)
+	join := func(dirs []string, dir uint64, name string, base uint64) string {
+		// Index 0 is the compilation directory (implicit before DWARF 5):
+		// GDB leaves such names as recorded.
+		if strings.HasPrefix(name, "/") || dir == 0 || dir-base >= uint64(len(dirs)) {
+			return name
+		}
+		d := dirs[dir-base]
+		if strings.HasSuffix(d, "/") {
+			return d + name
+		}
+		return d + "/" + name
+	}
+	if version >= 5 {
+		dirs := lb.entries5(r, offSize, nil)
+		if dirs == nil {
+			return nil
+		}
+		names := lb.entries5(r, offSize, func(dir uint64, name string) string { return join(dirs, dir, name, 0) })
+		if r.bad {
+			return nil
+		}
+		return names
+	}
 	var dirs []string
 	for !r.bad && len(dirs) < 1<<16 {
 		d := r.cstring()
@@ -110,15 +139,86 @@ func (lb *lineBuilder) rawFileNames(off int64) []string {
 		dir := r.uleb()
 		r.uleb() // mtime
 		r.uleb() // length
-		if !strings.HasPrefix(name, "/") && dir > 0 && dir <= uint64(len(dirs)) {
-			name = dirs[dir-1] + "/" + name
-		}
-		names = append(names, name)
+		names = append(names, join(dirs, dir, name, 1))
 	}
 	if r.bad {
 		return nil
 	}
 	return names
+}
+
+// entries5 reads a DWARF 5 directory or file name table. For directories
+// (mk == nil) it returns the paths; for files, mk(dirIndex, path).
+func (lb *lineBuilder) entries5(r *reader, offSize int, mk func(uint64, string) string) []string {
+	nfmt := int(r.u8())
+	type fmtEnt struct{ ct, form uint64 }
+	fmts := make([]fmtEnt, 0, nfmt)
+	for i := 0; i < nfmt && !r.bad; i++ {
+		fmts = append(fmts, fmtEnt{r.uleb(), r.uleb()})
+	}
+	count := r.uleb()
+	if r.bad || count > uint64(len(r.b)) {
+		return nil
+	}
+	out := make([]string, 0, count)
+	for i := uint64(0); i < count && !r.bad; i++ {
+		var name string
+		var dir uint64
+		for _, f := range fmts {
+			var sv string
+			var uv uint64
+			switch f.form {
+			case 0x08: // string
+				sv = r.cstring()
+			case 0x1f, 0x0e: // line_strp, strp
+				var o uint64
+				if offSize == 8 {
+					o = r.u64()
+				} else {
+					o = uint64(r.u32())
+				}
+				sec := lb.lineStr
+				if f.form == 0x0e {
+					sec = lb.str
+				}
+				if o < uint64(len(sec)) {
+					if end := strings.IndexByte(string(sec[o:min(uint64(len(sec)), o+4096)]), 0); end >= 0 {
+						sv = string(sec[o : o+uint64(end)])
+					}
+				}
+			case 0x0f:
+				uv = r.uleb()
+			case 0x0b:
+				uv = uint64(r.u8())
+			case 0x05:
+				uv = uint64(r.u16())
+			case 0x06:
+				uv = uint64(r.u32())
+			case 0x07:
+				uv = r.u64()
+			case 0x1e:
+				r.bytes(16)
+			case 0x09:
+				r.bytes(int(min(r.uleb(), uint64(len(r.b)))))
+			default:
+				r.bad = true
+			}
+			switch f.ct {
+			case 1: // DW_LNCT_path
+				name = sv
+			case 2: // DW_LNCT_directory_index
+				dir = uv
+			}
+		}
+		if mk != nil {
+			name = mk(dir, name)
+		}
+		out = append(out, name)
+	}
+	if r.bad {
+		return nil
+	}
+	return out
 }
 
 func (lb *lineBuilder) intern(name string) uint32 {
