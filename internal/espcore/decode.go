@@ -104,6 +104,7 @@ func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err err
 	}
 	o := codeOracle{sym: sym, chip: chip}
 	lay := tcbLayoutFor(sym, c.arch)
+	lists := loadTaskLists(sym, &c.mem)
 
 	// Crashed task, ISR, panic.
 	if c.hasCrashed {
@@ -126,6 +127,8 @@ func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err err
 		th.Crashed = rep.CrashedTask != nil && t.tcb == rep.CrashedTask.TCB
 		if th.Crashed {
 			th.State = "crashed"
+		} else {
+			th.State = lists.state(&c.mem, lay, t.tcb)
 		}
 		fillTaskInfo(&th, &c.mem, lay)
 		if t.flags&1 != 0 {

@@ -16,6 +16,8 @@ func (s ixSym) IsCode(a uint64) bool                    { return s.ix.IsCode(a) 
 func (s ixSym) ReadCode(a uint64, n int) ([]byte, bool) { return s.ix.ReadCode(a, n) }
 func (s ixSym) MemberOffset(t, m string) (int64, bool)  { return s.ix.MemberOffset(t, m) }
 
+func (s ixSym) DataSymbol(n string) (uint64, uint64, bool) { return s.ix.DataSymbol(n) }
+
 func (s ixSym) Locations(pc uint64) []Location {
 	ls := s.ix.Locations(pc)
 	if len(ls) == 0 {

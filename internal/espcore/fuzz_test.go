@@ -24,6 +24,7 @@ func (f fakeSym) SHA256() [32]byte                          { return [32]byte{} 
 func (f fakeSym) Locations(uint64) []Location               { return nil }
 func (f fakeSym) Symbol(uint64) (string, bool)              { return "f", true }
 func (f fakeSym) MemberOffset(string, string) (int64, bool) { return 0, false }
+func (f fakeSym) DataSymbol(string) (uint64, uint64, bool)  { return 0, 0, false }
 func (f fakeSym) IsCode(a uint64) bool {
 	return a >= fakeBase && a < fakeBase+uint64(len(f.code))
 }

@@ -47,4 +47,5 @@ type Symbolizer interface {
 	ReadCode(addr uint64, n int) ([]byte, bool)
 	CFARule(pc uint64) (Row, bool)
 	MemberOffset(structType, member string) (int64, bool)
+	DataSymbol(name string) (addr, size uint64, ok bool)
 }

@@ -104,8 +104,8 @@ func (r *Report) Text() string {
 		writeFrames(&b, r.Threads[0].Frames)
 	}
 	p("\n%s\n", banner("THREADS INFO"))
-	p("%10s %16s %8s %16s\n", "TCB", "NAME", "PRIO C/B", "STACK USED/FREE")
-	p("---------- ---------------- -------- ----------------\n")
+	p("%10s %16s %8s %16s %s\n", "TCB", "NAME", "PRIO C/B", "STACK USED/FREE", "STATE")
+	p("---------- ---------------- -------- ---------------- ---------\n")
 	for _, t := range r.Threads {
 		prio := "?/?"
 		if t.Priority != nil {
@@ -119,7 +119,7 @@ func (r *Report) Text() string {
 		if t.StackUsed != nil {
 			st = fmt.Sprintf("%d/%d", *t.StackUsed, *t.StackFree)
 		}
-		p("0x%08x %16s %8s %16s\n", t.TCB, t.Name, prio, st)
+		p("0x%08x %16s %8s %16s %s\n", t.TCB, t.Name, prio, st, t.State)
 	}
 	for _, t := range r.Threads {
 		p("\n%s\n", banner(fmt.Sprintf("THREAD %d (TCB: 0x%08x, name: '%s')", t.Index, t.TCB, t.Name)))
