@@ -15,12 +15,14 @@ type Options struct {
 }
 
 func (o *Options) norm() {
-	if o.MaxFrames <= 0 || o.MaxFrames > maxFrames {
+	if o.MaxFrames <= 0 {
 		o.MaxFrames = 64
 	}
-	if o.MaxThreads <= 0 || o.MaxThreads > maxThreads {
+	o.MaxFrames = min(o.MaxFrames, maxFrames)
+	if o.MaxThreads <= 0 {
 		o.MaxThreads = 64
 	}
+	o.MaxThreads = min(o.MaxThreads, maxThreads)
 }
 
 // recoverPanics is turned off by the fuzz tests so that bugs surface.
@@ -170,7 +172,7 @@ func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err err
 			if i < len(r) {
 				reg := Register{Name: n, Value: r[i]}
 				if (n == "pc" || n == "ra") && sym != nil && sym.IsCode(uint64(r[i])) {
-					reg.Symbol, _ = sym.Symbol(uint64(r[i]))
+					reg.Symbol = symbolPlusOffset(sym, r[i])
 				}
 				rep.Registers = append(rep.Registers, reg)
 			}
@@ -281,6 +283,22 @@ func exception(c *core, chip chipInfo) *Exception {
 		}
 	}
 	return nil
+}
+
+// symbolPlusOffset renders GDB's <func+off> when the index can.
+func symbolPlusOffset(sym Symbolizer, a uint32) string {
+	if sa, ok := sym.(interface {
+		SymbolAt(uint64) (string, uint64, bool)
+	}); ok {
+		if n, off, ok := sa.SymbolAt(uint64(a)); ok {
+			if off == 0 {
+				return n
+			}
+			return fmt.Sprintf("%s+%d", n, off)
+		}
+	}
+	n, _ := sym.Symbol(uint64(a))
+	return n
 }
 
 // symbolize turns raw PCs into frames, expanding inlined calls.

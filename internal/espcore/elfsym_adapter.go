@@ -18,6 +18,9 @@ func (s ixSym) MemberOffset(t, m string) (int64, bool)  { return s.ix.MemberOffs
 
 func (s ixSym) DataSymbol(n string) (uint64, uint64, bool) { return s.ix.DataSymbol(n) }
 
+// SymbolAt is optional for Symbolizers; it gives <func+off> for registers.
+func (s ixSym) SymbolAt(a uint64) (string, uint64, bool) { return s.ix.SymbolAt(a) }
+
 func (s ixSym) Locations(pc uint64) []Location {
 	ls := s.ix.Locations(pc)
 	if len(ls) == 0 {
