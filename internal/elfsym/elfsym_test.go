@@ -329,3 +329,22 @@ func TestDataSymbolAndTypeSize(t *testing.T) {
 		}
 	}
 }
+
+// TestCxxNames checks GDB-style qualified C++ names (as `list *ADDR` in
+// gdb-multiarch 13 names these functions, parameters removed).
+func TestCxxNames(t *testing.T) {
+	ix := loadIndex(t, "esp32c3")
+	for pc, want := range map[uint64]string{
+		0x4200d2b6: "__cxxabiv1::__si_class_type_info::__do_find_public_src",
+		0x4200d482: "(anonymous namespace)::pool::free",
+		0x4200d5e6: "__cxxabiv1::__cxa_free_exception",
+		0x42004efe: "static_init_prepare",
+		0x4200dc32: "operator new",
+		0x4200dd7a: "std::basic_string<char, std::char_traits<char>, std::allocator<char> >::_Rep::_M_set_length_and_sharable",
+	} {
+		l := ix.Locations(pc)
+		if len(l) == 0 || l[len(l)-1].Function != want {
+			t.Errorf("%#x: got %+v, want function %s", pc, l, want)
+		}
+	}
+}

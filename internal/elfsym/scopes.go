@@ -3,6 +3,7 @@ package elfsym
 import (
 	"debug/dwarf"
 	"sort"
+	"strings"
 )
 
 // Location is one (possibly inlined) frame for a PC, as GDB prints it.
@@ -149,6 +150,8 @@ type dwarfBuilder struct {
 	strs   map[string]string
 
 	dieBudget int64
+	cxx       bool                    // current CU is C++
+	quals     map[dwarf.Offset]string // C++ scope prefix of DIEs inside namespaces/classes
 
 	cu      cuTypes
 	cuFiles []int32 // CU file index → lineTable file index
@@ -162,6 +165,7 @@ func newDwarfBuilder(d *dwarf.Data) *dwarfBuilder {
 		alias: map[string]string{},
 		sizes: map[string]int64{},
 		names: map[dwarf.Offset]string{},
+		quals: map[dwarf.Offset]string{},
 		strs:  map[string]string{},
 	}
 }
@@ -175,6 +179,7 @@ func (b *dwarfBuilder) intern(s string) string {
 }
 
 type stackEnt struct {
+	qual  string // C++ scope prefix ("ns::Class::") for children
 	tag   dwarf.Tag
 	scope int32 // innermost enclosing function/inline scope, -1 if none
 	fn    int32
@@ -202,7 +207,10 @@ func (b *dwarfBuilder) run() {
 			continue
 		}
 		parent := top()
-		cur := stackEnt{tag: e.Tag, scope: parent.scope, fn: parent.fn}
+		cur := stackEnt{tag: e.Tag, scope: parent.scope, fn: parent.fn, qual: parent.qual}
+		if b.cxx {
+			b.noteQual(e, parent.qual, &cur)
+		}
 		switch e.Tag {
 		case dwarf.TagCompileUnit, dwarf.TagPartialUnit:
 			b.finishCU()
@@ -263,6 +271,9 @@ func (b *dwarfBuilder) startCU(e *dwarf.Entry) {
 	if err != nil || lr == nil {
 		return
 	}
+	lang, _ := e.Val(dwarf.AttrLanguage).(int64)
+	// DW_LANG_C_plus_plus, _03, _11, _14: GDB prints qualified names.
+	b.cxx = lang == 0x4 || lang == 0x19 || lang == 0x1a || lang == 0x21
 	stmt, _ := e.Val(dwarf.AttrStmtList).(int64)
 	b.lines.startCU(lr, stmt)
 	b.lines.addCU(lr)
@@ -316,34 +327,64 @@ func (b *dwarfBuilder) addScope(e *dwarf.Entry, parent, fn, depth int32) int32 {
 	return idx
 }
 
-// nameOf returns DW_AT_name, following abstract_origin/specification as GDB
-// does. C firmware has no qualified names, so DW_AT_name is what GDB prints.
+// noteQual records C++ scope prefixes: namespaces and classes extend the
+// prefix for their children; subprograms remember theirs so out-of-line
+// definitions (DW_AT_specification) can be qualified like GDB does.
+func (b *dwarfBuilder) noteQual(e *dwarf.Entry, qual string, cur *stackEnt) {
+	switch e.Tag {
+	case dwarf.TagNamespace:
+		n, _ := e.Val(dwarf.AttrName).(string)
+		if n == "" {
+			n = "(anonymous namespace)"
+		}
+		cur.qual = qual + n + "::"
+	case dwarf.TagClassType, dwarf.TagStructType, dwarf.TagUnionType:
+		if n, _ := e.Val(dwarf.AttrName).(string); n != "" {
+			cur.qual = qual + n + "::"
+		}
+	case dwarf.TagSubprogram:
+		if qual != "" && len(b.quals) < 1<<20 {
+			b.quals[e.Offset] = b.intern(qual)
+		}
+	}
+}
+
+// nameOf returns the function name GDB prints: DW_AT_name, following
+// abstract_origin/specification, qualified with the C++ scope if any.
 func (b *dwarfBuilder) nameOf(e *dwarf.Entry, hops int) string {
-	if n, ok := e.Val(dwarf.AttrName).(string); ok && n != "" {
-		return n
+	name, _ := e.Val(dwarf.AttrName).(string)
+	qual, hasQual := b.quals[e.Offset]
+	if name != "" && (hasQual || !b.cxx) {
+		return qual + name
 	}
 	if hops > 8 {
-		return ""
+		return name
 	}
-	for _, a := range []dwarf.Attr{dwarf.AttrAbstractOrigin, dwarf.AttrSpecification} {
+	for _, a := range []dwarf.Attr{dwarf.AttrSpecification, dwarf.AttrAbstractOrigin} {
 		off, ok := e.Val(a).(dwarf.Offset)
 		if !ok {
 			continue
 		}
-		if n, ok := b.names[off]; ok {
-			return n
+		n, ok := b.names[off]
+		if !ok {
+			r := b.d.Reader()
+			r.Seek(off)
+			oe, err := r.Next()
+			if err != nil || oe == nil || oe.Offset != off {
+				continue
+			}
+			n = b.intern(b.nameOf(oe, hops+1))
+			b.names[off] = n
 		}
-		r := b.d.Reader()
-		r.Seek(off)
-		oe, err := r.Next()
-		if err != nil || oe == nil || oe.Offset != off {
-			continue
-		}
-		n := b.intern(b.nameOf(oe, hops+1))
-		b.names[off] = n
 		if n != "" {
+			if name != "" && !strings.HasSuffix(n, name) {
+				return name
+			}
 			return n
 		}
+	}
+	if name != "" {
+		return name
 	}
 	if n, ok := e.Val(dwarf.AttrLinkageName).(string); ok {
 		return n
