@@ -22,9 +22,11 @@ import (
 	"github.com/iotsupport/iotsupport/internal/config"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/httpapi"
+	"github.com/iotsupport/iotsupport/internal/jobs"
 	"github.com/iotsupport/iotsupport/internal/legacy"
 	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/outbox"
@@ -74,6 +76,9 @@ func OpenDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Log
 	}
 	if migrate {
 		n, err := d.Migrate(ctx)
+		if err == nil {
+			err = jobs.Migrate(ctx, d)
+		}
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -87,6 +92,9 @@ func OpenDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Log
 	if err != nil {
 		d.Close()
 		return nil, err
+	}
+	if jp, err := jobs.Pending(ctx, d); err == nil && jp {
+		pending++
 	}
 	if pending > 0 {
 		d.Close()
@@ -110,6 +118,62 @@ type App struct {
 	Notifier notify.Notifier
 	Firmware *firmware.Service
 	HTTP     *httpapi.Server
+
+	Coredumps *coredumps.Service
+	Jobs      *jobs.Client
+	Decoding  *decoding.Service
+	Queue     *decoding.Queue
+}
+
+// wireDecoding connects ingestion, firmware and the decoder through River jobs.
+func (a *App) wireDecoding(log *slog.Logger, reg *prometheus.Registry) error {
+	var dec decoding.Decoder
+	if a.Cfg.Decoder == "sidecar" {
+		dec = decoding.NewSidecar(a.Cfg.SidecarURL, a.Cfg.SidecarXferDir, a.Cfg.SidecarTimeout)
+	}
+	a.Decoding = decoding.NewService(a.DB, a.Store, dec, decoding.Config{CacheBytes: a.Cfg.DecoderCacheBytes,
+		MaxDumpBytes: int64(a.Cfg.CoredumpMaxBytes) * 2}, log, reg)
+	client, err := jobs.New(a.DB, decoding.Workers(a.Decoding), jobs.Config{Workers: a.Cfg.DecodeWorkers, Timeout: a.Cfg.DecodeTimeout}, log)
+	if err != nil {
+		return err
+	}
+	a.Jobs = client
+	a.Queue = decoding.NewQueue(a.DB, client)
+	a.Coredumps.OnCreated = append(a.Coredumps.OnCreated, a.Queue.EnqueueTx)
+	a.Firmware.Protected = decoding.NeededVersions
+	a.Firmware.AfterUpload = append(a.Firmware.AfterUpload, func(ctx context.Context, modelID int64, v *firmware.Version) {
+		if n, err := a.Queue.FirmwareArrived(ctx, modelID, v.Version, v.ELFSHA256); err != nil {
+			log.Warn("re-queue decodes after firmware upload", "error", err)
+		} else if n > 0 {
+			log.Info("re-queued core dumps waiting for this firmware", "version", v.Version, "count", n)
+		}
+	})
+	return nil
+}
+
+// StartBackground runs the outbox drain and, when DECODE_WORKERS > 0, the decode
+// workers until ctx ends; stop waits for running decodes (bounded by SHUTDOWN_TIMEOUT).
+func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go a.Outbox.Run(bg)
+	workers := a.Cfg.DecodeWorkers > 0
+	if workers {
+		if err := a.Jobs.Start(bg); err != nil {
+			cancel()
+			return nil, fmt.Errorf("start decode workers: %w", err)
+		}
+	}
+	return func() {
+		if workers {
+			sctx, c := context.WithTimeout(context.Background(), a.Cfg.ShutdownTimeout)
+			defer c()
+			// Running decodes finish or, past the deadline, are cancelled and return to the queue.
+			if err := a.Jobs.Stop(sctx); err != nil {
+				_ = a.Jobs.StopAndCancel(context.Background())
+			}
+		}
+		cancel()
+	}, nil
 }
 
 // New builds every service over an open database and store. It contacts the OIDC
@@ -151,9 +215,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.Devices.BeforeModelDelete = append(a.Devices.BeforeModelDelete, firmware.BeforeModelDelete)
 	cores := coredumps.NewService(d, store, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
 		UploadsPerHour: cfg.CoredumpUploadsPerHour}, log)
+	a.Coredumps = cores
 	a.Devices.BeforeDeviceDelete = append(a.Devices.BeforeDeviceDelete, coredumps.BeforeDeviceDelete)
+	if err := a.wireDecoding(log, reg); err != nil {
+		return nil, err
+	}
 	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: cores, Metrics: reg, AppEnv: cfg.AppEnv,
-		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+		Decoding: a.Queue,
+		Auth:     a.Auth, Tokens: a.Tokens, Audit: a.Audit, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
 	return a, nil
 }
@@ -194,9 +263,11 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	stopBG, err := a.StartBackground(ctx)
+	if err != nil {
+		return err
+	}
 	defer stopBG()
-	go a.Outbox.Run(bg)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

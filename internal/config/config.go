@@ -68,6 +68,14 @@ type Config struct {
 	FirmwareMaxRatio       int64
 	TempDir                string
 
+	Decoder           string
+	DecodeWorkers     int
+	DecodeTimeout     time.Duration
+	DecoderCacheBytes int64
+	SidecarURL        string
+	SidecarXferDir    string
+	SidecarTimeout    time.Duration
+
 	MQTTURL      string
 	MQTTUsername string
 	MQTTPassword string
@@ -188,6 +196,14 @@ var Settings = []Setting{
 	{Name: "FIRMWARE_MAX_TOTAL_BYTES", Default: "268435456", Doc: "Largest uncompressed size of a whole bundle (ZIP bomb guard).", apply: int64Setting(1024, 1<<40, func(c *Config) *int64 { return &c.FirmwareMaxTotalBytes })},
 	{Name: "FIRMWARE_MAX_COMPRESSION_RATIO", Default: "200", Doc: "Largest uncompressed/compressed ratio of a bundle member over 1 MiB (ZIP bomb guard).", apply: int64Setting(2, 100000, func(c *Config) *int64 { return &c.FirmwareMaxRatio })},
 	{Name: "TEMP_DIR", Default: "", Doc: "Where uploads are spooled while validated; empty means the system temp directory.", apply: func(c *Config, v string) error { c.TempDir = v; return nil }},
+	{Name: "DECODER", Default: "native", Doc: "`native` (built-in Go decoder) or `sidecar` (the older service's HTTP parse sidecar).",
+		apply: func(c *Config, v string) error { return oneOf(&c.Decoder, v, "native", "sidecar") }},
+	{Name: "DECODE_WORKERS", Default: "2", Doc: "Concurrent decodes in each `serve` or `worker` process; 0 runs none in `serve` (use `iotsupport worker`).", apply: intSetting(0, 256, func(c *Config) *int { return &c.DecodeWorkers })},
+	{Name: "DECODE_TIMEOUT", Default: "60s", Doc: "Longest one decode may take; then it ends in ERROR/timeout.", apply: durationSetting(func(c *Config) *time.Duration { return &c.DecodeTimeout })},
+	{Name: "DECODER_CACHE_BYTES", Default: "268435456", Doc: "Memory for parsed firmware ELF indexes, kept by ELF SHA-256 (least recently used evicted).", apply: int64Setting(1<<20, 1<<40, func(c *Config) *int64 { return &c.DecoderCacheBytes })},
+	{Name: "PARSE_SIDECAR_URL", Default: "", Doc: "Base URL of the parse sidecar (`DECODER=sidecar`).", apply: func(c *Config, v string) error { c.SidecarURL = strings.TrimRight(v, "/"); return nil }},
+	{Name: "PARSE_SIDECAR_XFER_DIR", Default: "", Doc: "Directory shared with the sidecar; files are named `coredump_{id}.dmp` / `.elf` and removed afterwards.", apply: func(c *Config, v string) error { c.SidecarXferDir = v; return nil }},
+	{Name: "PARSE_SIDECAR_TIMEOUT", Default: "120s", Doc: "Timeout of one sidecar request.", apply: durationSetting(func(c *Config) *time.Duration { return &c.SidecarTimeout })},
 	{Name: "MQTT_URL", Default: "", Doc: "Broker for device notifications, `mqtt://host[:1883]` or `mqtts://host[:8883]`; empty disables MQTT.", apply: func(c *Config, v string) error {
 		if v != "" && !strings.HasPrefix(v, "mqtt://") && !strings.HasPrefix(v, "mqtts://") {
 			return fmt.Errorf("must start with mqtt:// or mqtts://")
@@ -291,6 +307,9 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 	}
 	if c.StorageBackend == "s3" && c.S3AccessKey == "" != (c.S3SecretKey == "") {
 		return nil, fmt.Errorf("invalid S3_ACCESS_KEY_ID/S3_SECRET_ACCESS_KEY: set both or neither")
+	}
+	if c.Decoder == "sidecar" && (c.SidecarURL == "" || c.SidecarXferDir == "") {
+		return nil, fmt.Errorf("invalid DECODER=sidecar: PARSE_SIDECAR_URL and PARSE_SIDECAR_XFER_DIR are required")
 	}
 	if c.OIDCEnabled && (c.OIDCIssuerURL == "" || c.Audience() == "") {
 		return nil, fmt.Errorf("invalid OIDC_ENABLED=true: OIDC_ISSUER_URL and OIDC_AUDIENCE (or OIDC_CLIENT_ID) are required")

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,8 @@ type Coredump struct {
 	Recognized      bool
 	SHA256          *string
 	ParseError      *string
+	// Report is the decoder's structured report (JSON), once decoded.
+	Report json.RawMessage
 }
 
 // Options are the service's limits.
@@ -355,21 +358,24 @@ func deleteRows(ctx context.Context, tx *sql.Tx, deviceKey string, ids []int64) 
 }
 
 const columns = `id, device_id, chip, firmware_version, size, parse_status, parsed_output, uploaded_at, parsed_at,
-	created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error`
+	created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error, report`
 
 type scanner interface{ Scan(...any) error }
 
 func scan(sc scanner) (*Coredump, error) {
 	var c Coredump
-	var out, container, prefix, sha, perr sql.NullString
+	var out, container, prefix, sha, perr, report sql.NullString
 	var parsedAt sql.NullTime
 	var version sql.NullInt64
 	var ok sql.NullBool
 	if err := sc.Scan(&c.ID, &c.DeviceID, &c.Chip, &c.FirmwareVersion, &c.Size, &c.ParseStatus, &out, &c.UploadedAt, &parsedAt,
-		&c.CreatedAt, &c.UpdatedAt, &container, &version, &ok, &prefix, &c.Recognized, &sha, &perr); err != nil {
+		&c.CreatedAt, &c.UpdatedAt, &container, &version, &ok, &prefix, &c.Recognized, &sha, &perr, &report); err != nil {
 		return nil, err
 	}
 	c.ParsedOutput, c.Container, c.AppELFSHAPrefix, c.ParseError = str(out), str(container), str(prefix), str(perr)
+	if report.Valid && report.String != "" {
+		c.Report = json.RawMessage(report.String)
+	}
 	if sha.Valid {
 		v := strings.TrimSpace(sha.String)
 		c.SHA256 = &v
@@ -482,6 +488,9 @@ func (s *Service) Open(ctx context.Context, deviceID, id int64, rng *blob.Range)
 	rc, info, err := s.store.Get(ctx, Key(key, id), rng)
 	switch {
 	case errors.Is(err, blob.ErrNotFound):
+		if legacyPending(ctx, s.db, id) {
+			return nil, blob.Info{}, nil, apperr.NotFoundf("Coredump %d has not been migrated from the older service yet (run `iotsupport migrate-to-s3`)", id)
+		}
 		return nil, blob.Info{}, nil, apperr.NotFoundf("Coredump file %d was not found", id)
 	case errors.Is(err, blob.ErrInvalidRange):
 		return nil, info, c, err

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,16 +33,17 @@ type CoredumpSummary struct {
 // CoredumpDetail is one core dump with the parser output and what ingest found.
 type CoredumpDetail struct {
 	CoredumpSummary
-	ParsedOutput *string   `json:"parsed_output"`
-	UpdatedAt    time.Time `json:"updated_at"`
-	Container    *string   `json:"container" doc:"How the dump arrived: raw (partition bytes), base64 (UART text), elf (bare core ELF) or unknown; null when never inspected"`
-	Format       *string   `json:"format" doc:"Data format named by the version word: elf or binary"`
-	DumpVersion  *int64    `json:"dump_version" doc:"Core dump version word: chip_id << 16 | major << 8 | minor"`
-	ChecksumOK   *bool     `json:"checksum_ok" doc:"Whether the dump's CRC32/SHA-256 verifies; null when it carries none"`
-	AppELFSHA    *string   `json:"app_elf_sha_prefix" doc:"Hex prefix of the app ELF's SHA-256 recorded in ELF-format dumps"`
-	Recognized   bool      `json:"recognized" doc:"Whether the body is recognisable as an ESP-IDF core dump (it is stored either way)"`
-	SHA256       *string   `json:"sha256" doc:"SHA-256 of the stored bytes"`
-	ParseError   *string   `json:"parse_error" doc:"Problem found at ingest: not_a_coredump, erased_partition, truncated, bad_length, checksum_mismatch or bad_elf"`
+	ParsedOutput *string         `json:"parsed_output"`
+	UpdatedAt    time.Time       `json:"updated_at"`
+	Container    *string         `json:"container" doc:"How the dump arrived: raw (partition bytes), base64 (UART text), elf (bare core ELF) or unknown; null when never inspected"`
+	Format       *string         `json:"format" doc:"Data format named by the version word: elf or binary"`
+	DumpVersion  *int64          `json:"dump_version" doc:"Core dump version word: chip_id << 16 | major << 8 | minor"`
+	ChecksumOK   *bool           `json:"checksum_ok" doc:"Whether the dump's CRC32/SHA-256 verifies; null when it carries none"`
+	AppELFSHA    *string         `json:"app_elf_sha_prefix" doc:"Hex prefix of the app ELF's SHA-256 recorded in ELF-format dumps"`
+	Recognized   bool            `json:"recognized" doc:"Whether the body is recognisable as an ESP-IDF core dump (it is stored either way)"`
+	SHA256       *string         `json:"sha256" doc:"SHA-256 of the stored bytes"`
+	ParseError   *string         `json:"parse_error" doc:"Why decoding failed (no_firmware, elf_mismatch, corrupt, unsupported, decoder_failed, timeout, missing_object) or, before decoding, what ingest found wrong (not_a_coredump, erased_partition, truncated, bad_length, checksum_mismatch, bad_elf)"`
+	Report       json.RawMessage `json:"report" doc:"Structured crash report (crashed task, exception, registers, threads with backtraces); null until decoded"`
 }
 
 func coredumpSummary(c *coredumps.Coredump) CoredumpSummary {
@@ -52,7 +54,10 @@ func coredumpSummary(c *coredumps.Coredump) CoredumpSummary {
 func coredumpDetail(c *coredumps.Coredump) *CoredumpDetail {
 	d := &CoredumpDetail{CoredumpSummary: coredumpSummary(c), ParsedOutput: c.ParsedOutput, UpdatedAt: c.UpdatedAt,
 		Container: c.Container, DumpVersion: c.DumpVersion, ChecksumOK: c.ChecksumOK, AppELFSHA: c.AppELFSHAPrefix,
-		Recognized: c.Recognized, SHA256: c.SHA256, ParseError: c.ParseError}
+		Recognized: c.Recognized, SHA256: c.SHA256, ParseError: c.ParseError, Report: c.Report}
+	if d.Report == nil {
+		d.Report = json.RawMessage("null")
+	}
 	if c.DumpVersion != nil {
 		if f := coredumps.FormatOf(uint32(*c.DumpVersion)); f != "" {
 			d.Format = &f

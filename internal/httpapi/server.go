@@ -22,6 +22,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 )
@@ -47,6 +48,8 @@ type Deps struct {
 	Audit   *auth.Audit
 	// Firmware serves bundles and downloads.
 	Firmware *firmware.Service
+	// Decoding queues re-parses.
+	Decoding *decoding.Queue
 	// Coredumps stores and serves core dumps.
 	Coredumps *coredumps.Service
 	// InsecureDev logs a warning on every request.
@@ -106,6 +109,7 @@ func New(deps Deps) *Server {
 	s.registerIoT()
 	s.registerCoredumps()
 	s.registerFirmware()
+	s.registerDecoding()
 	return s
 }
 

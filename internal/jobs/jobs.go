@@ -35,11 +35,11 @@ type DecodeArgs struct {
 // Kind names the job type in the queue.
 func (DecodeArgs) Kind() string { return "decode_coredump" }
 
-// InsertOpts keeps one pending decode per core dump: a re-parse while one is queued
-// does not queue a second.
+// InsertOpts: no uniqueness. A job that just finished can still count as running for
+// a moment, and a re-queue skipped as its duplicate would leave the dump PENDING for
+// good; decoding twice is harmless (the last result wins).
 func (DecodeArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{MaxAttempts: 8, UniqueOpts: river.UniqueOpts{ByArgs: true,
-		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable, rivertype.JobStateScheduled, rivertype.JobStateRunning}}}
+	return river.InsertOpts{MaxAttempts: 8}
 }
 
 func driver(d *db.DB) riverdriver.Driver[*sql.Tx] {

@@ -59,14 +59,6 @@ func TestJobsInsertedInTransactionRunOnce(t *testing.T) {
 			}
 			return errors.New("roll back")
 		})
-		// A duplicate while the first is queued is skipped.
-		_ = env.DB.Tx(ctx, func(tx *sql.Tx) error {
-			res, err := c.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 1}, nil)
-			if err == nil && !res.UniqueSkippedAsDuplicate {
-				t.Error("duplicate decode job inserted")
-			}
-			return err
-		})
 		if err := c.Start(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/jobs"
 )
 
 // PostgresBaseURL is the server tests use; TEST_POSTGRES_URL overrides it.
@@ -85,6 +86,9 @@ func OpenDB(t testing.TB, dsn string) *db.DB {
 	t.Cleanup(func() { d.Close() })
 	if _, err := d.Migrate(ctx); err != nil {
 		t.Fatalf("migrate: %v", err)
+	}
+	if err := jobs.Migrate(ctx, d); err != nil {
+		t.Fatalf("river migrations: %v", err)
 	}
 	return d
 }

@@ -1,0 +1,173 @@
+package decoding
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/riverqueue/river"
+
+	"github.com/iotsupport/iotsupport/internal/apperr"
+	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/jobs"
+)
+
+// Queue inserts decode jobs; it needs only an insert-capable River client.
+type Queue struct {
+	db     *db.DB
+	client *jobs.Client
+}
+
+// NewQueue returns a queue over client.
+func NewQueue(d *db.DB, client *jobs.Client) *Queue { return &Queue{db: d, client: client} }
+
+// EnqueueTx queues a decode inside tx (the transaction that inserted or reset the row).
+func (q *Queue) EnqueueTx(ctx context.Context, tx *sql.Tx, coredumpID int64) error {
+	if _, err := q.client.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: coredumpID}, nil); err != nil {
+		return fmt.Errorf("queue decode of core dump %d: %w", coredumpID, err)
+	}
+	return nil
+}
+
+// requeue resets the selected rows to PENDING and queues their decodes, in one transaction.
+func (q *Queue) requeue(ctx context.Context, where string, args ...any) (int, error) {
+	var n int
+	err := q.db.Tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT c.id FROM coredumps c JOIN devices d ON d.id = c.device_id WHERE `+where, args...)
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE coredumps SET parse_status = 'PENDING', parse_error = NULL, updated_at = $1 WHERE id = $2`, db.Now(), id); err != nil {
+				return err
+			}
+			if err := q.EnqueueTx(ctx, tx, id); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		err = db.Classify(err)
+		if errors.Is(err, db.ErrUnavailable) {
+			return 0, apperr.UnavailableErr("database", err)
+		}
+		var ae *apperr.Error
+		if errors.As(err, &ae) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("re-queue decodes: %w", err)
+	}
+	return n, nil
+}
+
+// Reparse queues one core dump of a device again (404 when it is not that device's).
+func (q *Queue) Reparse(ctx context.Context, deviceID, id int64) error {
+	n, err := q.requeue(ctx, `c.id = $1 AND c.device_id = $2`, id, deviceID)
+	if err == nil && n == 0 {
+		return apperr.NotFoundf("Coredump %d was not found", id)
+	}
+	return err
+}
+
+// ReparseWhere queues every core dump with the given status ("" for any) of the given
+// model code ("" for all) and reports how many.
+func (q *Queue) ReparseWhere(ctx context.Context, status, modelCode string) (int, error) {
+	where := []string{"1 = 1"}
+	var args []any
+	if status != "" {
+		args = append(args, strings.ToUpper(status))
+		where = append(where, fmt.Sprintf("c.parse_status = $%d", len(args)))
+	}
+	if modelCode != "" {
+		args = append(args, modelCode)
+		where = append(where, fmt.Sprintf("d.device_model_id = (SELECT id FROM device_models WHERE code = $%d)", len(args)))
+	}
+	return q.requeue(ctx, strings.Join(where, " AND "), args...)
+}
+
+// FirmwareArrived re-queues dumps of a model that failed for want of this firmware:
+// those whose SHA prefix matches the new ELF, or that reported this version.
+func (q *Queue) FirmwareArrived(ctx context.Context, modelID int64, version, elfSHA string) (int, error) {
+	return q.requeue(ctx, `d.device_model_id = $1 AND c.parse_status = 'ERROR' AND c.parse_error IN ('no_firmware', 'elf_mismatch')
+		AND ((c.app_elf_sha_prefix IS NOT NULL AND c.app_elf_sha_prefix <> '' AND substr(CAST($2 AS TEXT), 1, length(c.app_elf_sha_prefix)) = lower(c.app_elf_sha_prefix))
+		     OR ((c.app_elf_sha_prefix IS NULL OR c.app_elf_sha_prefix = '') AND c.firmware_version = $3))`, modelID, strings.ToLower(elfSHA), version)
+}
+
+// NeededVersions are the firmware versions of a model that PENDING core dumps of its
+// devices still need (by reported version or ELF SHA prefix); retention keeps them.
+// A dump stops needing its firmware once decoded (PARSED or ERROR), as in the older service.
+func NeededVersions(ctx context.Context, tx *sql.Tx, modelID int64) (map[string]bool, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT fv.version FROM firmware_versions fv WHERE fv.device_model_id = $1 AND EXISTS (
+		SELECT 1 FROM coredumps c JOIN devices d ON d.id = c.device_id
+		WHERE d.device_model_id = $1 AND c.parse_status = 'PENDING' AND (c.firmware_version = fv.version OR
+			(c.app_elf_sha_prefix IS NOT NULL AND c.app_elf_sha_prefix <> '' AND fv.elf_sha256 IS NOT NULL
+			 AND substr(fv.elf_sha256, 1, length(c.app_elf_sha_prefix)) = lower(c.app_elf_sha_prefix))))`, modelID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out[v] = true
+	}
+	return out, rows.Err()
+}
+
+// Worker runs decode jobs.
+type Worker struct {
+	river.WorkerDefaults[jobs.DecodeArgs]
+	svc *Service
+}
+
+// NewWorker returns the River worker for svc.
+func NewWorker(svc *Service) *Worker { return &Worker{svc: svc} }
+
+// Work decodes; on the last attempt a transient failure becomes a permanent ERROR so
+// no dump stays PENDING forever.
+func (w *Worker) Work(ctx context.Context, job *river.Job[jobs.DecodeArgs]) error {
+	err := w.svc.Decode(ctx, job.Args.CoredumpID)
+	if err == nil {
+		return nil
+	}
+	if job.Attempt >= job.MaxAttempts {
+		kind := KindDecoderFailed
+		if ctx.Err() != nil { // the job's own DECODE_TIMEOUT, not a sidecar request timing out
+			kind = KindTimeout
+		}
+		if ferr := w.svc.Fail(context.WithoutCancel(ctx), job.Args.CoredumpID, kind,
+			fmt.Sprintf("gave up after %d attempts: %v", job.Attempt, err)); ferr != nil {
+			return ferr
+		}
+		return nil
+	}
+	w.svc.log.Warn("decode failed; will retry", "coredump_id", job.Args.CoredumpID, "attempt", job.Attempt, "error", err)
+	return err
+}
+
+// Workers registers the decode worker.
+func Workers(svc *Service) *river.Workers {
+	ws := river.NewWorkers()
+	river.AddWorker(ws, NewWorker(svc))
+	return ws
+}
