@@ -83,10 +83,13 @@ func covering(iv []interval, maxHi []uint64, pc uint64, fn func(interval)) {
 // for caller frames.
 func (ix *Index) Locations(pc uint64) []Location {
 	st := &ix.scope
-	fnIdx, fnSpan := int32(-1), uint64(0)
+	// Like GDB's blockvector lookup: among overlapping functions (e.g. an
+	// assembly routine whose DWARF high_pc runs into the next one) the one
+	// starting last wins.
+	fnIdx, fnLo, fnSpan := int32(-1), uint64(0), uint64(0)
 	covering(st.funcs, st.funcHi, pc, func(v interval) {
-		if s := v.hi - v.lo; fnIdx < 0 || s < fnSpan {
-			fnIdx, fnSpan = v.scope, s
+		if s := v.hi - v.lo; fnIdx < 0 || v.lo > fnLo || (v.lo == fnLo && s < fnSpan) {
+			fnIdx, fnLo, fnSpan = v.scope, v.lo, s
 		}
 	})
 	file, line, hasLine := ix.Line(pc)
@@ -138,6 +141,11 @@ func (st *scopeTable) memSize() int64 {
 	return n
 }
 
+type pendingName struct {
+	idx int32
+	e   *dwarf.Entry
+}
+
 // dwarfBuilder walks all DIEs once.
 type dwarfBuilder struct {
 	d      *dwarf.Data
@@ -150,6 +158,7 @@ type dwarfBuilder struct {
 	strs   map[string]string
 
 	dieBudget int64
+	pending   []pendingName
 	cxx       bool                    // current CU is C++
 	quals     map[dwarf.Offset]string // C++ scope prefix of DIEs inside namespaces/classes
 
@@ -287,6 +296,10 @@ func (b *dwarfBuilder) startCU(e *dwarf.Entry) {
 }
 
 func (b *dwarfBuilder) finishCU() {
+	for _, p := range b.pending {
+		b.scopes.scopes[p.idx].name = b.intern(b.nameOf(p.e, 0))
+	}
+	b.pending = b.pending[:0]
 	if b.cu.structs != nil {
 		b.cu.flush(b.types, b.sizes, b.alias, b.intern)
 		b.cu = cuTypes{}
@@ -303,7 +316,9 @@ func (b *dwarfBuilder) addScope(e *dwarf.Entry, parent, fn, depth int32) int32 {
 	if fn < 0 {
 		fn = idx
 	}
-	s := scope{name: b.intern(b.nameOf(e, 0)), callFile: -1, parent: parent, depth: depth, fn: fn}
+	s := scope{callFile: -1, parent: parent, depth: depth, fn: fn}
+	// Named at the end of the CU, once all C++ scopes in it are known.
+	b.pending = append(b.pending, pendingName{idx, e})
 	if depth > 0 {
 		if v, ok := e.Val(dwarf.AttrCallFile).(int64); ok && v >= 0 && v < int64(len(b.cuFiles)) {
 			s.callFile = b.cuFiles[v]
