@@ -8,11 +8,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -417,6 +419,36 @@ func TestCoredumpRateLimit(t *testing.T) {
 		// The limit is per device.
 		if r := other.upload(s, "esp32", "1.0", []byte("fine")); r.Status != 201 {
 			t.Fatalf("other device: %d", r.Status)
+		}
+
+		// Concurrent uploads of one device (as from a crash loop hitting several replicas)
+		// never exceed the limit: the device row is locked while counting.
+		burst := newCoredumpDevice(t, s, "lamp")
+		statuses := make(chan int, 8)
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest("POST", s.URL+"/api/iot/coredump?chip=esp32&firmware_version=1.0", strings.NewReader("burst"))
+				req.SetBasicAuth(burst.key, burst.secret)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					statuses <- 0
+					return
+				}
+				resp.Body.Close()
+				statuses <- resp.StatusCode
+			}()
+		}
+		wg.Wait()
+		close(statuses)
+		counts := map[int]int{}
+		for st := range statuses {
+			counts[st]++
+		}
+		if counts[201] != 3 || counts[429] != 5 {
+			t.Fatalf("concurrent burst: %v, want 3×201 and 5×429", counts)
 		}
 	})
 }
