@@ -87,7 +87,7 @@ func New(d *db.DB, workers *river.Workers, cfg Config, log *slog.Logger) (*Clien
 		JobTimeout:           cfg.Timeout,
 		FetchPollInterval:    500 * time.Millisecond,
 		FetchCooldown:        50 * time.Millisecond,
-		RescueStuckJobsAfter: cfg.Timeout + time.Minute,
+		RescueStuckJobsAfter: cfg.Timeout + 15*time.Second, // a job running past its timeout belongs to a dead process
 		PollOnly:             true,
 		RetryPolicy:          &backoff{},
 	}
