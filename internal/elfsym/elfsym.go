@@ -403,6 +403,7 @@ func (ix *Index) loadDWARF(d *dwarf.Data, infoSize int64, rawLine, lineStr, str 
 	// Every real DIE and line row consumes at least one byte; debug/dwarf
 	// can return endless null entries on a truncated ULEB, so cap the work.
 	b.dieBudget = infoSize + 1024
+	b.rangeBudget = 4*infoSize + 1<<16
 	b.lines.budget = 2*int64(len(rawLine)) + 1024
 	b.lines.raw, b.lines.order = rawLine, ix.order
 	b.lines.lineStr, b.lines.str = lineStr, str

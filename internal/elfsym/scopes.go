@@ -157,10 +157,11 @@ type dwarfBuilder struct {
 	names  map[dwarf.Offset]string // resolved names of origin DIEs
 	strs   map[string]string
 
-	dieBudget int64
-	pending   []pendingName
-	cxx       bool                    // current CU is C++
-	quals     map[dwarf.Offset]string // C++ scope prefix of DIEs inside namespaces/classes
+	dieBudget   int64
+	rangeBudget int64
+	pending     []pendingName
+	cxx         bool                    // current CU is C++
+	quals       map[dwarf.Offset]string // C++ scope prefix of DIEs inside namespaces/classes
 
 	cu      cuTypes
 	cuFiles []int32 // CU file index → lineTable file index
@@ -308,10 +309,15 @@ func (b *dwarfBuilder) finishCU() {
 
 // addScope records a subprogram or inlined call if it has code ranges.
 func (b *dwarfBuilder) addScope(e *dwarf.Entry, parent, fn, depth int32) int32 {
+	if b.rangeBudget <= 0 {
+		return -1
+	}
 	ranges, err := b.d.Ranges(e)
 	if err != nil || len(ranges) == 0 {
 		return -1
 	}
+	// Shared range lists could otherwise multiply into huge tables.
+	b.rangeBudget -= int64(len(ranges)) + 1
 	idx := int32(len(b.scopes.scopes))
 	if fn < 0 {
 		fn = idx

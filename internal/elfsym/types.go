@@ -116,11 +116,15 @@ func (c *cuTypes) resolve(off dwarf.Offset) *cuStruct {
 
 // flatten lists members, hoisting anonymous struct/union members the way
 // C (and a GDB expression like ((TCB_t*)0)->x) sees them.
-func (c *cuTypes) flatten(s *cuStruct, base int64, out map[string]int64, depth int) {
+func (c *cuTypes) flatten(s *cuStruct, base int64, out map[string]int64, depth int, budget *int) {
 	if depth > 8 {
 		return
 	}
 	for _, m := range s.members {
+		// Anonymous members can fan out exponentially in damaged DWARF.
+		if *budget--; *budget < 0 {
+			return
+		}
 		if m.name != "" {
 			if _, dup := out[m.name]; !dup {
 				out[m.name] = base + m.off
@@ -128,7 +132,7 @@ func (c *cuTypes) flatten(s *cuStruct, base int64, out map[string]int64, depth i
 			continue
 		}
 		if inner := c.resolve(m.typ); inner != nil {
-			c.flatten(inner, base+m.off, out, depth+1)
+			c.flatten(inner, base+m.off, out, depth+1, budget)
 		}
 	}
 }
@@ -142,7 +146,8 @@ func (c *cuTypes) flush(types map[string]map[string]int64, sizes map[string]int6
 			return
 		}
 		m := map[string]int64{}
-		c.flatten(s, 0, m, 0)
+		budget := 1 << 14
+		c.flatten(s, 0, m, 0, &budget)
 		mm := make(map[string]int64, len(m))
 		for k, v := range m {
 			mm[intern(k)] = v
