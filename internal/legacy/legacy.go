@@ -157,7 +157,11 @@ func Finalize(ctx context.Context, d *db.DB, discard bool) (int, error) {
 		return 0, err
 	}
 	if !st.HasFilename {
-		return 0, nil
+		if !st.Legacy {
+			return 0, nil
+		}
+		_, err := d.ExecContext(ctx, `UPDATE legacy_adoption SET finalized_at = $1 WHERE finalized_at IS NULL`, db.Now())
+		return 0, db.Classify(err)
 	}
 	discarded := 0
 	err = d.Tx(ctx, func(tx *sql.Tx) error {

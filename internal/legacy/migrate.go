@@ -484,7 +484,15 @@ func (m *migrator) coredumps(ctx context.Context) error {
 			return db.Classify(err)
 		}
 	} else {
-		m.r.warn("coredumps.filename no longer exists (the older service's revision 007, or finalized): files not already migrated cannot be matched to rows")
+		// After our finalize the remaining files are orphans; only the older service's own
+		// 007 dropped the column before its files were moved.
+		var finalized int
+		if err := m.o.DB.QueryRowContext(ctx, `SELECT count(*) FROM legacy_adoption WHERE finalized_at IS NOT NULL`).Scan(&finalized); err != nil {
+			return db.Classify(err)
+		}
+		if finalized == 0 {
+			m.r.warn("coredumps.filename no longer exists (the older service's revision 007 dropped it): files not already migrated cannot be matched to rows")
+		}
 	}
 	done := map[string]bool{}
 	rows, err := m.o.DB.QueryContext(ctx, `SELECT device_id, filename FROM legacy_coredump_files`)
