@@ -54,9 +54,3 @@ func (c *indexCache) put(key string, ix *elfsym.Index) {
 		c.used -= e.size
 	}
 }
-
-func (c *indexCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.order.Len()
-}

@@ -189,28 +189,28 @@ func TestSidecarDecoder(t *testing.T) {
 			return
 		}
 		if n <= failFirst.Load() {
-			http.Error(w, "warming up", 503)
+			http.Error(w, "warming up", http.StatusServiceUnavailable)
 			return
 		}
 		q := r.URL.Query()
 		if !regexp.MustCompile(`^coredump_\d+\.dmp$`).MatchString(q.Get("core")) || !regexp.MustCompile(`^coredump_\d+\.elf$`).MatchString(q.Get("elf")) {
-			http.Error(w, "bad names", 400)
+			http.Error(w, "bad names", http.StatusBadRequest)
 			return
 		}
 		dump, err1 := os.ReadFile(filepath.Join(xfer, q.Get("core")))
 		elfBytes, err2 := os.ReadFile(filepath.Join(xfer, q.Get("elf")))
 		if err1 != nil || err2 != nil {
-			http.Error(w, "missing transfer files", 500)
+			http.Error(w, "missing transfer files", http.StatusInternalServerError)
 			return
 		}
 		ix, err := elfsym.New(strings.NewReader(string(elfBytes)))
 		if err != nil {
-			http.Error(w, err.Error(), 500)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		rep, err := espcore.Decode(dump, ix, espcore.Options{})
 		if err != nil {
-			http.Error(w, err.Error(), 500)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]string{"output": "SIDECAR " + q.Get("chip") + "\n" + rep.Text()})
