@@ -76,7 +76,7 @@ func (c *cfiTable) memSize() int64 {
 // maxFDEs bounds parsing work on hostile input.
 const maxFDEs = 1 << 20
 
-func (ix *Index) loadCFI(f *elf.File, data []byte) {
+func (ix *Index) loadCFI(f *elf.File) {
 	c := &ix.cfi
 	c.order = ix.order
 	c.ptr = ix.ptrSize
@@ -202,8 +202,8 @@ func (r *reader) addr(size int) uint64 {
 	return 0
 }
 
-// encoded reads an eh_frame pointer with encoding enc; pcBase is the
-// address the field would have at run time (for pcrel).
+// encoded reads an eh_frame pointer with encoding enc; pcrel values are
+// relative to the field's address (section address + offset).
 func (c *cfiTable) encoded(r *reader, enc byte, sec uint8) (uint64, bool) {
 	if enc == 0xff { // DW_EH_PE_omit
 		return 0, false
