@@ -25,6 +25,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/fsck"
 	"github.com/iotsupport/iotsupport/internal/httpapi"
 	"github.com/iotsupport/iotsupport/internal/jobs"
 	"github.com/iotsupport/iotsupport/internal/legacy"
@@ -156,6 +157,9 @@ func (a *App) wireDecoding(log *slog.Logger, reg *prometheus.Registry) error {
 func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go a.Outbox.Run(bg)
+	if a.Cfg.FsckInterval > 0 {
+		go fsck.NewPeriodic(fsck.New(a.DB, a.Store), a.Cfg.FsckGrace, a.Log, a.Metrics).Run(bg, a.Cfg.FsckInterval)
+	}
 	workers := a.Cfg.DecodeWorkers > 0
 	if workers {
 		if err := a.Jobs.Start(bg); err != nil {

@@ -46,6 +46,8 @@ type Config struct {
 
 	ShutdownTimeout   time.Duration
 	ReadHeaderTimeout time.Duration
+	FsckInterval      time.Duration
+	FsckGrace         time.Duration
 	AppEnv            string
 
 	AuthMode                string
@@ -169,6 +171,16 @@ var Settings = []Setting{
 		apply: func(c *Config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
 	{Name: "SHUTDOWN_TIMEOUT", Default: "30s", Doc: "On SIGTERM, how long in-flight requests may take to finish.", apply: durationSetting(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{Name: "READ_HEADER_TIMEOUT", Default: "10s", Doc: "Time a client has to send request headers (slow-loris guard).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
+	{Name: "FSCK_INTERVAL", Default: "24h", Doc: "How often `serve` runs fsck in report-only mode (findings in the `iotsupport_fsck_*` metrics); `0` turns it off.",
+		apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return fmt.Errorf("must be a duration like 24h, or 0 to turn it off")
+			}
+			c.FsckInterval = d
+			return nil
+		}},
+	{Name: "FSCK_GRACE", Default: "1h", Doc: "Objects without a row younger than this are uploads in flight, not orphans; queued deletions older than this are stuck (fsck and its periodic run).", apply: durationSetting(func(c *Config) *time.Duration { return &c.FsckGrace })},
 	{Name: "APP_ENV", Default: "production", Doc: "`production`, `development` or `testing` (testing enables `/api/testing/*`).",
 		apply: func(c *Config, v string) error { return oneOf(&c.AppEnv, v, "production", "development", "testing") }},
 	{Name: "AUTH_MODE", Default: "standard", Doc: "`standard` (tokens, device secrets, optional OIDC) or `insecure-dev` (open admin API and `?device_key=` device identification; loopback `HOST` only).",

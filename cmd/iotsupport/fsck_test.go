@@ -1,0 +1,44 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/iotsupport/iotsupport/internal/proctest"
+	"github.com/iotsupport/iotsupport/internal/testenv"
+)
+
+// The command's exit status and output: clean (0), an orphan past --grace 0s (1), repaired (0).
+func TestFsckCommand(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		environ := proctest.Env(env)
+		out, errOut, code := proctest.Run(t, environ, "fsck")
+		if code != 0 || !strings.Contains(out, "clean") {
+			t.Fatalf("empty install: exit %d\n%s%s", code, out, errOut)
+		}
+		b := []byte("left behind by a crash")
+		if err := env.Store.Put(context.Background(), "coredumps/abcd1234/7.dmp", bytes.NewReader(b), int64(len(b)), ""); err != nil {
+			t.Fatal(err)
+		}
+		if out, _, code = proctest.Run(t, environ, "fsck"); code != 0 {
+			t.Fatalf("orphan within the default grace: exit %d\n%s", code, out)
+		}
+		out, _, code = proctest.Run(t, environ, "fsck", "--grace", "0s", "--json")
+		var rep struct {
+			Counts    map[string]int `json:"counts"`
+			Remaining int            `json:"remaining"`
+		}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 || rep.Counts["orphan"] != 1 || rep.Remaining != 1 {
+			t.Fatalf("orphan: exit %d %v\n%s", code, err, out)
+		}
+		if out, errOut, code = proctest.Run(t, environ, "fsck", "--grace", "0s", "--repair"); code != 0 || !strings.Contains(out, "[repaired]") {
+			t.Fatalf("repair: exit %d\n%s%s", code, out, errOut)
+		}
+		if out, _, code = proctest.Run(t, environ, "fsck", "--grace", "0s"); code != 0 {
+			t.Fatalf("after repair: exit %d\n%s", code, out)
+		}
+	})
+}
