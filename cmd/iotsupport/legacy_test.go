@@ -46,6 +46,7 @@ type legacyFixture struct {
 	mtimes    map[string]time.Time // "code/version" -> upload time expected
 	dumpBytes map[int64][]byte     // core dump id -> bytes it must download as
 	missing   []int64              // rows whose file is gone
+	already   int                  // ZIPs the older service had already put into S3
 }
 
 func elfCase(t *testing.T, code, version string, omit ...string) []byte {
@@ -158,6 +159,15 @@ func newLegacyFixture(t *testing.T, rev string) *legacyFixture {
 		}
 		f.zips["alpha/1.7.0"] = z
 		f.mtimes["alpha/1.7.0"] = at
+		// Its ZIP is still on disk too: already migrated, left alone.
+		zp := filepath.Join(f.assets, "alpha", "firmware-1.7.0.zip")
+		if err := os.WriteFile(zp, z, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(zp, at, at); err != nil {
+			t.Fatal(err)
+		}
+		f.already = 1
 	}
 
 	// Core dumps: rows with files, a row whose file is gone, an orphan file, a directory of
@@ -388,9 +398,8 @@ func adoptFlow(t *testing.T, rev string) {
 			t.Fatalf("orphans %v, rows without file %v", dry.Orphans, dry.MissingFiles)
 		}
 	}
-	if rev != "005" && dry.FirmwareAlready != 0 {
-		// 1.7.0 exists only in S3, not as a ZIP: nothing to compare.
-		t.Fatalf("already: %+v", dry)
+	if dry.FirmwareAlready != f.already {
+		t.Fatalf("already migrated: %+v", dry)
 	}
 	textOut, _, _ := proctest.Run(t, env, "migrate-to-s3", "--dry-run")
 	for _, l := range []string{"[DRY RUN] Would migrate firmware: alpha/1.10.0", "[DRY RUN] Migration complete.", "Firmware ZIPs migrated: 4"} {
@@ -426,7 +435,7 @@ func adoptFlow(t *testing.T, rev string) {
 	if code != 0 {
 		t.Fatalf("second run: %d %s", code, errOut)
 	}
-	if second.FirmwareMigrated+second.FirmwareAlready != wantFirmware || second.CoredumpsMigrated+second.CoredumpsAlready != wantDumps ||
+	if second.FirmwareMigrated+second.FirmwareAlready != wantFirmware+f.already || second.CoredumpsMigrated+second.CoredumpsAlready != wantDumps ||
 		second.FirmwareMigrated == wantFirmware || second.FirmwareMigrated+second.CoredumpsMigrated == 0 {
 		t.Fatalf("resumed run: %+v", second)
 	}
@@ -523,7 +532,7 @@ func adoptFlow(t *testing.T, rev string) {
 	// A third run has nothing to do and changes nothing.
 	before = f.snapshot(t)
 	third, errOut, code := runReport(t, env)
-	if code != 0 || !third.NothingToDo() || third.FirmwareAlready != wantFirmware || third.CoredumpsAlready != wantDumps {
+	if code != 0 || !third.NothingToDo() || third.FirmwareAlready != wantFirmware+f.already || third.CoredumpsAlready != wantDumps {
 		t.Fatalf("third run: %d %+v %s", code, third, errOut)
 	}
 	textOut, _, _ = proctest.Run(t, env, "migrate-to-s3")
@@ -532,5 +541,22 @@ func adoptFlow(t *testing.T, rev string) {
 	}
 	if after := f.snapshot(t); after != before {
 		t.Fatalf("third run changed something:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func TestMigrateToS3FailsWhenDatabaseOrStoreIsUnreachable(t *testing.T) {
+	base := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LOG_LEVEL=warn", "ASSETS_DIR=" + t.TempDir()}
+	_, errOut, code := proctest.Run(t, append(base, "DATABASE_URL=postgres://nobody@127.0.0.1:1/none"), "migrate-to-s3")
+	if code != 1 || !strings.Contains(errOut, "cannot use the database") {
+		t.Fatalf("database down: %d %s", code, errOut)
+	}
+	env := append(base, "DATABASE_URL=sqlite:"+filepath.Join(t.TempDir(), "x.db"), "STORAGE_BACKEND=s3",
+		"S3_ENDPOINT_URL=http://127.0.0.1:1", "S3_ACCESS_KEY_ID=k", "S3_SECRET_ACCESS_KEY=s", "S3_BUCKET_NAME=bucket")
+	if out, errOut, code := proctest.Run(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s %s", out, errOut)
+	}
+	_, errOut, code = proctest.Run(t, env, "migrate-to-s3")
+	if code != 1 || !strings.Contains(errOut, "object storage is not reachable") {
+		t.Fatalf("store down: %d %s", code, errOut)
 	}
 }

@@ -194,25 +194,21 @@ func sameArtifacts(stored string, arts map[string]firmware.ArtifactInfo) bool {
 	return true
 }
 
-// inStore reports whether every artifact of the bundle is already stored with its size
-// (a version the older service itself put into S3).
-func (m *migrator) inStore(ctx context.Context, code, version string, arts map[string]firmware.ArtifactInfo) (bool, error) {
+// inStore reports whether the version's image is already stored (a version the older
+// service itself put into S3) and whether it has the bundle's size.
+func (m *migrator) inStore(ctx context.Context, code, version string, arts map[string]firmware.ArtifactInfo) (present, sameSize bool, err error) {
 	if m.o.Store == nil {
-		return false, nil
+		return false, false, nil
 	}
-	for name, a := range arts {
-		info, err := m.o.Store.Stat(ctx, firmware.Key(code, version, name))
-		if errors.Is(err, blob.ErrNotFound) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("stat %s: %w", firmware.Key(code, version, name), err)
-		}
-		if info.Size != a.Size {
-			return false, nil
-		}
+	key := firmware.Key(code, version, bundle.ObjBin)
+	info, err := m.o.Store.Stat(ctx, key)
+	if errors.Is(err, blob.ErrNotFound) {
+		return false, false, nil
 	}
-	return true, nil
+	if err != nil {
+		return false, false, fmt.Errorf("stat %s: %w", key, err)
+	}
+	return true, info.Size == arts[bundle.ObjBin].Size, nil
 }
 
 func (m *migrator) firmware(ctx context.Context) error {
@@ -337,11 +333,15 @@ func (m *migrator) model(ctx context.Context, md *model, dir string) error {
 				continue
 			}
 			// A row of the older service (it has no artifact record): already in the store?
-			ok, err := m.inStore(ctx, md.code, v, c.arts)
+			present, sameSize, err := m.inStore(ctx, md.code, v, c.arts)
 			if err != nil {
 				return err
 			}
-			if ok {
+			if present {
+				// What the older service stored and served wins over a file on disk.
+				if !sameSize {
+					m.r.warn("Firmware %s/%s: version %s is already in object storage with a different image; left as it is", md.code, c.file, v)
+				}
 				m.r.FirmwareAlready++
 				continue
 			}
