@@ -47,7 +47,6 @@ var routeNeeds = map[string]struct {
 	"GET /api/devices/{device_id}/coredumps/{coredump_id}/download": {"viewer", 404},
 	"POST /api/testing/coredumps":                                   {"testing", 400},
 	"POST /api/devices/{device_id}/coredumps/{coredump_id}/reparse": {"editor", 404},
-	"POST /api/devices/{device_id}/coredumps/{coredump_id}/reparse": {"editor", 404},
 
 	// Firmware.
 	"GET /api/iot/firmware":                                                    {"device", 404},
