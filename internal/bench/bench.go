@@ -1,0 +1,351 @@
+// Package bench is `iotsupport bench`: named load scenarios against a running
+// server (started as a child `serve` process unless a URL is given), each
+// measured next to a baseline in the same run — a constant HTTP handler, or
+// the same work done straight through the db and blob packages — so the
+// ratio shows the service's own overhead. It also samples the child's RSS
+// from /proc.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/iotsupport/iotsupport/internal/app"
+	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/config"
+	"github.com/iotsupport/iotsupport/internal/db"
+)
+
+// Scenarios lists the scenario names in run order.
+var Scenarios = []string{"checkin", "download", "ranged", "ingest", "bundle", "decode"}
+
+// defaultConcurrency per scenario when Options.Concurrency is 0.
+var defaultConcurrency = map[string]int{"checkin": 32, "download": 50, "ranged": 16, "ingest": 32, "bundle": 2, "decode": 1}
+
+// Options configure a run.
+type Options struct {
+	// URL of a running server; empty starts a child `serve` on a temp dir.
+	URL, Token, DeviceKey, DeviceSecret string
+	// Scenarios to run (default: all).
+	Scenarios []string
+	// Duration of each measured run (server and baseline each).
+	Duration time.Duration
+	// Requests bounds each run's operation count (0: only Duration).
+	Requests int64
+	// Concurrency overrides every scenario's default (0: defaults).
+	Concurrency int
+	// Testdata is the shared test data directory (esp-coredump/<case>/app.elf).
+	Testdata string
+	// Env is added to the child's environment and to the configuration the
+	// baselines open the database and store with (DATABASE_URL, STORAGE_*, S3_*).
+	Env []string
+	// Exe is the iotsupport binary (default: os.Executable()).
+	Exe string
+	// Log receives progress lines (nil: none).
+	Log io.Writer
+}
+
+// Result is one row of the report.
+type Result struct {
+	Scenario    string  `json:"scenario"`
+	Concurrency int     `json:"concurrency"`
+	Server      Stats   `json:"server"`
+	Baseline    *Stats  `json:"baseline,omitempty"`
+	Ratio       float64 `json:"ratio,omitempty"`
+	// PeakRSS of the server process during the run (0 when it was not started here).
+	PeakRSS int64  `json:"peak_rss_bytes"`
+	Note    string `json:"note,omitempty"`
+}
+
+// Report is the whole run.
+type Report struct {
+	Started   time.Time `json:"started"`
+	Machine   string    `json:"machine"`
+	Database  string    `json:"database"`
+	Storage   string    `json:"storage"`
+	IdleRSS   int64     `json:"idle_rss_bytes"`
+	ServerHWM int64     `json:"server_vm_hwm_bytes"`
+	Results   []Result  `json:"results"`
+}
+
+// env is the benchmark's view of the server's settings.
+type env struct {
+	vars map[string]string
+}
+
+func (e env) lookup(k string) (string, bool) {
+	if v, ok := e.vars[k]; ok {
+		return v, true
+	}
+	return os.LookupEnv(k)
+}
+
+// runner holds a run's shared state.
+type runner struct {
+	opts   Options
+	rep    *Report
+	api    *api
+	hc     *http.Client
+	child  *child
+	cfg    *config.Config
+	db     *db.DB
+	store  blob.Store
+	fx     *fixtures
+	logf   func(format string, args ...any)
+	tmpDir string
+}
+
+// Run runs the selected scenarios and returns the report.
+func Run(ctx context.Context, opts Options) (*Report, error) {
+	if opts.Duration <= 0 {
+		opts.Duration = 20 * time.Second
+	}
+	if len(opts.Scenarios) == 0 {
+		opts.Scenarios = Scenarios
+	}
+	for _, s := range opts.Scenarios {
+		if !slices.Contains(Scenarios, s) {
+			return nil, fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(Scenarios, ", "))
+		}
+	}
+	if opts.Testdata == "" {
+		opts.Testdata = filepath.Join("..", "shared", "testdata")
+	}
+	if _, err := os.Stat(testELF(opts.Testdata, "esp32")); err != nil {
+		return nil, fmt.Errorf("test data not found (set --testdata): %w", err)
+	}
+	r := &runner{opts: opts, rep: &Report{Started: time.Now().UTC(), Machine: machine()}}
+	r.logf = func(format string, args ...any) {
+		if opts.Log != nil {
+			fmt.Fprintf(opts.Log, format+"\n", args...)
+		}
+	}
+	defer r.close()
+	maxConc := 64
+	r.hc = &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, DisableCompression: true}, Timeout: 5 * time.Minute}
+
+	vars := map[string]string{}
+	for _, kv := range opts.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	if opts.URL == "" {
+		dir, err := os.MkdirTemp("", "iotsupport-bench-")
+		if err != nil {
+			return nil, err
+		}
+		r.tmpDir = dir
+		if v, _ := (env{vars}).lookup("DATABASE_URL"); v == "" {
+			vars["DATABASE_URL"] = "sqlite:" + filepath.Join(dir, "iotsupport.db")
+		}
+		if b, _ := (env{vars}).lookup("STORAGE_BACKEND"); b != "s3" {
+			vars["STORAGE_BACKEND"] = "local"
+			vars["STORAGE_DIR"] = filepath.Join(dir, "blobs")
+		}
+		// Many devices upload from one host at a high rate: lift the per-device guards.
+		vars["COREDUMP_UPLOADS_PER_HOUR"] = "100000"
+		vars["DEVICE_AUTH_FAILURES_PER_MINUTE"] = "100000"
+		vars["MAX_FIRMWARES"] = "3"
+		vars["TEMP_DIR"] = dir
+		exe := opts.Exe
+		if exe == "" {
+			var err error
+			if exe, err = os.Executable(); err != nil {
+				return nil, err
+			}
+		}
+		var childEnv []string
+		for k, v := range vars {
+			childEnv = append(childEnv, k+"="+v)
+		}
+		r.logf("starting %s serve (%s, %s)", exe, scheme(vars["DATABASE_URL"]), backendOf(env{vars}))
+		c, err := startChild(ctx, exe, childEnv, dir)
+		if err != nil {
+			return nil, err
+		}
+		r.child = c
+		tok, err := createToken(ctx, exe, childEnv, dir)
+		if err != nil {
+			return nil, err
+		}
+		opts.URL, opts.Token = c.url, tok
+		time.Sleep(2 * time.Second) // let start-up garbage settle before the idle sample
+		r.rep.IdleRSS, _, _ = procStatus(c.pid())
+	}
+	cfg, err := config.Load(env{vars}.lookup)
+	if err == nil && (r.child != nil || vars["DATABASE_URL"] != "") {
+		r.cfg = cfg
+		r.rep.Database = scheme(cfg.DatabaseURL)
+		r.rep.Storage = cfg.StorageBackend
+		if r.db, err = db.Open(ctx, cfg.DatabaseURL); err != nil {
+			return nil, fmt.Errorf("baseline database: %w", err)
+		}
+		if r.store, err = app.OpenStore(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("baseline store: %w", err)
+		}
+	} else {
+		r.logf("no --database-url/storage settings for %s: baselines that read the db or store are skipped", opts.URL)
+	}
+	r.opts = opts
+	r.api = &api{base: strings.TrimRight(opts.URL, "/"), token: opts.Token, hc: r.hc}
+
+	need := func(names ...string) bool {
+		for _, n := range names {
+			if slices.Contains(opts.Scenarios, n) {
+				return true
+			}
+		}
+		return false
+	}
+	if need("checkin", "download", "ranged", "ingest", "bundle") {
+		conc := maxConc
+		if opts.Concurrency > 0 {
+			conc = min(opts.Concurrency, maxConc)
+		}
+		if r.fx, err = r.setup(ctx, conc, need); err != nil {
+			return nil, fmt.Errorf("setup: %w", err)
+		}
+	}
+	for _, s := range Scenarios {
+		if !slices.Contains(opts.Scenarios, s) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return r.rep, err
+		}
+		r.logf("scenario %s", s)
+		var res []Result
+		switch s {
+		case "checkin":
+			res, err = r.checkin(ctx)
+		case "download":
+			res, err = r.download(ctx)
+		case "ranged":
+			res, err = r.ranged(ctx)
+		case "ingest":
+			res, err = r.ingest(ctx)
+		case "bundle":
+			res, err = r.bundle(ctx)
+		case "decode":
+			res, err = r.decode(ctx)
+		}
+		if err != nil {
+			return r.rep, fmt.Errorf("scenario %s: %w", s, err)
+		}
+		for _, x := range res {
+			if x.Baseline != nil && x.Baseline.PerSecond > 0 && x.Baseline.Errors < x.Baseline.Requests {
+				x.Ratio = x.Server.PerSecond / x.Baseline.PerSecond
+			}
+			r.rep.Results = append(r.rep.Results, x)
+		}
+	}
+	if r.child != nil {
+		_, r.rep.ServerHWM, _ = procStatus(r.child.pid())
+	}
+	return r.rep, nil
+}
+
+func (r *runner) close() {
+	if r.child != nil {
+		r.child.stop()
+	}
+	if r.db != nil {
+		r.db.Close()
+	}
+	if r.tmpDir != "" {
+		_ = os.RemoveAll(r.tmpDir)
+	}
+}
+
+func (r *runner) concurrency(s string) int {
+	if r.opts.Concurrency > 0 {
+		return r.opts.Concurrency
+	}
+	return defaultConcurrency[s]
+}
+
+// measure runs fn under load while sampling the child's RSS.
+func (r *runner) measure(ctx context.Context, conc int, fn op) (Stats, int64) {
+	pid := 0
+	if r.child != nil {
+		pid = r.child.pid()
+	}
+	s := sampleRSS(pid)
+	st := load(ctx, conc, r.opts.Duration, r.opts.Requests, fn)
+	return st, s.Peak()
+}
+
+// baseline runs fn under the same load (no RSS sampling).
+func (r *runner) baseline(ctx context.Context, conc int, fn op) *Stats {
+	st := load(ctx, conc, r.opts.Duration, r.opts.Requests, fn)
+	return &st
+}
+
+func createToken(ctx context.Context, exe string, env []string, dir string) (string, error) {
+	cmd := exec.CommandContext(ctx, exe, "token", "create", "--name", fmt.Sprintf("bench-%d", time.Now().UnixNano()), "--role", "admin")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("token create: %w: %s", err, stderr.String())
+	}
+	tok := strings.TrimSpace(string(out))
+	if tok == "" || strings.ContainsAny(tok, " \n") {
+		return "", errors.New("token create printed no token")
+	}
+	return tok, nil
+}
+
+func scheme(dsn string) string {
+	if s, _, ok := strings.Cut(dsn, ":"); ok {
+		if s == "postgresql" {
+			return "postgres"
+		}
+		return s
+	}
+	return dsn
+}
+
+func backendOf(e env) string {
+	if b, _ := e.lookup("STORAGE_BACKEND"); b == "s3" {
+		return "s3"
+	}
+	return "local"
+}
+
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0]); len(f) >= 2 {
+			mem = f[1] + " kB RAM"
+		}
+	}
+	load := ""
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		load = "load " + strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	return fmt.Sprintf("%s, %d CPUs, %s, %s", model, numCPU(), mem, load)
+}
+
+var discardLog = slog.New(slog.NewTextHandler(io.Discard, nil))

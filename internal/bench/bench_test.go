@@ -1,0 +1,99 @@
+package bench_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/iotsupport/iotsupport/internal/bench"
+	"github.com/iotsupport/iotsupport/internal/proctest"
+)
+
+func testdataDir(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "testdata")
+	if _, err := os.Stat(filepath.Join(dir, "esp-coredump", "esp32", "app.elf")); err != nil {
+		t.Skipf("shared test data not found: %v", err)
+	}
+	return dir
+}
+
+// TestBenchSmoke runs every scenario briefly through the real command on
+// SQLite + local storage and checks that the report is complete. It never
+// asserts speed.
+func TestBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server and runs every scenario")
+	}
+	td := testdataDir(t)
+	bin := proctest.Binary(t)
+	cmd := exec.Command(bin, "bench", "--duration", "1s", "--concurrency", "2", "--json", "--testdata", td)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "DATABASE_URL=", "STORAGE_BACKEND=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out)
+	}
+	if rep.IdleRSS <= 0 || rep.ServerHWM < rep.IdleRSS || rep.Machine == "" || rep.Database != "sqlite" || rep.Storage != "local" {
+		t.Errorf("report header: idle %d, hwm %d, machine %q, db %q, storage %q", rep.IdleRSS, rep.ServerHWM, rep.Machine, rep.Database, rep.Storage)
+	}
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		name, _, _ := strings.Cut(r.Scenario, "/")
+		name, _, _ = strings.Cut(name, "-")
+		seen[name] = true
+		s := r.Server
+		if s.Requests <= 0 || s.PerSecond <= 0 || s.P50 <= 0 || s.P90 < s.P50 || s.P99 < s.P90 || s.Errors != 0 || r.Concurrency != 2 {
+			t.Errorf("%s: incomplete stats %+v (concurrency %d)", r.Scenario, s, r.Concurrency)
+		}
+		if name == "decode" {
+			continue
+		}
+		if r.PeakRSS <= 0 {
+			t.Errorf("%s: no peak RSS", r.Scenario)
+		}
+		if r.Baseline == nil || r.Baseline.Requests <= 0 || r.Baseline.Errors != 0 || r.Ratio <= 0 {
+			t.Errorf("%s: baseline %+v, ratio %v", r.Scenario, r.Baseline, r.Ratio)
+		}
+	}
+	for _, s := range bench.Scenarios {
+		if !seen[s] {
+			t.Errorf("scenario %s missing from the report", s)
+		}
+	}
+	for _, want := range []string{"download-1MiB", "download-16MiB", "decode/esp32c6"} {
+		found := false
+		for _, r := range rep.Results {
+			found = found || r.Scenario == want
+		}
+		if !found {
+			t.Errorf("row %s missing", want)
+		}
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	for _, col := range []string{"req/s", "p50", "p90", "p99", "errors", "peak RSS", "ratio", "idle RSS"} {
+		if !strings.Contains(table.String(), col) {
+			t.Errorf("table lacks %q:\n%s", col, table.String())
+		}
+	}
+}
+
+func TestUnknownScenario(t *testing.T) {
+	if _, err := bench.Run(t.Context(), bench.Options{Scenarios: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), "unknown scenario") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/iotsupport/iotsupport/internal/espimage"
+)
+
+// firmware is an uploaded model with its current image.
+type firmware struct {
+	modelID int64
+	code    string
+	version string
+	size    int64
+	key     string // blob key of firmware.bin
+	devices []device
+}
+
+// fixtures are what the scenarios run against.
+type fixtures struct {
+	fw1, fw2, fw16 *firmware
+	ingestDevs     []device // devices of fw1 used by ingest
+	baseDevs       []device // devices the ingest baseline writes rows for
+	dump           []byte   // 64 KiB core dump upload body
+	dumpVersion    string
+	external       bool
+}
+
+const ingestBodyBytes = 64 << 10
+
+// setup creates models, devices and firmware through the API (or, against an
+// external server, uses the one given device).
+func (r *runner) setup(ctx context.Context, conc int, need func(...string) bool) (*fixtures, error) {
+	fx := &fixtures{}
+	elfBytes, err := os.ReadFile(testELF(r.opts.Testdata, "esp32"))
+	if err != nil {
+		return nil, err
+	}
+	if need("ingest") {
+		if fx.dump, err = ingestBody(r.opts.Testdata); err != nil {
+			return nil, err
+		}
+	}
+	if r.child == nil {
+		if r.opts.DeviceKey == "" || r.opts.DeviceSecret == "" {
+			return nil, fmt.Errorf("against --url the device scenarios need --device-key and --device-secret")
+		}
+		fx.external = true
+		d := device{Key: r.opts.DeviceKey, Secret: r.opts.DeviceSecret}
+		fw := &firmware{devices: []device{d}}
+		fx.fw1, fx.fw2, fx.fw16 = fw, fw, fw
+		fx.ingestDevs = []device{d}
+		fx.dumpVersion = "bench"
+		return fx, nil
+	}
+	mk := func(code string, padTo, ndev int) (*firmware, error) {
+		r.logf("  model %s: %d-byte image, %d devices", code, padTo, ndev)
+		id, err := r.api.createModel(ctx, code)
+		if err != nil {
+			return nil, err
+		}
+		members, err := makeBundle(code, elfBytes, padTo, "0123456789abcdef")
+		if err != nil {
+			return nil, err
+		}
+		z, err := zipMembers(members)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.api.uploadBundle(ctx, id, z); err != nil {
+			return nil, err
+		}
+		im, err := espimage.Parse(bytes.NewReader(members[0].Data), int64(len(members[0].Data)))
+		if err != nil {
+			return nil, err
+		}
+		fw := &firmware{modelID: id, code: code, version: im.Version, size: int64(len(members[0].Data)),
+			key: fmt.Sprintf("firmware/%s/%s/firmware.bin", code, im.Version)}
+		for range ndev {
+			d, err := r.api.createDevice(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			fw.devices = append(fw.devices, d)
+		}
+		return fw, nil
+	}
+	if fx.fw1, err = mk("bench_1m", 1<<20, conc); err != nil {
+		return nil, err
+	}
+	fx.ingestDevs = fx.fw1.devices
+	fx.dumpVersion = fx.fw1.version
+	if need("ingest") {
+		for range min(conc, 8) {
+			d, err := r.api.createDevice(ctx, fx.fw1.modelID)
+			if err != nil {
+				return nil, err
+			}
+			fx.baseDevs = append(fx.baseDevs, d)
+		}
+	}
+	if need("ranged") {
+		if fx.fw2, err = mk("bench_2m", 2<<20, 4); err != nil {
+			return nil, err
+		}
+	}
+	if need("download") {
+		if fx.fw16, err = mk("bench_16m", 16<<20, 4); err != nil {
+			return nil, err
+		}
+	}
+	return fx, nil
+}
+
+// ingestBody is the esp32 test core dump as raw partition bytes, padded with
+// erased flash (0xFF) to 64 KiB, as a device reads its core dump partition.
+func ingestBody(testdata string) ([]byte, error) {
+	b64, err := readCoredump(testdata, "esp32")
+	if err != nil {
+		return nil, err
+	}
+	var raw []byte
+	for _, line := range strings.Fields(string(b64)) { // UART output: each line is padded base64
+		b, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return nil, fmt.Errorf("decode test core dump: %w", err)
+		}
+		raw = append(raw, b...)
+	}
+	if len(raw) > ingestBodyBytes {
+		raw = raw[:ingestBodyBytes]
+	}
+	return append(raw, bytes.Repeat([]byte{0xFF}, ingestBodyBytes-len(raw))...), nil
+}

@@ -1,0 +1,364 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/coredumps"
+	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/decoding"
+)
+
+func numCPU() int { return runtime.NumCPU() }
+
+// deviceGet is a device's GET with Basic auth; it drains the body and
+// checks the status and, when want >= 0, the byte count.
+func (r *runner) deviceGet(ctx context.Context, d device, path string, hdr http.Header, status int, want int64) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.api.base+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.SetBasicAuth(d.Key, d.Secret)
+	resp, err := r.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return n, err
+	}
+	if resp.StatusCode != status {
+		return n, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	if want >= 0 && n != want {
+		return n, fmt.Errorf("GET %s: %d bytes, want %d", path, n, want)
+	}
+	return n, nil
+}
+
+func (r *runner) checkin(ctx context.Context) ([]Result, error) {
+	conc := r.concurrency("checkin")
+	devs := r.fx.fw1.devices
+	srv, st := r.measure(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+		return r.deviceGet(ctx, devs[w%len(devs)], "/api/iot/firmware-version", nil, http.StatusOK, -1)
+	})
+	// Baseline: a handler on this machine that returns a constant.
+	body := []byte(`{"firmware_version":"v1.0-56-g30082bf","size":1048576,"sha256":"` + hex.EncodeToString(make([]byte, 32)) + `"}`)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})}
+	go func() { _ = hs.Serve(ln) }()
+	defer hs.Close()
+	url := "http://" + ln.Addr().String() + "/api/iot/firmware-version"
+	base := r.baseline(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return 0, err
+		}
+		d := devs[w%len(devs)]
+		req.SetBasicAuth(d.Key, d.Secret)
+		resp, err := r.hc.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, err = io.Copy(io.Discard, resp.Body)
+		return 0, err
+	})
+	return []Result{{Scenario: "checkin", Concurrency: conc, Server: srv, PeakRSS: st, Baseline: base}}, nil
+}
+
+func (r *runner) download(ctx context.Context) ([]Result, error) {
+	conc := r.concurrency("download")
+	var out []Result
+	for _, fw := range []*firmware{r.fx.fw1, r.fx.fw16} {
+		name := fmt.Sprintf("download-%dMiB", fw.size>>20)
+		want := fw.size
+		if r.fx.external {
+			name, want = "download", -1
+		}
+		devs := fw.devices
+		srv, peak := r.measure(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+			return r.deviceGet(ctx, devs[w%len(devs)], "/api/iot/firmware", nil, http.StatusOK, want)
+		})
+		res := Result{Scenario: name, Concurrency: conc, Server: srv, PeakRSS: peak}
+		if r.store != nil && fw.key != "" {
+			res.Baseline = r.baseline(ctx, conc, func(ctx context.Context, _ int) (int64, error) {
+				rc, _, err := r.store.Get(ctx, fw.key, nil)
+				if err != nil {
+					return 0, err
+				}
+				defer rc.Close()
+				return io.Copy(io.Discard, rc)
+			})
+		} else {
+			res.Note = "no baseline: blob store settings not given"
+		}
+		out = append(out, res)
+		if r.fx.external {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (r *runner) ranged(ctx context.Context) ([]Result, error) {
+	conc := r.concurrency("ranged")
+	fw := r.fx.fw2
+	const chunk = 4096
+	size := fw.size
+	if r.fx.external {
+		size = 1 << 20 // assume at least 1 MiB
+	}
+	chunks := size / chunk
+	next := func(w int, i *int64) int64 {
+		off := ((int64(w)*97 + *i) % chunks) * chunk
+		*i++
+		return off
+	}
+	var mu sync.Mutex
+	pos := map[int]*int64{}
+	counter := func(w int) *int64 {
+		mu.Lock()
+		defer mu.Unlock()
+		if pos[w] == nil {
+			pos[w] = new(int64)
+		}
+		return pos[w]
+	}
+	devs := fw.devices
+	srv, peak := r.measure(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+		off := next(w, counter(w))
+		h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, off+chunk-1)}}
+		return r.deviceGet(ctx, devs[w%len(devs)], "/api/iot/firmware", h, http.StatusPartialContent, chunk)
+	})
+	res := Result{Scenario: "ranged", Concurrency: conc, Server: srv, PeakRSS: peak}
+	if r.store != nil && fw.key != "" {
+		pos = map[int]*int64{}
+		res.Baseline = r.baseline(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+			off := next(w, counter(w))
+			rc, _, err := r.store.Get(ctx, fw.key, &blob.Range{Offset: off, Length: chunk})
+			if err != nil {
+				return 0, err
+			}
+			defer rc.Close()
+			return io.Copy(io.Discard, rc)
+		})
+	} else {
+		res.Note = "no baseline: blob store settings not given"
+	}
+	return []Result{res}, nil
+}
+
+func (r *runner) ingest(ctx context.Context) ([]Result, error) {
+	conc := r.concurrency("ingest")
+	devs := r.fx.ingestDevs
+	path := "/api/iot/coredump?chip=esp32&firmware_version=" + r.fx.dumpVersion
+	srv, peak := r.measure(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.api.base+path, bytes.NewReader(r.fx.dump))
+		if err != nil {
+			return 0, err
+		}
+		d := devs[w%len(devs)]
+		req.SetBasicAuth(d.Key, d.Secret)
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err := r.hc.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusCreated {
+			return 0, fmt.Errorf("POST coredump: %s", resp.Status)
+		}
+		return int64(len(r.fx.dump)), nil
+	})
+	res := Result{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak}
+	if r.db != nil {
+		res.Note = r.decodeProgress(ctx)
+	}
+	if r.db == nil || r.store == nil || len(r.fx.baseDevs) == 0 {
+		res.Note += "; no baseline: database/store settings not given"
+		return []Result{res}, nil
+	}
+	// Baseline: the same row and object, straight through db and blob.
+	h := coredumps.Inspect(r.fx.dump)
+	var (
+		mu   sync.Mutex
+		keys []string
+		ids  []int64
+	)
+	res.Baseline = r.baseline(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+		d := r.fx.baseDevs[w%len(r.fx.baseDevs)]
+		sum := sha256.Sum256(r.fx.dump)
+		now := db.Now()
+		var key string
+		var id int64
+		err := r.db.Tx(ctx, func(tx *sql.Tx) error {
+			if err := tx.QueryRowContext(ctx, `INSERT INTO coredumps (device_id, chip, firmware_version, size, parse_status, uploaded_at,
+				created_at, updated_at, container, checksum_ok, app_elf_sha_prefix, recognized, sha256)
+				VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9, $10, $11) RETURNING id`,
+				d.ID, "esp32", r.fx.dumpVersion, len(r.fx.dump), coredumps.StatusPending, now,
+				h.Container, h.ChecksumOK, h.AppELFSHAPrefix, h.Recognized, hex.EncodeToString(sum[:])).Scan(&id); err != nil {
+				return err
+			}
+			key = coredumps.Key(d.Key, id)
+			return r.store.Put(ctx, key, bytes.NewReader(r.fx.dump), int64(len(r.fx.dump)), "application/octet-stream")
+		})
+		if err != nil {
+			return 0, err
+		}
+		mu.Lock()
+		keys, ids = append(keys, key), append(ids, id)
+		mu.Unlock()
+		return int64(len(r.fx.dump)), nil
+	})
+	r.cleanupBaseline(context.WithoutCancel(ctx), ids, keys)
+	return []Result{res}, nil
+}
+
+// decodeProgress says how many uploaded dumps the server has decoded so far.
+func (r *runner) decodeProgress(ctx context.Context) string {
+	rows, err := r.db.QueryContext(ctx, `SELECT parse_status, count(*) FROM coredumps GROUP BY parse_status ORDER BY parse_status`)
+	if err != nil {
+		return ""
+	}
+	defer rows.Close()
+	s := "rows right after the run:"
+	for rows.Next() {
+		var st string
+		var n int
+		if rows.Scan(&st, &n) == nil {
+			s += fmt.Sprintf(" %s=%d", st, n)
+		}
+	}
+	return s
+}
+
+func (r *runner) cleanupBaseline(ctx context.Context, ids []int64, keys []string) {
+	for _, id := range ids {
+		_, _ = r.db.ExecContext(ctx, `DELETE FROM coredumps WHERE id = $1`, id)
+	}
+	var i atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n := i.Add(1) - 1
+				if n >= int64(len(keys)) {
+					return
+				}
+				_ = r.store.Delete(ctx, keys[n])
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+const bundleImageBytes = 27 << 20 // with the 2.7 MB ELF: a ~30 MB bundle
+
+func (r *runner) bundle(ctx context.Context) ([]Result, error) {
+	if r.child == nil {
+		return []Result{{Scenario: "bundle", Note: "skipped: needs a server started by bench (creates a model)"}}, nil
+	}
+	conc := r.concurrency("bundle")
+	elfBytes, err := os.ReadFile(testELF(r.opts.Testdata, "esp32"))
+	if err != nil {
+		return nil, err
+	}
+	id, err := r.api.createModel(ctx, "bench_bundle")
+	if err != nil {
+		return nil, err
+	}
+	// Two bundles of one version that differ in version.json: with
+	// ?replace=true every upload rewrites all five objects.
+	var zips [2][]byte
+	var members []member
+	for i, commit := range []string{"aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"} {
+		if members, err = makeBundle("bench_bundle", elfBytes, bundleImageBytes, commit); err != nil {
+			return nil, err
+		}
+		if zips[i], err = zipMembers(members); err != nil {
+			return nil, err
+		}
+	}
+	var n atomic.Int64
+	srv, peak := r.measure(ctx, conc, func(ctx context.Context, _ int) (int64, error) {
+		z := zips[n.Add(1)%2]
+		return int64(len(z)), r.api.uploadBundle(ctx, id, z)
+	})
+	res := Result{Scenario: "bundle", Concurrency: conc, Server: srv, PeakRSS: peak,
+		Note: fmt.Sprintf("%.1f MB bundles", float64(len(zips[0]))/1e6)}
+	if r.store == nil {
+		return []Result{res}, nil
+	}
+	names := []string{"firmware.bin", "firmware.elf", "firmware.map", "sdkconfig", "version.json"}
+	var seq atomic.Int64
+	res.Baseline = r.baseline(ctx, conc, func(ctx context.Context, _ int) (int64, error) {
+		prefix := fmt.Sprintf("firmware/bench_baseline/v%d/", seq.Add(1)%4)
+		var total int64
+		for i, m := range members {
+			if err := r.store.Put(ctx, prefix+names[i], bytes.NewReader(m.Data), int64(len(m.Data)), "application/octet-stream"); err != nil {
+				return total, err
+			}
+			total += int64(len(m.Data))
+		}
+		return total, nil
+	})
+	_, _ = blob.DeletePrefix(context.WithoutCancel(ctx), r.store, "firmware/bench_baseline/")
+	return []Result{res}, nil
+}
+
+// decodeCases are the shared test cases with an app ELF and a core dump.
+var decodeCases = []string{"esp32", "esp32_bin", "esp32c3", "esp32c3_bin", "esp32c6"}
+
+func (r *runner) decode(ctx context.Context) ([]Result, error) {
+	conc := r.concurrency("decode")
+	var out []Result
+	for _, c := range decodeCases {
+		elfBytes, err := os.ReadFile(testELF(r.opts.Testdata, c))
+		if err != nil {
+			return nil, err
+		}
+		dump, err := readCoredump(r.opts.Testdata, c)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(elfBytes)
+		in := decoding.Input{Dump: dump, ELF: elfBytes, ELFSHA256: hex.EncodeToString(sum[:])}
+		n := decoding.NewNative(256 << 20)
+		if _, _, err := n.Decode(ctx, in); err != nil { // warms the ELF index cache
+			return nil, fmt.Errorf("decode %s: %w", c, err)
+		}
+		st := load(ctx, conc, max(r.opts.Duration/time.Duration(len(decodeCases)), 500*time.Millisecond), r.opts.Requests, func(ctx context.Context, _ int) (int64, error) {
+			_, _, err := n.Decode(ctx, in)
+			return int64(len(dump)), err
+		})
+		out = append(out, Result{Scenario: "decode/" + c, Concurrency: conc, Server: st, Note: "in-process native decoder, warm ELF cache"})
+	}
+	return out, nil
+}
