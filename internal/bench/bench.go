@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -347,5 +346,3 @@ func machine() string {
 	}
 	return fmt.Sprintf("%s, %d CPUs, %s, %s", model, numCPU(), mem, load)
 }
-
-var discardLog = slog.New(slog.NewTextHandler(io.Discard, nil))
