@@ -478,4 +478,3 @@ func bundleMembers(t *testing.T, code string, b []byte) map[string][]byte {
 	}
 	return out
 }
-
