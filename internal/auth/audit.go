@@ -33,7 +33,7 @@ func (a *Audit) Record(ctx context.Context, e AuditEntry) error {
 	}
 	_, err := a.db.ExecContext(ctx, `INSERT INTO audit_log (at, actor_kind, actor, method, path, route, status, request_id)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, db.Now(), e.ActorKind, e.Actor, e.Method, e.Path, e.Route, e.Status, e.RequestID)
-	return classify("record audit entry", err)
+	return db.Err("record audit entry", err)
 }
 
 // List returns entries newest first, before beforeID when it is > 0, and the total count.
@@ -46,22 +46,22 @@ func (a *Audit) List(ctx context.Context, limit int, beforeID int64) ([]AuditEnt
 	}
 	rows, err := a.db.QueryContext(ctx, q+` ORDER BY id DESC LIMIT $1`, args...)
 	if err != nil {
-		return nil, 0, classify("list audit log", err)
+		return nil, 0, db.Err("list audit log", err)
 	}
 	defer rows.Close()
 	out := []AuditEntry{}
 	for rows.Next() {
 		var e AuditEntry
 		if err := rows.Scan(&e.ID, &e.At, &e.ActorKind, &e.Actor, &e.Method, &e.Path, &e.Route, &e.Status, &e.RequestID); err != nil {
-			return nil, 0, classify("list audit log", err)
+			return nil, 0, db.Err("list audit log", err)
 		}
 		e.At = e.At.UTC()
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, classify("list audit log", err)
+		return nil, 0, db.Err("list audit log", err)
 	}
 	var total int
 	err = a.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log`).Scan(&total)
-	return out, total, classify("count audit log", err)
+	return out, total, db.Err("count audit log", err)
 }

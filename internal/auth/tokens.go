@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -51,7 +50,7 @@ func (t *Tokens) Create(ctx context.Context, name, role string) (*Token, string,
 		return nil, "", apperr.Existsf("Token for %s already exists", name)
 	}
 	if err != nil {
-		return nil, "", classify("create token", err)
+		return nil, "", db.Err("create token", err)
 	}
 	return &Token{ID: id, Name: name, Role: role, CreatedAt: now}, secret, nil
 }
@@ -60,7 +59,7 @@ func (t *Tokens) Create(ctx context.Context, name, role string) (*Token, string,
 func (t *Tokens) List(ctx context.Context) ([]Token, error) {
 	rows, err := t.db.QueryContext(ctx, `SELECT id, name, role, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY id DESC`)
 	if err != nil {
-		return nil, classify("list tokens", err)
+		return nil, db.Err("list tokens", err)
 	}
 	defer rows.Close()
 	out := []Token{}
@@ -68,13 +67,13 @@ func (t *Tokens) List(ctx context.Context) ([]Token, error) {
 		var tk Token
 		var used, revoked sql.NullTime
 		if err := rows.Scan(&tk.ID, &tk.Name, &tk.Role, &tk.CreatedAt, &used, &revoked); err != nil {
-			return nil, classify("list tokens", err)
+			return nil, db.Err("list tokens", err)
 		}
 		tk.CreatedAt = tk.CreatedAt.UTC()
 		tk.LastUsedAt, tk.RevokedAt = utcPtr(used), utcPtr(revoked)
 		out = append(out, tk)
 	}
-	return out, classify("list tokens", rows.Err())
+	return out, db.Err("list tokens", rows.Err())
 }
 
 func utcPtr(t sql.NullTime) *time.Time {
@@ -95,7 +94,7 @@ func (t *Tokens) Revoke(ctx context.Context, idOrName string) error {
 		return err
 	})
 	if err != nil {
-		return classify("revoke token", err)
+		return db.Err("revoke token", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return apperr.NotFoundf("Token %s was not found", idOrName)
@@ -107,7 +106,7 @@ func (t *Tokens) Revoke(ctx context.Context, idOrName string) error {
 func (t *Tokens) ActiveCount(ctx context.Context) (int, error) {
 	var n int
 	err := t.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL`).Scan(&n)
-	return n, classify("count tokens", err)
+	return n, db.Err("count tokens", err)
 }
 
 // Authenticate returns the identity for a presented token secret, or nil when unknown or revoked.
@@ -120,25 +119,10 @@ func (t *Tokens) Authenticate(ctx context.Context, secret string) (*Identity, er
 		return nil, nil
 	}
 	if err != nil {
-		return nil, classify("authenticate token", err)
+		return nil, db.Err("authenticate token", err)
 	}
 	// last_used_at is best-effort bookkeeping; at most once a minute per token to spare writes.
 	_, _ = t.db.ExecContext(ctx, `UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)`,
 		db.Now(), id, db.Now().Add(-time.Minute))
 	return &Identity{Kind: KindToken, Name: name, Roles: map[Role]bool{Role(role): true}}, nil
-}
-
-func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var ae *apperr.Error
-	if errors.As(err, &ae) {
-		return err
-	}
-	err = db.Classify(err)
-	if errors.Is(err, db.ErrUnavailable) {
-		return apperr.UnavailableErr("database", fmt.Errorf("%s: %w", op, err))
-	}
-	return fmt.Errorf("%s: %w", op, err)
 }

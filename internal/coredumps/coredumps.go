@@ -225,7 +225,7 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 			}
 			cancel()
 		}
-		return nil, classify("upload coredump", err)
+		return nil, db.Err("upload coredump", err)
 	}
 	return c, nil
 }
@@ -429,11 +429,11 @@ type Page struct {
 // when beforeID > 0.
 func (s *Service) List(ctx context.Context, deviceID int64, limit int, beforeID int64) (*Page, error) {
 	if _, err := deviceKey(ctx, s.db, deviceID); err != nil {
-		return nil, classify("list coredumps", err)
+		return nil, db.Err("list coredumps", err)
 	}
 	p := &Page{Coredumps: []*Coredump{}}
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM coredumps WHERE device_id = $1`, deviceID).Scan(&p.Total); err != nil {
-		return nil, classify("list coredumps", err)
+		return nil, db.Err("list coredumps", err)
 	}
 	q := `SELECT ` + columns + ` FROM coredumps WHERE device_id = $1`
 	args := []any{deviceID}
@@ -446,7 +446,7 @@ func (s *Service) List(ctx context.Context, deviceID int64, limit int, beforeID 
 			q += ` AND id < $2`
 			args = append(args, beforeID)
 		case err != nil:
-			return nil, classify("list coredumps", err)
+			return nil, db.Err("list coredumps", err)
 		default:
 			q += ` AND (uploaded_at < $2 OR (uploaded_at = $2 AND id < $3))`
 			args = append(args, at, beforeID)
@@ -455,23 +455,23 @@ func (s *Service) List(ctx context.Context, deviceID int64, limit int, beforeID 
 	q += fmt.Sprintf(` ORDER BY uploaded_at DESC, id DESC LIMIT %d`, limit)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, classify("list coredumps", err)
+		return nil, db.Err("list coredumps", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		c, err := scan(rows)
 		if err != nil {
-			return nil, classify("list coredumps", err)
+			return nil, db.Err("list coredumps", err)
 		}
 		p.Coredumps = append(p.Coredumps, c)
 	}
-	return p, classify("list coredumps", rows.Err())
+	return p, db.Err("list coredumps", rows.Err())
 }
 
 // Get returns one dump of a device; a dump of another device is NotFound.
 func (s *Service) Get(ctx context.Context, deviceID, id int64) (*Coredump, error) {
 	c, err := getCoredump(ctx, s.db, deviceID, id)
-	return c, classify("get coredump", err)
+	return c, db.Err("get coredump", err)
 }
 
 // Open streams a dump's object, or a range of it. A missing object is NotFound, a store
@@ -479,11 +479,11 @@ func (s *Service) Get(ctx context.Context, deviceID, id int64) (*Coredump, error
 func (s *Service) Open(ctx context.Context, deviceID, id int64, rng *blob.Range) (io.ReadCloser, blob.Info, *Coredump, error) {
 	c, err := getCoredump(ctx, s.db, deviceID, id)
 	if err != nil {
-		return nil, blob.Info{}, nil, classify("download coredump", err)
+		return nil, blob.Info{}, nil, db.Err("download coredump", err)
 	}
 	key, err := deviceKey(ctx, s.db, deviceID)
 	if err != nil {
-		return nil, blob.Info{}, nil, classify("download coredump", err)
+		return nil, blob.Info{}, nil, db.Err("download coredump", err)
 	}
 	rc, info, err := s.store.Get(ctx, Key(key, id), rng)
 	switch {
@@ -512,7 +512,7 @@ func (s *Service) Delete(ctx context.Context, deviceID, id int64) error {
 		}
 		return deleteRows(ctx, tx, key, []int64{id})
 	})
-	return classify("delete coredump", err)
+	return db.Err("delete coredump", err)
 }
 
 // DeleteAll removes every dump of a device (none is fine).
@@ -541,7 +541,7 @@ func (s *Service) DeleteAll(ctx context.Context, deviceID int64) error {
 		}
 		return deleteRows(ctx, tx, key, ids)
 	})
-	return classify("delete coredumps", err)
+	return db.Err("delete coredumps", err)
 }
 
 // SeedInput is a testing-mode core dump (ORIGINAL-SYSTEM §2.6).
@@ -610,7 +610,7 @@ func (s *Service) Seed(ctx context.Context, in SeedInput) (*Coredump, error) {
 		if written != "" {
 			_ = s.store.Delete(context.WithoutCancel(ctx), written)
 		}
-		return nil, classify("seed coredump", err)
+		return nil, db.Err("seed coredump", err)
 	}
 	return c, nil
 }
@@ -621,20 +621,4 @@ func storeErr(err error) error {
 		return apperr.UnavailableErr("object storage", err)
 	}
 	return err
-}
-
-// classify keeps typed errors, marks database outages as 503 and wraps the rest.
-func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var ae *apperr.Error
-	if errors.As(err, &ae) {
-		return err
-	}
-	err = db.Classify(err)
-	if errors.Is(err, db.ErrUnavailable) {
-		return apperr.UnavailableErr("database", err)
-	}
-	return fmt.Errorf("%s: %w", op, err)
 }

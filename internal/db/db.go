@@ -20,6 +20,8 @@ import (
 	"github.com/pressly/goose/v3"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/iotsupport/iotsupport/internal/apperr"
 )
 
 // Dialect names the SQL flavour in use.
@@ -233,3 +235,20 @@ func isNetErr(err error) bool {
 
 // Now is the database timestamp for "now": UTC, microsecond precision (what PostgreSQL keeps).
 func Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// Err is how services report a failed database operation: typed errors pass through,
+// an outage becomes a 503 (apperr Unavailable), anything else is wrapped with op.
+func Err(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae *apperr.Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	err = Classify(err)
+	if errors.Is(err, ErrUnavailable) {
+		return apperr.UnavailableErr("database", fmt.Errorf("%s: %w", op, err))
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

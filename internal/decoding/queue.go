@@ -3,7 +3,6 @@ package decoding
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -64,15 +63,7 @@ func (q *Queue) requeue(ctx context.Context, where string, args ...any) (int, er
 		return nil
 	})
 	if err != nil {
-		err = db.Classify(err)
-		if errors.Is(err, db.ErrUnavailable) {
-			return 0, apperr.UnavailableErr("database", err)
-		}
-		var ae *apperr.Error
-		if errors.As(err, &ae) {
-			return 0, err
-		}
-		return 0, fmt.Errorf("re-queue decodes: %w", err)
+		return 0, db.Err("re-queue decodes", err)
 	}
 	return n, nil
 }

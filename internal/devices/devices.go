@@ -83,18 +83,18 @@ func (s *Service) ListDevices(ctx context.Context, modelID *int64) ([]*Device, e
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY d.key`, args...)
 	if err != nil {
-		return nil, dbErr("list devices", err)
+		return nil, db.Err("list devices", err)
 	}
 	defer rows.Close()
 	var out []*Device
 	for rows.Next() {
 		d, err := scanDevice(rows)
 		if err != nil {
-			return nil, dbErr("list devices", err)
+			return nil, db.Err("list devices", err)
 		}
 		out = append(out, d)
 	}
-	return out, dbErr("list devices", rows.Err())
+	return out, db.Err("list devices", rows.Err())
 }
 
 // GetDevice returns one device or NotFound.
@@ -113,7 +113,7 @@ func (s *Service) getDevice(ctx context.Context, q querier, where string, arg an
 		return nil, apperr.NotFoundf("Device %s was not found", label)
 	}
 	if err != nil {
-		return nil, dbErr("get device", err)
+		return nil, db.Err("get device", err)
 	}
 	return d, nil
 }
@@ -220,7 +220,7 @@ func (s *Service) CreateDevice(ctx context.Context, modelID int64, config string
 			continue
 		}
 		if err != nil {
-			return nil, "", dbErr("create device", err)
+			return nil, "", db.Err("create device", err)
 		}
 		d, err := s.GetDevice(ctx, id)
 		return d, secret, err
@@ -251,7 +251,7 @@ func (s *Service) RotateSecret(ctx context.Context, id int64) (*Device, string, 
 		return nil
 	})
 	if err != nil {
-		return nil, "", dbErr("rotate device secret", err)
+		return nil, "", db.Err("rotate device secret", err)
 	}
 	d, err := s.GetDevice(ctx, id)
 	return d, secret, err
@@ -265,7 +265,7 @@ func (s *Service) Credentials(ctx context.Context, key string) (*Device, string,
 	}
 	var h sql.NullString
 	if err := s.db.QueryRowContext(ctx, `SELECT secret_hash FROM devices WHERE id = $1`, d.ID).Scan(&h); err != nil {
-		return nil, "", dbErr("device credentials", err)
+		return nil, "", db.Err("device credentials", err)
 	}
 	return d, h.String, nil
 }
@@ -299,7 +299,7 @@ func (s *Service) UpdateDevice(ctx context.Context, id int64, config string, act
 		return err
 	})
 	if err != nil {
-		return nil, dbErr("update device", err)
+		return nil, db.Err("update device", err)
 	}
 	d, err := s.GetDevice(ctx, id)
 	if err == nil && changed {
@@ -325,5 +325,5 @@ func (s *Service) DeleteDevice(ctx context.Context, id int64) error {
 		_, err = tx.ExecContext(ctx, `DELETE FROM devices WHERE id = $1`, id)
 		return err
 	})
-	return dbErr("delete device", err)
+	return db.Err("delete device", err)
 }

@@ -81,18 +81,18 @@ func nullStr(s sql.NullString) *string {
 func (s *Service) ListModels(ctx context.Context) ([]*Model, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+modelColumns+` FROM device_models m ORDER BY m.code`)
 	if err != nil {
-		return nil, dbErr("list device models", err)
+		return nil, db.Err("list device models", err)
 	}
 	defer rows.Close()
 	var out []*Model
 	for rows.Next() {
 		m, err := scanModel(rows)
 		if err != nil {
-			return nil, dbErr("list device models", err)
+			return nil, db.Err("list device models", err)
 		}
 		out = append(out, m)
 	}
-	return out, dbErr("list device models", rows.Err())
+	return out, db.Err("list device models", rows.Err())
 }
 
 // GetModel returns one model or a NotFound error.
@@ -115,7 +115,7 @@ func (s *Service) getModel(ctx context.Context, q querier, where string, arg any
 		return nil, apperr.NotFoundf("DeviceModel %s was not found", label)
 	}
 	if err != nil {
-		return nil, dbErr("get device model", err)
+		return nil, db.Err("get device model", err)
 	}
 	return m, nil
 }
@@ -153,7 +153,7 @@ func (s *Service) CreateModel(ctx context.Context, in ModelInput) (*Model, error
 		return nil, apperr.Existsf("DeviceModel for %s already exists", in.Code)
 	}
 	if err != nil {
-		return nil, dbErr("create device model", err)
+		return nil, db.Err("create device model", err)
 	}
 	return s.GetModel(ctx, id)
 }
@@ -187,7 +187,7 @@ func (s *Service) UpdateModel(ctx context.Context, id int64, in ModelInput) (*Mo
 		return err
 	})
 	if err != nil {
-		return nil, dbErr("update device model", err)
+		return nil, db.Err("update device model", err)
 	}
 	return s.GetModel(ctx, id)
 }
@@ -210,7 +210,7 @@ func (s *Service) DeleteModel(ctx context.Context, id int64) error {
 		_, err = tx.ExecContext(ctx, `DELETE FROM device_models WHERE id = $1`, id)
 		return err
 	})
-	return dbErr("delete device model", err)
+	return db.Err("delete device model", err)
 }
 
 // normalizeSchema checks that a config schema is a compilable JSON Schema; blank means none.
@@ -225,20 +225,4 @@ func normalizeSchema(schema *string) (*string, error) {
 		return nil, apperr.Validationf("config_schema is not a valid JSON Schema: %v", err)
 	}
 	return schema, nil
-}
-
-// dbErr passes typed errors through and classifies database failures.
-func dbErr(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	var ae *apperr.Error
-	if errors.As(err, &ae) {
-		return err
-	}
-	err = db.Classify(err)
-	if errors.Is(err, db.ErrUnavailable) {
-		return apperr.UnavailableErr("database", fmt.Errorf("%s: %w", op, err))
-	}
-	return fmt.Errorf("%s: %w", op, err)
 }

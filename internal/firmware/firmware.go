@@ -139,21 +139,11 @@ func asValidation(err error) error {
 }
 
 func storeErr(op string, err error) error {
-	if err == nil {
-		return nil
-	}
 	var ae *apperr.Error
-	if errors.As(err, &ae) {
-		return err
-	}
-	if errors.Is(err, blob.ErrUnavailable) {
+	if err != nil && !errors.As(err, &ae) && errors.Is(err, blob.ErrUnavailable) {
 		return apperr.UnavailableErr("object storage", fmt.Errorf("%s: %w", op, err))
 	}
-	err = db.Classify(err)
-	if errors.Is(err, db.ErrUnavailable) {
-		return apperr.UnavailableErr("database", fmt.Errorf("%s: %w", op, err))
-	}
-	return fmt.Errorf("%s: %w", op, err)
+	return db.Err(op, err)
 }
 
 // store2 runs consistency rule 1 for a validated bundle. uploadedAt zero means now.
