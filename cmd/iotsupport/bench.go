@@ -59,6 +59,7 @@ func benchCmd() *cobra.Command {
 	f.Int64Var(&o.Requests, "requests", 0, "stop each run after this many requests (0: only --duration)")
 	f.IntVar(&o.Concurrency, "concurrency", 0, "concurrent clients for every scenario (0: per-scenario defaults)")
 	f.StringVar(&o.Testdata, "testdata", "../shared/testdata", "shared test data directory (esp-coredump/<case>/app.elf, coredump.b64)")
+	f.StringVar(&o.ProfileDir, "profile", "", "write CPU and heap profiles of the started server per scenario into this directory")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVarP(&verbose, "verbose", "v", false, "progress on stderr also with --json")
 	f.StringVar(&dbURL, "database-url", "", "database of the started server (default: SQLite in the temp dir)")

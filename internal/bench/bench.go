@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/app"
@@ -50,6 +51,9 @@ type Options struct {
 	Env []string
 	// Exe is the iotsupport binary (default: os.Executable()).
 	Exe string
+	// ProfileDir, when set and the server is started here, receives a CPU
+	// and a heap profile of the server for each scenario (<scenario>.cpu.pprof).
+	ProfileDir string
 	// Log receives progress lines (nil: none).
 	Log io.Writer
 }
@@ -102,6 +106,8 @@ type runner struct {
 	fx     *fixtures
 	logf   func(format string, args ...any)
 	tmpDir string
+	runID  string // suffix of the model codes, so a database can be reused
+	pprof  string // base URL of the child's pprof listener
 }
 
 // Run runs the selected scenarios and returns the report.
@@ -123,7 +129,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if _, err := os.Stat(testELF(opts.Testdata, "esp32")); err != nil {
 		return nil, fmt.Errorf("test data not found (set --testdata): %w", err)
 	}
-	r := &runner{opts: opts, rep: &Report{Started: time.Now().UTC(), Machine: machine()}}
+	r := &runner{opts: opts, rep: &Report{Started: time.Now().UTC(), Machine: machine()}, runID: fmt.Sprintf("%x", time.Now().Unix()&0xffffff)}
 	r.logf = func(format string, args ...any) {
 		if opts.Log != nil {
 			fmt.Fprintf(opts.Log, format+"\n", args...)
@@ -164,6 +170,18 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			}
 		}
 		var childEnv []string
+		if opts.ProfileDir != "" {
+			port, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			addr := fmt.Sprintf("127.0.0.1:%d", port)
+			childEnv = append(childEnv, "IOTSUPPORT_PPROF_ADDR="+addr)
+			r.pprof = "http://" + addr
+			if err := os.MkdirAll(opts.ProfileDir, 0o755); err != nil {
+				return nil, err
+			}
+		}
 		for k, v := range vars {
 			childEnv = append(childEnv, k+"="+v)
 		}
@@ -273,15 +291,49 @@ func (r *runner) concurrency(s string) int {
 	return defaultConcurrency[s]
 }
 
-// measure runs fn under load while sampling the child's RSS.
-func (r *runner) measure(ctx context.Context, conc int, fn op) (Stats, int64) {
+// measure runs fn under load while sampling the child's RSS (and, with
+// ProfileDir, profiling it as name).
+func (r *runner) measure(ctx context.Context, name string, conc int, fn op) (Stats, int64) {
 	pid := 0
 	if r.child != nil {
 		pid = r.child.pid()
 	}
 	s := sampleRSS(pid)
+	var wg sync.WaitGroup
+	if r.pprof != "" {
+		secs := max(1, int(r.opts.Duration/time.Second)-1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.fetchProfile(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), name+".cpu.pprof")
+		}()
+	}
 	st := load(ctx, conc, r.opts.Duration, r.opts.Requests, fn)
+	wg.Wait()
+	if r.pprof != "" {
+		r.fetchProfile(ctx, "/debug/pprof/heap", name+".heap.pprof")
+	}
 	return st, s.Peak()
+}
+
+func (r *runner) fetchProfile(ctx context.Context, path, file string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.pprof+path, nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.logf("profile %s: %v", file, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode == http.StatusOK {
+		err = os.WriteFile(filepath.Join(r.opts.ProfileDir, file), b, 0o644)
+	}
+	if err != nil {
+		r.logf("profile %s: %v", file, err)
+	}
 }
 
 // baseline runs fn under the same load (no RSS sampling).

@@ -90,7 +90,7 @@ func (r *runner) setup(ctx context.Context, conc int, need func(...string) bool)
 		}
 		return fw, nil
 	}
-	if fx.fw1, err = mk("bench_1m", 1<<20, conc); err != nil {
+	if fx.fw1, err = mk("bench_1m_"+r.runID, 1<<20, conc); err != nil {
 		return nil, err
 	}
 	fx.ingestDevs = fx.fw1.devices
@@ -105,12 +105,12 @@ func (r *runner) setup(ctx context.Context, conc int, need func(...string) bool)
 		}
 	}
 	if need("ranged") {
-		if fx.fw2, err = mk("bench_2m", 2<<20, 4); err != nil {
+		if fx.fw2, err = mk("bench_2m_"+r.runID, 2<<20, 4); err != nil {
 			return nil, err
 		}
 	}
 	if need("download") {
-		if fx.fw16, err = mk("bench_16m", 16<<20, 4); err != nil {
+		if fx.fw16, err = mk("bench_16m_"+r.runID, 16<<20, 4); err != nil {
 			return nil, err
 		}
 	}

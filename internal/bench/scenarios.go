@@ -56,7 +56,7 @@ func (r *runner) deviceGet(ctx context.Context, d device, path string, hdr http.
 func (r *runner) checkin(ctx context.Context) ([]Result, error) {
 	conc := r.concurrency("checkin")
 	devs := r.fx.fw1.devices
-	srv, st := r.measure(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+	srv, st := r.measure(ctx, "checkin", conc, func(ctx context.Context, w int) (int64, error) {
 		return r.deviceGet(ctx, devs[w%len(devs)], "/api/iot/firmware-version", nil, http.StatusOK, -1)
 	})
 	// Baseline: a handler on this machine that returns a constant.
@@ -100,7 +100,7 @@ func (r *runner) download(ctx context.Context) ([]Result, error) {
 			name, want = "download", -1
 		}
 		devs := fw.devices
-		srv, peak := r.measure(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+		srv, peak := r.measure(ctx, name, conc, func(ctx context.Context, w int) (int64, error) {
 			return r.deviceGet(ctx, devs[w%len(devs)], "/api/iot/firmware", nil, http.StatusOK, want)
 		})
 		res := Result{Scenario: name, Concurrency: conc, Server: srv, PeakRSS: peak}
@@ -149,7 +149,7 @@ func (r *runner) ranged(ctx context.Context) ([]Result, error) {
 		return pos[w]
 	}
 	devs := fw.devices
-	srv, peak := r.measure(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+	srv, peak := r.measure(ctx, "ranged", conc, func(ctx context.Context, w int) (int64, error) {
 		off := next(w, counter(w))
 		h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, off+chunk-1)}}
 		return r.deviceGet(ctx, devs[w%len(devs)], "/api/iot/firmware", h, http.StatusPartialContent, chunk)
@@ -176,7 +176,7 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 	conc := r.concurrency("ingest")
 	devs := r.fx.ingestDevs
 	path := "/api/iot/coredump?chip=esp32&firmware_version=" + r.fx.dumpVersion
-	srv, peak := r.measure(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+	srv, peak := r.measure(ctx, "ingest", conc, func(ctx context.Context, w int) (int64, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.api.base+path, bytes.NewReader(r.fx.dump))
 		if err != nil {
 			return 0, err
@@ -290,7 +290,7 @@ func (r *runner) bundle(ctx context.Context) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := r.api.createModel(ctx, "bench_bundle")
+	id, err := r.api.createModel(ctx, "bench_bundle_"+r.runID)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +299,7 @@ func (r *runner) bundle(ctx context.Context) ([]Result, error) {
 	var zips [2][]byte
 	var members []member
 	for i, commit := range []string{"aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"} {
-		if members, err = makeBundle("bench_bundle", elfBytes, bundleImageBytes, commit); err != nil {
+		if members, err = makeBundle("bench_bundle_"+r.runID, elfBytes, bundleImageBytes, commit); err != nil {
 			return nil, err
 		}
 		if zips[i], err = zipMembers(members); err != nil {
@@ -307,7 +307,7 @@ func (r *runner) bundle(ctx context.Context) ([]Result, error) {
 		}
 	}
 	var n atomic.Int64
-	srv, peak := r.measure(ctx, conc, func(ctx context.Context, _ int) (int64, error) {
+	srv, peak := r.measure(ctx, "bundle", conc, func(ctx context.Context, _ int) (int64, error) {
 		z := zips[n.Add(1)%2]
 		return int64(len(z)), r.api.uploadBundle(ctx, id, z)
 	})
