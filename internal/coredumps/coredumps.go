@@ -218,12 +218,8 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 	})
 	if err != nil {
 		if written != "" {
-			// Rule 1: the row is gone, so the object must go too (best effort; fsck finds leftovers).
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			if derr := s.store.Delete(dctx, written); derr != nil {
-				s.log.Warn("could not remove object of a rolled-back core dump upload", "key", written, "error", derr)
-			}
-			cancel()
+			// Rule 1: the row is gone, so the object must go too (now, or through the outbox).
+			outbox.Cleanup(ctx, s.db, s.store, s.log, written)
 		}
 		return nil, db.Err("upload coredump", err)
 	}

@@ -237,11 +237,7 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 	if err != nil {
 		// Only objects of a version that did not exist before are ours to remove.
 		if res.Created {
-			for _, k := range written {
-				if derr := s.store.Delete(context.WithoutCancel(ctx), k); derr != nil {
-					s.log.Warn("could not remove object of a failed upload; fsck will find it", "key", k, "error", derr)
-				}
-			}
+			outbox.Cleanup(ctx, s.db, s.store, s.log, written...)
 		}
 		return nil, storeErr("upload firmware", err)
 	}

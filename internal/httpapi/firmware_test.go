@@ -458,3 +458,47 @@ func subscribe(t *testing.T, filter string) <-chan string {
 }
 
 func readAll(p string) ([]byte, error) { return os.ReadFile(p) }
+
+// stopAfter stops the real S3 server just before the Nth Put, so an upload dies mid-way.
+type stopAfter struct {
+	blob.Store
+	puts atomic.Int32
+	n    int32
+	stop func()
+}
+
+func (s *stopAfter) Put(ctx context.Context, key string, r io.Reader, size int64, ct string) error {
+	if s.puts.Add(1) == s.n {
+		s.stop()
+	}
+	return s.Store.Put(ctx, key, r, size, ct)
+}
+
+func TestFirmwareStoreStoppedMidUpload(t *testing.T) {
+	cfg, stop, start := testenv.StoppableS3(t)
+	env := testenv.New(t, "postgres+s3")
+	st, err := blob.NewS3(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Store, env.S3 = &stopAfter{Store: st, n: 3, stop: stop}, &cfg
+	s := apitest.Start(t, env)
+	mid := newModel(t, s, "lamp")
+	s.Expect(503, "POST", fmt.Sprintf("/api/device-models/%d/firmware", mid), bundletest.BuildCase(t, "lamp", "esp32c3", bundletest.Options{Version: "7.0.0"}))
+	if n := testenv.Count(t, env.DB, "firmware_versions"); n != 0 {
+		t.Fatalf("row left: %d", n)
+	}
+	// Two objects were written before the outage; they could not be removed at once, so
+	// they wait in the outbox and go once the store is back.
+	start()
+	if keys := listKeys(t, st, "firmware/"); len(keys) != 2 {
+		t.Fatalf("objects written before the outage: %v", keys)
+	}
+	if m := s.Expect(200, "GET", fmt.Sprintf("/api/device-models/%d", mid), nil).Map(t); m["firmware_version"] != nil {
+		t.Fatalf("current changed: %v", m)
+	}
+	drain(t, s)
+	if keys := listKeys(t, st, "firmware/"); len(keys) != 0 {
+		t.Fatalf("objects left after the outbox drained: %v", keys)
+	}
+}

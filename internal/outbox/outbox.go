@@ -225,3 +225,26 @@ func (w *Worker) one(ctx context.Context) (ok, more bool, err error) {
 	// A failed entry is rescheduled into the future, so the loop moves on to the next one.
 	return ok, more, nil
 }
+
+// Cleanup removes objects written by a transaction that rolled back. What cannot be
+// deleted now (the store being down is the usual reason the write failed) is queued
+// in its own transaction, so the worker removes it once the store is back.
+func Cleanup(ctx context.Context, d *db.DB, store blob.Store, log *slog.Logger, keys ...string) {
+	ctx = context.WithoutCancel(ctx)
+	var left []string
+	for _, k := range keys {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := store.Delete(dctx, k); err != nil {
+			left = append(left, k)
+		}
+		cancel()
+	}
+	if len(left) == 0 {
+		return
+	}
+	if err := d.Tx(ctx, func(tx *sql.Tx) error { return Enqueue(ctx, tx, left...) }); err != nil {
+		log.Warn("could not remove or queue objects of a rolled-back write; fsck will report them", "keys", left, "error", err)
+		return
+	}
+	log.Info("queued objects of a rolled-back write for deletion", "keys", left)
+}
