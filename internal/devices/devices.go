@@ -258,16 +258,21 @@ func (s *Service) RotateSecret(ctx context.Context, id int64) (*Device, string, 
 }
 
 // Credentials returns a device and its stored secret hash ("" when it has none) by key.
+//
+// It runs on every device request, so it is one indexed lookup: the returned
+// Device has only ID, Key, DeviceModelID and Active set.
 func (s *Service) Credentials(ctx context.Context, key string) (*Device, string, error) {
-	d, err := s.GetDeviceByKey(ctx, key)
-	if err != nil {
-		return nil, "", err
-	}
+	var d Device
 	var h sql.NullString
-	if err := s.db.QueryRowContext(ctx, `SELECT secret_hash FROM devices WHERE id = $1`, d.ID).Scan(&h); err != nil {
+	err := s.db.QueryRowContext(ctx, `SELECT id, key, device_model_id, active, secret_hash FROM devices WHERE key = $1`, key).
+		Scan(&d.ID, &d.Key, &d.DeviceModelID, &d.Active, &h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, "", apperr.NotFoundf("Device %s was not found", key)
+	}
+	if err != nil {
 		return nil, "", db.Err("device credentials", err)
 	}
-	return d, h.String, nil
+	return &d, h.String, nil
 }
 
 func (s *Service) hash(secret string) string {

@@ -325,13 +325,9 @@ func (s *Server) registerFirmware() {
 	s.registerScripts()
 }
 
-// deviceModel is the calling device's model.
+// deviceModel is the calling device's model (one query: devices poll this path).
 func (s *Server) deviceModel(ctx context.Context) (*devices.Model, error) {
-	d, err := s.deps.Devices.GetDevice(ctx, device(ctx).DeviceID)
-	if err != nil {
-		return nil, err
-	}
-	return s.deps.Devices.GetModel(ctx, d.DeviceModelID)
+	return s.deps.Devices.ModelOfDevice(ctx, device(ctx).DeviceID)
 }
 
 // baseURL is the externally visible root of this request, honouring one proxy's
