@@ -83,6 +83,8 @@ func newLegacyFixture(t *testing.T, rev string) *legacyFixture {
 	switch rev {
 	case "006":
 		steps = append(steps, "006")
+	case "007":
+		steps = append(steps, "006", "007")
 	case "008":
 		steps = append(steps, "006", "007", "008")
 	}
@@ -341,7 +343,7 @@ func apiGet(t *testing.T, base, token, path string) (int, []byte) {
 var tokenRE = regexp.MustCompile(`iots_[A-Za-z0-9_-]{43}`)
 
 func TestAdoptOlderInstallation(t *testing.T) {
-	for _, rev := range []string{"005", "006", "008"} {
+	for _, rev := range []string{"005", "006", "007", "008"} {
 		t.Run("revision_"+rev, func(t *testing.T) {
 			t.Parallel()
 			adoptFlow(t, rev)
@@ -352,7 +354,7 @@ func TestAdoptOlderInstallation(t *testing.T) {
 func adoptFlow(t *testing.T, rev string) {
 	f := newLegacyFixture(t, rev)
 	env := f.environ
-	hasFilename := rev != "008"
+	hasFilename := rev == "005" || rev == "006"
 
 	// serve never adopts silently.
 	if _, errOut, code := proctest.Run(t, env, "serve"); code == 0 || !strings.Contains(errOut, "iotsupport migrate") {
