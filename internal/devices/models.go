@@ -100,26 +100,6 @@ func (s *Service) GetModel(ctx context.Context, id int64) (*Model, error) {
 	return s.getModel(ctx, s.db, `m.id = $1`, id, fmt.Sprint(id))
 }
 
-// ModelOfDevice returns the model of a device in one query, for device-facing
-// requests: DeviceCount is not filled (it counts every device of the model).
-func (s *Service) ModelOfDevice(ctx context.Context, deviceID int64) (*Model, error) {
-	var m Model
-	var fw, schema sql.NullString
-	err := s.db.QueryRowContext(ctx, `SELECT m.id, m.code, m.name, m.firmware_version, m.config_schema, m.created_at, m.updated_at
-		FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1`, deviceID).
-		Scan(&m.ID, &m.Code, &m.Name, &fw, &schema, &m.CreatedAt, &m.UpdatedAt)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, apperr.NotFoundf("Device %d was not found", deviceID)
-	}
-	if err != nil {
-		return nil, db.Err("get device model", err)
-	}
-	m.FirmwareVersion = nullStr(fw)
-	m.ConfigSchema = nullStr(schema)
-	m.CreatedAt, m.UpdatedAt = m.CreatedAt.UTC(), m.UpdatedAt.UTC()
-	return &m, nil
-}
-
 // GetModelByCode returns one model by its code.
 func (s *Service) GetModelByCode(ctx context.Context, code string) (*Model, error) {
 	return s.getModel(ctx, s.db, `m.code = $1`, code, code)

@@ -471,6 +471,41 @@ func (s *Service) Current(ctx context.Context, m *devices.Model) (*Artifact, err
 	return s.Artifact(ctx, m, *m.FirmwareVersion, "firmware.bin")
 }
 
+// CurrentOfDevice returns a device's model (ID, Code, Name and FirmwareVersion
+// only) and its current firmware.bin in one query, since devices poll for it.
+// The model is nil when the device does not exist; the artifact is nil, with a
+// NotFound error, when the model has no current version.
+func (s *Service) CurrentOfDevice(ctx context.Context, deviceID int64) (*devices.Model, *Artifact, error) {
+	var (
+		m       devices.Model
+		fw, sha sql.NullString
+		size    sql.NullInt64
+		found   bool
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT m.id, m.code, m.name, m.firmware_version, fv.id IS NOT NULL, fv.bin_size, fv.bin_sha256
+		FROM devices d JOIN device_models m ON m.id = d.device_model_id
+		LEFT JOIN firmware_versions fv ON fv.device_model_id = m.id AND fv.version = m.firmware_version
+		WHERE d.id = $1`, deviceID).Scan(&m.ID, &m.Code, &m.Name, &fw, &found, &size, &sha)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, apperr.NotFoundf("Device %d was not found", deviceID)
+	}
+	if err != nil {
+		return nil, nil, storeErr("get current firmware", err)
+	}
+	if !fw.Valid {
+		return &m, nil, apperr.NotFoundf("Firmware %s was not found", m.Code)
+	}
+	m.FirmwareVersion = &fw.String
+	if !found {
+		return &m, nil, apperr.NotFoundf("FirmwareVersion %s %s was not found", m.Code, fw.String)
+	}
+	if size.Int64 > 0 && sha.String != "" {
+		return &m, &Artifact{Code: m.Code, Version: fw.String, Name: "firmware.bin", Size: size.Int64, SHA256: sha.String}, nil
+	}
+	a, err := s.Artifact(ctx, &m, fw.String, "firmware.bin") // adopted versions: sizes from the store
+	return &m, a, err
+}
+
 // Artifact describes one artifact of a stored version. Versions adopted from the older
 // service have no recorded sizes; their size comes from the store.
 func (s *Service) Artifact(ctx context.Context, m *devices.Model, version, name string) (*Artifact, error) {

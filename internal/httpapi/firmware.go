@@ -185,13 +185,10 @@ func (s *Server) registerFirmware() {
 		Responses: binaryResponses("The artifact")})
 
 	s.router.Get("/api/iot/firmware", func(w http.ResponseWriter, r *http.Request) {
-		m, err := s.deviceModel(r.Context())
+		m, a, err := s.deps.Firmware.CurrentOfDevice(r.Context(), device(r.Context()).DeviceID)
 		if err == nil {
-			var a *firmware.Artifact
-			if a, err = s.deps.Firmware.Current(r.Context(), m); err == nil {
-				s.serveArtifact(w, r, a, "firmware-"+m.Code+".bin")
-				return
-			}
+			s.serveArtifact(w, r, a, "firmware-"+m.Code+".bin")
+			return
 		}
 		writeError(w, r, err)
 	})
@@ -208,8 +205,8 @@ func (s *Server) registerFirmware() {
 				SHA256          *string `json:"sha256"`
 			}
 		}, error) {
-			m, err := s.deviceModel(ctx)
-			if err != nil {
+			m, a, err := s.deps.Firmware.CurrentOfDevice(ctx, device(ctx).DeviceID)
+			if m == nil {
 				return nil, err
 			}
 			out := &struct {
@@ -220,12 +217,10 @@ func (s *Server) registerFirmware() {
 				}
 			}{}
 			out.Body.FirmwareVersion = m.FirmwareVersion
-			if m.FirmwareVersion != nil {
-				if a, err := s.deps.Firmware.Current(ctx, m); err == nil {
-					out.Body.Size = &a.Size
-					if a.SHA256 != "" {
-						out.Body.SHA256 = &a.SHA256
-					}
+			if a != nil {
+				out.Body.Size = &a.Size
+				if a.SHA256 != "" {
+					out.Body.SHA256 = &a.SHA256
 				}
 			}
 			return out, nil
@@ -325,10 +320,6 @@ func (s *Server) registerFirmware() {
 	s.registerScripts()
 }
 
-// deviceModel is the calling device's model (one query: devices poll this path).
-func (s *Server) deviceModel(ctx context.Context) (*devices.Model, error) {
-	return s.deps.Devices.ModelOfDevice(ctx, device(ctx).DeviceID)
-}
 
 // baseURL is the externally visible root of this request, honouring one proxy's
 // X-Forwarded-Proto/Host.
