@@ -320,7 +320,6 @@ func (s *Server) registerFirmware() {
 	s.registerScripts()
 }
 
-
 // baseURL is the externally visible root of this request, honouring one proxy's
 // X-Forwarded-Proto/Host.
 func baseURL(r *http.Request) string {
