@@ -1,0 +1,52 @@
+package httpapi_test
+
+import (
+	"net/http/httptest"
+	"strconv"
+	"testing"
+
+	"github.com/iotsupport/iotsupport/internal/apitest"
+	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
+	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
+	"github.com/iotsupport/iotsupport/internal/testenv"
+)
+
+// BenchmarkDeviceRequests measures the handler overhead of what every device
+// does most: polling its firmware version, and a 4 KiB ranged download (the
+// ESP-IDF partial OTA pattern), both with Basic device authentication.
+func BenchmarkDeviceRequests(b *testing.B) {
+	env := testenv.New(b, "sqlite+local")
+	s := apitest.Start(b, env)
+	r := s.Do("POST", "/api/device-models", map[string]any{"code": "poll", "name": "poll"})
+	var m struct{ ID int }
+	r.JSON(b, &m)
+	zip := bundletest.BuildCase(b, "poll", "esp32c3", bundletest.Options{Version: "1.0.0", Image: espimagetest.Options{PadTo: 2 << 20}})
+	if r := s.Do("POST", "/api/device-models/"+strconv.Itoa(m.ID)+"/firmware", zip); r.Status != 200 {
+		b.Fatalf("upload: %d %s", r.Status, r.Body)
+	}
+	var d struct{ Key, Secret string }
+	s.Do("POST", "/api/devices", map[string]any{"device_model_id": m.ID, "config": "{}"}).JSON(b, &d)
+	for _, c := range []struct {
+		name, path, rng string
+		status          int
+	}{
+		{"checkin", "/api/iot/firmware-version", "", 200},
+		{"ranged-4KiB", "/api/iot/firmware", "bytes=65536-69631", 206},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			req := httptest.NewRequest("GET", c.path, nil)
+			req.SetBasicAuth(d.Key, d.Secret)
+			if c.rng != "" {
+				req.Header.Set("Range", c.rng)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				s.App.HTTP.ServeHTTP(w, req)
+				if w.Code != c.status {
+					b.Fatalf("status %d: %s", w.Code, w.Body)
+				}
+			}
+		})
+	}
+}
