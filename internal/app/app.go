@@ -257,7 +257,7 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 		return fmt.Errorf("listen on %s: %w", a.Cfg.Addr(), err)
 	}
 	srv := &http.Server{
-		Handler:           a.HTTP,
+		Handler:           bodyIdleTimeout(a.HTTP, a.Cfg.RequestBodyTimeout),
 		ReadHeaderTimeout: a.Cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.Log.Handler(), slog.LevelWarn),

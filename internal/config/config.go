@@ -46,9 +46,11 @@ type Config struct {
 
 	ShutdownTimeout   time.Duration
 	ReadHeaderTimeout time.Duration
-	FsckInterval      time.Duration
-	FsckGrace         time.Duration
-	AppEnv            string
+	// RequestBodyTimeout bounds each wait for request body bytes (slow-loris uploads).
+	RequestBodyTimeout time.Duration
+	FsckInterval       time.Duration
+	FsckGrace          time.Duration
+	AppEnv             string
 
 	AuthMode                string
 	OIDCEnabled             bool
@@ -171,6 +173,7 @@ var Settings = []Setting{
 		apply: func(c *Config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
 	{Name: "SHUTDOWN_TIMEOUT", Default: "30s", Doc: "On SIGTERM, how long in-flight requests may take to finish.", apply: durationSetting(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{Name: "READ_HEADER_TIMEOUT", Default: "10s", Doc: "Time a client has to send request headers (slow-loris guard).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
+	{Name: "REQUEST_BODY_TIMEOUT", Default: "60s", Doc: "Longest a request body may stall (no bytes arriving) before the upload is cut off and rolled back (slow-loris guard; a slow but steady upload is fine).", apply: durationSetting(func(c *Config) *time.Duration { return &c.RequestBodyTimeout })},
 	{Name: "FSCK_INTERVAL", Default: "24h", Doc: "How often `serve` runs fsck in report-only mode (findings in the `iotsupport_fsck_*` metrics); `0` turns it off.",
 		apply: func(c *Config, v string) error {
 			d, err := time.ParseDuration(v)

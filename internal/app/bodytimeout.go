@@ -1,0 +1,46 @@
+package app
+
+import (
+	"io"
+	"net/http"
+	"time"
+)
+
+// bodyIdleTimeout bounds how long one read of a request body may wait for bytes
+// (REQUEST_BODY_TIMEOUT): a client that stops sending mid-upload (slow loris) gets a read
+// error, so the upload fails and rolls back instead of holding a connection, a temporary
+// file and a database transaction forever. The deadline is armed only while a Read blocks,
+// so slow handler work after the body was read is never cut off, and a large upload on a
+// slow but steady link is fine.
+func bodyIdleTimeout(h http.Handler, d time.Duration) http.Handler {
+	if d <= 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type idleBody struct {
+	io.ReadCloser
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	armed := b.rc.SetReadDeadline(time.Now().Add(b.d)) == nil
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case !armed:
+	case err != nil && err != io.EOF:
+		// Leave the connection unreadable: net/http would otherwise wait for the rest
+		// of the stalled body (to discard it) before sending the error response.
+		_ = b.rc.SetReadDeadline(time.Now())
+	default:
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
