@@ -282,8 +282,18 @@ func (s *Service) lockDevice(ctx context.Context, tx *sql.Tx, deviceID int64) er
 
 // checkRate refuses an upload when the device already made UploadsPerHour in the last hour.
 // The window counts the upload log, not coredumps rows, which retention deletes.
+// The common case is one COUNT over the (device_id, uploaded_at) index; the
+// timestamps are read only when the device is at its limit.
 func (s *Service) checkRate(ctx context.Context, q querier, deviceID int64) error {
 	now := s.now()
+	var n int
+	if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2`,
+		deviceID, now.Add(-time.Hour)).Scan(&n); err != nil {
+		return fmt.Errorf("count recent uploads: %w", err)
+	}
+	if n < s.opts.UploadsPerHour {
+		return nil
+	}
 	rows, err := q.QueryContext(ctx, `SELECT uploaded_at FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2
 		ORDER BY uploaded_at LIMIT $3`, deviceID, now.Add(-time.Hour), s.opts.UploadsPerHour)
 	if err != nil {
