@@ -141,8 +141,8 @@ func TestHostileInput(t *testing.T) {
 		}
 		for _, tc := range cases {
 			code, b := raw(t, tc.method, p.URL+tc.path, tc.body, tc.auth, tc.ctype)
-			if code < 400 || code >= 500 {
-				t.Errorf("%s: %d %s", tc.name, code, b)
+			if code < 400 || code >= 500 || !bytes.Contains(b, []byte(`"code":"`)) || !bytes.Contains(b, []byte(`"correlationId":"`)) {
+				t.Errorf("%s: want a 4xx with the error envelope, got %d %s", tc.name, code, b)
 			} else {
 				t.Logf("%-24s %d %.120s", tc.name, code, b)
 			}

@@ -18,6 +18,10 @@ func bodyIdleTimeout(h http.Handler, d time.Duration) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
+			// A shallow copy: the server keeps seeing its own body type in the original
+			// request, which it inspects after the handler to decide whether the rest of
+			// an unread body can be discarded or the connection must close.
+			r = r.WithContext(r.Context())
 			r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d}
 		}
 		h.ServeHTTP(w, r)
