@@ -291,29 +291,53 @@ func (r *runner) concurrency(s string) int {
 	return defaultConcurrency[s]
 }
 
-// measure runs fn under load while sampling the child's RSS (and, with
-// ProfileDir, profiling it as name).
-func (r *runner) measure(ctx context.Context, name string, conc int, fn op) (Stats, int64) {
+// rounds is how many alternating server/baseline rounds compare runs.
+const rounds = 2
+
+// compare measures srv (requests to the server) and base (the baseline; nil
+// for none) in alternating rounds of Duration/rounds each — S B S B — so a
+// change of machine load during the run affects both alike. It samples the
+// server's RSS during the server rounds and, with ProfileDir, profiles the
+// first one as name.
+func (r *runner) compare(ctx context.Context, name string, conc int, srv, base op) (Stats, *Stats, int64) {
 	pid := 0
 	if r.child != nil {
 		pid = r.child.pid()
 	}
-	s := sampleRSS(pid)
-	var wg sync.WaitGroup
-	if r.pprof != "" {
-		secs := max(1, int(r.opts.Duration/time.Second)-1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.fetchProfile(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), name+".cpu.pprof")
-		}()
+	d := max(r.opts.Duration/rounds, 250*time.Millisecond)
+	maxOps := r.opts.Requests
+	if maxOps > 0 {
+		maxOps = max(1, maxOps/rounds)
 	}
-	st := load(ctx, conc, r.opts.Duration, r.opts.Requests, fn)
-	wg.Wait()
-	if r.pprof != "" {
-		r.fetchProfile(ctx, "/debug/pprof/heap", name+".heap.pprof")
+	var srvParts, baseParts []sample
+	var peak int64
+	for i := range rounds {
+		s := sampleRSS(pid)
+		var wg sync.WaitGroup
+		if r.pprof != "" && i == 0 {
+			secs := max(1, int(d/time.Second)-1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.fetchProfile(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), name+".cpu.pprof")
+			}()
+		}
+		srvParts = append(srvParts, run(ctx, conc, d, maxOps, srv))
+		wg.Wait()
+		peak = max(peak, s.Peak())
+		if r.pprof != "" && i == 0 {
+			r.fetchProfile(ctx, "/debug/pprof/heap", name+".heap.pprof")
+		}
+		if base != nil {
+			baseParts = append(baseParts, run(ctx, conc, d, maxOps, base))
+		}
 	}
-	return st, s.Peak()
+	st := summarize(srvParts...)
+	if base == nil {
+		return st, nil, peak
+	}
+	b := summarize(baseParts...)
+	return st, &b, peak
 }
 
 func (r *runner) fetchProfile(ctx context.Context, path, file string) {
@@ -334,12 +358,6 @@ func (r *runner) fetchProfile(ctx context.Context, path, file string) {
 	if err != nil {
 		r.logf("profile %s: %v", file, err)
 	}
-}
-
-// baseline runs fn under the same load (no RSS sampling).
-func (r *runner) baseline(ctx context.Context, conc int, fn op) *Stats {
-	st := load(ctx, conc, r.opts.Duration, r.opts.Requests, fn)
-	return &st
 }
 
 func createToken(ctx context.Context, exe string, env []string, dir string) (string, error) {

@@ -31,6 +31,20 @@ type Stats struct {
 // stops by itself: no operation starts after the deadline, and the ones in
 // flight finish (so slow operations are measured whole); ctx cancels early.
 func load(ctx context.Context, concurrency int, duration time.Duration, maxOps int64, fn op) Stats {
+	return summarize(run(ctx, concurrency, duration, maxOps, fn))
+}
+
+// sample is one load run's raw measurements.
+type sample struct {
+	lat      []time.Duration
+	errs     int64
+	bytes    int64
+	elapsed  time.Duration
+	firstErr error
+}
+
+// run is load without the summary.
+func run(ctx context.Context, concurrency int, duration time.Duration, maxOps int64, fn op) sample {
 	if concurrency < 1 {
 		concurrency = 1
 	}
@@ -77,14 +91,26 @@ func load(ctx context.Context, concurrency int, duration time.Duration, maxOps i
 		}()
 	}
 	wg.Wait()
-	el := time.Since(start)
-	st := Stats{Requests: int64(len(lat)), Errors: errs.Load(), Bytes: bytes.Load(), Elapsed: el}
-	if firstErr != nil {
-		st.FirstErr = firstErr.Error()
+	return sample{lat: lat, errs: errs.Load(), bytes: bytes.Load(), elapsed: time.Since(start), firstErr: firstErr}
+}
+
+// summarize merges samples (rounds of one measurement) into Stats.
+func summarize(parts ...sample) Stats {
+	var st Stats
+	var lat []time.Duration
+	for _, p := range parts {
+		lat = append(lat, p.lat...)
+		st.Errors += p.errs
+		st.Bytes += p.bytes
+		st.Elapsed += p.elapsed
+		if p.firstErr != nil && st.FirstErr == "" {
+			st.FirstErr = p.firstErr.Error()
+		}
 	}
-	if el > 0 {
-		st.PerSecond = float64(st.Requests) / el.Seconds()
-		st.MBPerSec = float64(st.Bytes) / (1 << 20) / el.Seconds()
+	st.Requests = int64(len(lat))
+	if st.Elapsed > 0 {
+		st.PerSecond = float64(st.Requests) / st.Elapsed.Seconds()
+		st.MBPerSec = float64(st.Bytes) / (1 << 20) / st.Elapsed.Seconds()
 	}
 	slices.Sort(lat)
 	st.P50, st.P90, st.P99 = percentile(lat, 50), percentile(lat, 90), percentile(lat, 99)

@@ -56,9 +56,9 @@ func (r *runner) deviceGet(ctx context.Context, d device, path string, hdr http.
 func (r *runner) checkin(ctx context.Context) ([]Result, error) {
 	conc := r.concurrency("checkin")
 	devs := r.fx.fw1.devices
-	srv, st := r.measure(ctx, "checkin", conc, func(ctx context.Context, w int) (int64, error) {
+	srvOp := func(ctx context.Context, w int) (int64, error) {
 		return r.deviceGet(ctx, devs[w%len(devs)], "/api/iot/firmware-version", nil, http.StatusOK, -1)
-	})
+	}
 	// Baseline: a handler on this machine that returns a constant.
 	body := []byte(`{"firmware_version":"v1.0-56-g30082bf","size":1048576,"sha256":"` + hex.EncodeToString(make([]byte, 32)) + `"}`)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -72,7 +72,7 @@ func (r *runner) checkin(ctx context.Context) ([]Result, error) {
 	go func() { _ = hs.Serve(ln) }()
 	defer hs.Close()
 	url := "http://" + ln.Addr().String() + "/api/iot/firmware-version"
-	base := r.baseline(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+	baseOp := func(ctx context.Context, w int) (int64, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return 0, err
@@ -86,8 +86,9 @@ func (r *runner) checkin(ctx context.Context) ([]Result, error) {
 		defer resp.Body.Close()
 		_, err = io.Copy(io.Discard, resp.Body)
 		return 0, err
-	})
-	return []Result{{Scenario: "checkin", Concurrency: conc, Server: srv, PeakRSS: st, Baseline: base}}, nil
+	}
+	srv, base, peak := r.compare(ctx, "checkin", conc, srvOp, baseOp)
+	return []Result{{Scenario: "checkin", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base}}, nil
 }
 
 func (r *runner) download(ctx context.Context) ([]Result, error) {
@@ -100,23 +101,24 @@ func (r *runner) download(ctx context.Context) ([]Result, error) {
 			name, want = "download", -1
 		}
 		devs := fw.devices
-		srv, peak := r.measure(ctx, name, conc, func(ctx context.Context, w int) (int64, error) {
+		srvOp := func(ctx context.Context, w int) (int64, error) {
 			return r.deviceGet(ctx, devs[w%len(devs)], "/api/iot/firmware", nil, http.StatusOK, want)
-		})
-		res := Result{Scenario: name, Concurrency: conc, Server: srv, PeakRSS: peak}
+		}
+		var baseOp op
+		note := "no baseline: blob store settings not given"
 		if r.store != nil && fw.key != "" {
-			res.Baseline = r.baseline(ctx, conc, func(ctx context.Context, _ int) (int64, error) {
+			note = ""
+			baseOp = func(ctx context.Context, _ int) (int64, error) {
 				rc, _, err := r.store.Get(ctx, fw.key, nil)
 				if err != nil {
 					return 0, err
 				}
 				defer rc.Close()
 				return io.Copy(io.Discard, rc)
-			})
-		} else {
-			res.Note = "no baseline: blob store settings not given"
+			}
 		}
-		out = append(out, res)
+		srv, base, peak := r.compare(ctx, name, conc, srvOp, baseOp)
+		out = append(out, Result{Scenario: name, Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base, Note: note})
 		if r.fx.external {
 			break
 		}
@@ -149,34 +151,34 @@ func (r *runner) ranged(ctx context.Context) ([]Result, error) {
 		return pos[w]
 	}
 	devs := fw.devices
-	srv, peak := r.measure(ctx, "ranged", conc, func(ctx context.Context, w int) (int64, error) {
+	srvOp := func(ctx context.Context, w int) (int64, error) {
 		off := next(w, counter(w))
 		h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, off+chunk-1)}}
 		return r.deviceGet(ctx, devs[w%len(devs)], "/api/iot/firmware", h, http.StatusPartialContent, chunk)
-	})
-	res := Result{Scenario: "ranged", Concurrency: conc, Server: srv, PeakRSS: peak}
+	}
+	var baseOp op
+	note := "no baseline: blob store settings not given"
 	if r.store != nil && fw.key != "" {
-		pos = map[int]*int64{}
-		res.Baseline = r.baseline(ctx, conc, func(ctx context.Context, w int) (int64, error) {
-			off := next(w, counter(w))
+		note = ""
+		baseOp = func(ctx context.Context, w int) (int64, error) {
+			off := next(w+1000, counter(w+1000)) // its own cursors, same walk
 			rc, _, err := r.store.Get(ctx, fw.key, &blob.Range{Offset: off, Length: chunk})
 			if err != nil {
 				return 0, err
 			}
 			defer rc.Close()
 			return io.Copy(io.Discard, rc)
-		})
-	} else {
-		res.Note = "no baseline: blob store settings not given"
+		}
 	}
-	return []Result{res}, nil
+	srv, base, peak := r.compare(ctx, "ranged", conc, srvOp, baseOp)
+	return []Result{{Scenario: "ranged", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base, Note: note}}, nil
 }
 
 func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 	conc := r.concurrency("ingest")
 	devs := r.fx.ingestDevs
 	path := "/api/iot/coredump?chip=esp32&firmware_version=" + r.fx.dumpVersion
-	srv, peak := r.measure(ctx, "ingest", conc, func(ctx context.Context, w int) (int64, error) {
+	srvOp := func(ctx context.Context, w int) (int64, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.api.base+path, bytes.NewReader(r.fx.dump))
 		if err != nil {
 			return 0, err
@@ -194,14 +196,11 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 			return 0, fmt.Errorf("POST coredump: %s", resp.Status)
 		}
 		return int64(len(r.fx.dump)), nil
-	})
-	res := Result{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak}
-	if r.db != nil {
-		res.Note = r.decodeProgress(ctx)
 	}
 	if r.db == nil || r.store == nil || len(r.fx.baseDevs) == 0 {
-		res.Note += "; no baseline: database/store settings not given"
-		return []Result{res}, nil
+		srv, _, peak := r.compare(ctx, "ingest", conc, srvOp, nil)
+		return []Result{{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak,
+			Note: "no baseline: database/store settings not given"}}, nil
 	}
 	// Baseline: the same row and object, straight through db and blob.
 	h := coredumps.Inspect(r.fx.dump)
@@ -210,7 +209,7 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 		keys []string
 		ids  []int64
 	)
-	res.Baseline = r.baseline(ctx, conc, func(ctx context.Context, w int) (int64, error) {
+	baseOp := func(ctx context.Context, w int) (int64, error) {
 		d := r.fx.baseDevs[w%len(r.fx.baseDevs)]
 		sum := sha256.Sum256(r.fx.dump)
 		now := db.Now()
@@ -234,9 +233,10 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 		keys, ids = append(keys, key), append(ids, id)
 		mu.Unlock()
 		return int64(len(r.fx.dump)), nil
-	})
+	}
+	srv, base, peak := r.compare(ctx, "ingest", conc, srvOp, baseOp)
 	r.cleanupBaseline(context.WithoutCancel(ctx), ids, keys)
-	return []Result{res}, nil
+	return []Result{{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base, Note: r.decodeProgress(ctx)}}, nil
 }
 
 // decodeProgress says how many uploaded dumps the server has decoded so far.
@@ -307,18 +307,18 @@ func (r *runner) bundle(ctx context.Context) ([]Result, error) {
 		}
 	}
 	var n atomic.Int64
-	srv, peak := r.measure(ctx, "bundle", conc, func(ctx context.Context, _ int) (int64, error) {
+	srvOp := func(ctx context.Context, _ int) (int64, error) {
 		z := zips[n.Add(1)%2]
 		return int64(len(z)), r.api.uploadBundle(ctx, id, z)
-	})
-	res := Result{Scenario: "bundle", Concurrency: conc, Server: srv, PeakRSS: peak,
-		Note: fmt.Sprintf("%.1f MB bundles", float64(len(zips[0]))/1e6)}
+	}
+	note := fmt.Sprintf("%.1f MB bundles", float64(len(zips[0]))/1e6)
 	if r.store == nil {
-		return []Result{res}, nil
+		srv, _, peak := r.compare(ctx, "bundle", conc, srvOp, nil)
+		return []Result{{Scenario: "bundle", Concurrency: conc, Server: srv, PeakRSS: peak, Note: note}}, nil
 	}
 	names := []string{"firmware.bin", "firmware.elf", "firmware.map", "sdkconfig", "version.json"}
 	var seq atomic.Int64
-	res.Baseline = r.baseline(ctx, conc, func(ctx context.Context, _ int) (int64, error) {
+	baseOp := func(ctx context.Context, _ int) (int64, error) {
 		prefix := fmt.Sprintf("firmware/bench_baseline/v%d/", seq.Add(1)%4)
 		var total int64
 		for i, m := range members {
@@ -328,9 +328,10 @@ func (r *runner) bundle(ctx context.Context) ([]Result, error) {
 			total += int64(len(m.Data))
 		}
 		return total, nil
-	})
+	}
+	srv, base, peak := r.compare(ctx, "bundle", conc, srvOp, baseOp)
 	_, _ = blob.DeletePrefix(context.WithoutCancel(ctx), r.store, "firmware/bench_baseline/")
-	return []Result{res}, nil
+	return []Result{{Scenario: "bundle", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base, Note: note}}, nil
 }
 
 // decodeCases are the shared test cases with an app ELF and a core dump.
