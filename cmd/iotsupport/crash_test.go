@@ -39,6 +39,8 @@ type crashModel struct {
 	members  map[string]map[string][]byte // version -> artifact -> bytes
 	mu       sync.Mutex
 	acked    map[string]int // version -> upload sequence of the last acknowledged upload
+	uploadNo map[string]int // version -> uploads sent before its last acknowledged one
+	uploads  int            // uploads sent
 	deleted  map[string]int // version -> sequence of the last delete request sent
 	seq      int
 }
@@ -99,7 +101,7 @@ func runCrashHarness(t *testing.T, env *testenv.Env) *crashFigures {
 		code := "crash_" + chip
 		m := c.do("POST", "/api/device-models", []byte(fmt.Sprintf(`{"code":%q,"name":%q}`, code, code)), "", 201)
 		cm := &crashModel{id: fmt.Sprint(int(m["id"].(float64))), code: code, chip: chip, bundles: map[string][]byte{},
-			members: map[string]map[string][]byte{}, acked: map[string]int{}, deleted: map[string]int{}}
+			members: map[string]map[string][]byte{}, acked: map[string]int{}, uploadNo: map[string]int{}, deleted: map[string]int{}}
 		models[i] = cm
 		wg.Add(1)
 		go func() {
@@ -168,7 +170,8 @@ func runCrashHarness(t *testing.T, env *testenv.Env) *crashFigures {
 					ver := fmt.Sprintf("1.%d.0", 1+mrand.IntN(8))
 					m.mu.Lock()
 					m.seq++
-					seq := m.seq
+					seq, no := m.seq, m.uploads
+					m.uploads++
 					m.mu.Unlock()
 					code, _, err := do(url, "POST", "/api/device-models/"+m.id+"/firmware", m.bundles[ver], admin)
 					if err != nil {
@@ -179,6 +182,7 @@ func runCrashHarness(t *testing.T, env *testenv.Env) *crashFigures {
 						acked.Add(1)
 						m.mu.Lock()
 						m.acked[ver] = seq
+						m.uploadNo[ver] = no
 						m.mu.Unlock()
 					}
 				}
@@ -324,11 +328,13 @@ func runCrashHarness(t *testing.T, env *testenv.Env) *crashFigures {
 				fig.bytesVerified += int64(len(got))
 			}
 		}
+		// Retention can only have pruned a version if at least MAX_FIRMWARES uploads were
+		// sent after it (later deletions may have shrunk the history since).
 		for ver, seq := range m.acked {
-			if present[ver] || m.deleted[ver] > seq || len(vs) >= crashMaxFirmwares {
+			if present[ver] || m.deleted[ver] > seq || m.uploads-1-m.uploadNo[ver] >= crashMaxFirmwares {
 				continue
 			}
-			t.Errorf("acknowledged firmware %s %s is missing and nothing explains it (history %d)", m.code, ver, len(vs))
+			t.Errorf("acknowledged firmware %s %s is missing and nothing explains it (history %d, %d uploads after it)", m.code, ver, len(vs), m.uploads-1-m.uploadNo[ver])
 			fig.violations++
 		}
 	}
@@ -347,7 +353,6 @@ func runCrashHarness(t *testing.T, env *testenv.Env) *crashFigures {
 			bySHA[sha256.Sum256(s.body)] = i
 		}
 		listed := map[int]int64{} // send index -> listed id
-		minSeq := len(d.sent)
 		for _, x := range list {
 			got := download(t, p.URL, admin, fmt.Sprintf("/api/devices/%s/coredumps/%d/download", d.id, x.ID))
 			i, ok := bySHA[sha256.Sum256(got)]
@@ -358,7 +363,6 @@ func runCrashHarness(t *testing.T, env *testenv.Env) *crashFigures {
 			}
 			fig.bytesVerified += int64(len(got))
 			listed[i] = x.ID
-			minSeq = min(minSeq, i)
 		}
 		for i, s := range d.sent {
 			if !s.acked {
@@ -374,8 +378,10 @@ func runCrashHarness(t *testing.T, env *testenv.Env) *crashFigures {
 			if _, del := d.deleteAfter[s.id]; del {
 				continue
 			}
-			if len(list) >= crashMaxDumps && minSeq > i {
-				continue // retention kept newer ones
+			// Retention prunes a dump only when MAX_COREDUMPS newer ones were uploaded
+			// (later deletions may have shrunk the list since).
+			if len(d.sent)-1-i >= crashMaxDumps {
+				continue
 			}
 			t.Errorf("device %s: acknowledged dump %d (upload #%d) is missing; listed %d dumps", d.key, s.id, i, len(list))
 			fig.violations++
