@@ -166,6 +166,8 @@ func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 			cancel()
 			return nil, fmt.Errorf("start decode workers: %w", err)
 		}
+		// Every retry schedule ends well within 30 minutes; older PENDING rows lost their job.
+		go a.Queue.RunSweeper(bg, 5*time.Minute, 30*time.Minute, a.Log)
 	}
 	return func() {
 		if workers {

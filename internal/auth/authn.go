@@ -147,15 +147,15 @@ func (a *Authenticator) basicDevice(r *http.Request) (*Identity, error) {
 		return nil, unauthenticated("Malformed Basic credentials")
 	}
 	src := "ip:" + a.clientIP(r)
-	for _, k := range []string{src, "key:" + key} {
-		if blocked, wait := a.limiter.Blocked(k); blocked {
-			secs := int(wait.Seconds()) + 1
-			return nil, &apperr.Error{Kind: apperr.RateLimited, Msg: fmt.Sprintf("Too many failed device logins; retry in %d s", secs), RetryAfterSeconds: secs}
-		}
+	validKey := devices.KeyPattern.MatchString(key)
+	// The source address is limited before any work; a key's own lockout is checked only
+	// after a wrong secret, so knowing a device key does not let anyone lock the device out.
+	if blocked, wait := a.limiter.Blocked(src); blocked {
+		return nil, rateLimited(wait)
 	}
 	var d *devices.Device
 	stored := dummyHash
-	if devices.KeyPattern.MatchString(key) {
+	if validKey {
 		dev, h, err := a.devices.Credentials(r.Context(), key)
 		if err != nil && apperr.KindOf(err) != apperr.NotFound {
 			return nil, err
@@ -167,10 +167,20 @@ func (a *Authenticator) basicDevice(r *http.Request) (*Identity, error) {
 	match := subtle.ConstantTimeCompare([]byte(Hash(secret)), []byte(stored)) == 1
 	if d == nil || !match {
 		a.limiter.Fail(src)
-		a.limiter.Fail("key:" + key)
+		if validKey {
+			a.limiter.Fail("key:" + key)
+			if blocked, wait := a.limiter.Blocked("key:" + key); blocked {
+				return nil, rateLimited(wait)
+			}
+		}
 		return nil, unauthenticated("Invalid device credentials")
 	}
 	return deviceIdentity(d), nil
+}
+
+func rateLimited(wait time.Duration) error {
+	secs := int(wait.Seconds()) + 1
+	return &apperr.Error{Kind: apperr.RateLimited, Msg: fmt.Sprintf("Too many failed device logins; retry in %d s", secs), RetryAfterSeconds: secs}
 }
 
 func (a *Authenticator) insecure(r *http.Request, need Need) (*Identity, error) {
@@ -222,7 +232,7 @@ func (a *Authenticator) Authorize(r *http.Request, id *Identity, need Need) erro
 	if !ok {
 		return forbidden("Your role does not allow this operation")
 	}
-	if id.FromCookie && !safeMethod(r.Method) && !sameOrigin(r) {
+	if id.FromCookie && !safeMethod(r.Method) && !sameOrigin(r, a.opts.TrustProxy) {
 		return forbidden("Cross-site request refused (Origin/Referer does not match)")
 	}
 	return nil
@@ -234,7 +244,7 @@ func safeMethod(m string) bool {
 
 // sameOrigin is the CSRF defence for cookie sessions: a browser always sends Origin
 // (or at least Referer) on cross-site writes, and it must name this host.
-func sameOrigin(r *http.Request) bool {
+func sameOrigin(r *http.Request, trustProxy bool) bool {
 	src := r.Header.Get("Origin")
 	if src == "" || src == "null" {
 		src = r.Header.Get("Referer")
@@ -243,7 +253,7 @@ func sameOrigin(r *http.Request) bool {
 		return false
 	}
 	host := r.Host
-	if fh := r.Header.Get("X-Forwarded-Host"); fh != "" {
+	if fh := r.Header.Get("X-Forwarded-Host"); fh != "" && trustProxy {
 		host = fh
 	}
 	rest, ok := strings.CutPrefix(src, "https://")

@@ -173,6 +173,7 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 	sha := hex.EncodeToString(sum[:])
 	now := s.now()
 	var written string
+	var writtenID int64
 	var c *Coredump
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		if err := s.lockDevice(ctx, tx, in.DeviceID); err != nil {
@@ -200,10 +201,10 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 		if err := outbox.Settle(ctx, tx, s.store, key); err != nil {
 			return storeErr(err)
 		}
+		written, writtenID = key, id // before the Put: a failed Put may still have stored it
 		if err := s.store.Put(ctx, key, bytes.NewReader(body), int64(len(body)), "application/octet-stream"); err != nil {
 			return storeErr(err)
 		}
-		written = key
 		// Decode jobs go in this transaction: a committed dump always has its job.
 		for _, h := range s.OnCreated {
 			if err := h(ctx, tx, id); err != nil {
@@ -219,7 +220,12 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 	if err != nil {
 		if written != "" {
 			// Rule 1: the row is gone, so the object must go too (now, or through the outbox).
-			outbox.Cleanup(ctx, s.db, s.store, s.log, written)
+			outbox.Cleanup(ctx, s.db, s.store, s.log, func(ctx context.Context, tx *sql.Tx) (bool, error) {
+				// SQLite may hand the rolled-back id to a later upload: then the key is its.
+				var n int
+				err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM coredumps WHERE id = $1`, writtenID).Scan(&n)
+				return n > 0, err
+			}, written)
 		}
 		return nil, db.Err("upload coredump", err)
 	}

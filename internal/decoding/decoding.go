@@ -151,24 +151,34 @@ type firmwareChoice struct {
 	note    string // said in the report, e.g. the reported version's ELF differs
 }
 
+type querier interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+}
+
 // pick chooses the ELF: by the dump's SHA prefix among this model's versions whatever
-// version the device reported, else the reported version.
-func (s *Service) pick(ctx context.Context, r *dumpRow) (*firmwareChoice, error) {
+// version the device reported (the reported version first when it matches), else the
+// reported version. A reported version whose ELF hash is unknown (adopted from the older
+// service) is used as it is.
+func (s *Service) pick(ctx context.Context, q querier, r *dumpRow) (*firmwareChoice, error) {
 	var reportedSHA sql.NullString
-	err := s.db.QueryRowContext(ctx, `SELECT elf_sha256 FROM firmware_versions WHERE device_model_id = $1 AND version = $2`,
+	err := q.QueryRowContext(ctx, `SELECT elf_sha256 FROM firmware_versions WHERE device_model_id = $1 AND version = $2`,
 		r.modelID, r.reported).Scan(&reportedSHA)
 	reportedExists := err == nil
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, transient(db.Classify(err))
 	}
-	if r.prefix == "" {
+	reportedSHA.String = strings.ToLower(strings.TrimSpace(reportedSHA.String))
+	if r.prefix == "" || (reportedExists && (!reportedSHA.Valid || reportedSHA.String == "")) {
 		if !reportedExists {
 			return nil, fail(KindNoFirmware, "no firmware %s of model %s is stored (the dump names no ELF SHA-256)", r.reported, r.modelCode)
 		}
 		return &firmwareChoice{version: r.reported, sha: reportedSHA.String}, nil
 	}
+	if reportedExists && strings.HasPrefix(reportedSHA.String, r.prefix) {
+		return &firmwareChoice{version: r.reported, sha: reportedSHA.String}, nil
+	}
 	var version, sha string
-	err = s.db.QueryRowContext(ctx, `SELECT version, elf_sha256 FROM firmware_versions WHERE device_model_id = $1 AND elf_sha256 IS NOT NULL
+	err = q.QueryRowContext(ctx, `SELECT version, elf_sha256 FROM firmware_versions WHERE device_model_id = $1 AND elf_sha256 IS NOT NULL
 		AND substr(elf_sha256, 1, $2) = $3 ORDER BY uploaded_at DESC LIMIT 1`, r.modelID, len(r.prefix), r.prefix).Scan(&version, &sha)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -181,13 +191,11 @@ func (s *Service) pick(ctx context.Context, r *dumpRow) (*firmwareChoice, error)
 		return nil, transient(db.Classify(err))
 	}
 	c := &firmwareChoice{version: version, sha: sha}
-	if version != r.reported {
-		if reportedExists {
-			c.note = fmt.Sprintf("The device reported firmware %s, whose ELF (%s) does not match the dump; decoded with firmware %s, whose ELF matches.",
-				r.reported, short(reportedSHA.String), version)
-		} else {
-			c.note = fmt.Sprintf("The device reported firmware %s, which is not stored; decoded with firmware %s, whose ELF matches the dump.", r.reported, version)
-		}
+	if reportedExists {
+		c.note = fmt.Sprintf("The device reported firmware %s, whose ELF (%s) does not match the dump; decoded with firmware %s, whose ELF matches.",
+			r.reported, short(reportedSHA.String), version)
+	} else {
+		c.note = fmt.Sprintf("The device reported firmware %s, which is not stored; decoded with firmware %s, whose ELF matches the dump.", r.reported, version)
 	}
 	return c, nil
 }
@@ -228,6 +236,8 @@ func (s *Service) Decode(ctx context.Context, id int64) error {
 	switch {
 	case err == nil:
 		return s.finish(ctx, id, "PARSED", "", text, rep)
+	case errors.As(err, &f) && (f.Kind == KindNoFirmware || f.Kind == KindELFMismatch):
+		return s.finishMissingFirmware(ctx, r, f)
 	case errors.As(err, &f):
 		return s.finish(ctx, id, "ERROR", f.Kind, f.Msg, nil)
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
@@ -238,13 +248,44 @@ func (s *Service) Decode(ctx context.Context, id int64) error {
 	}
 }
 
+// finishMissingFirmware records ERROR for want of firmware, unless the firmware arrived
+// meanwhile. It holds the model row (shared) so a firmware upload, which locks it, either
+// committed before — then pick finds it and the job retries — or commits after, and its
+// re-queue of failed dumps sees this ERROR.
+func (s *Service) finishMissingFirmware(ctx context.Context, r *dumpRow, f *Failure) error {
+	arrived := false
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if s.db.Dialect == db.Postgres {
+			if _, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE id = $1 FOR SHARE`, r.modelID); err != nil {
+				return err
+			}
+		}
+		if _, err := s.pick(ctx, tx, r); err == nil {
+			arrived = true
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE coredumps SET parse_status = 'ERROR', parse_error = $1, parsed_output = $2, report = NULL,
+			parsed_at = $3, updated_at = $3 WHERE id = $4`, f.Kind, f.Msg, s.now(), r.id)
+		return err
+	})
+	if err != nil {
+		return transient(fmt.Errorf("record decode result of %d: %w", r.id, db.Classify(err)))
+	}
+	if arrived {
+		return transient(fmt.Errorf("firmware for core dump %d arrived while decoding; retrying", r.id))
+	}
+	s.outcomes.WithLabelValues(f.Kind).Inc()
+	s.log.Info("core dump decoded", "coredump_id", r.id, "status", "ERROR", "kind", f.Kind)
+	return nil
+}
+
 // Fail records a permanent failure for a dump whose retries are exhausted.
 func (s *Service) Fail(ctx context.Context, id int64, kind, msg string) error {
 	return s.finish(ctx, id, "ERROR", kind, msg, nil)
 }
 
 func (s *Service) decode(ctx context.Context, r *dumpRow) (string, *espcore.Report, error) {
-	fw, err := s.pick(ctx, r)
+	fw, err := s.pick(ctx, s.db, r)
 	if err != nil {
 		return "", nil, err
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/riverqueue/river"
 
@@ -161,4 +163,30 @@ func Workers(svc *Service) *river.Workers {
 	ws := river.NewWorkers()
 	river.AddWorker(ws, NewWorker(svc))
 	return ws
+}
+
+// SweepStale re-queues dumps that have been PENDING longer than age with no decode
+// recorded: their job may have been discarded (a process dying in its last attempts, a
+// failure to record the outcome). A duplicate job for a dump still being retried is
+// harmless; re-queued rows get a fresh updated_at, so each is swept at most once per age.
+func (q *Queue) SweepStale(ctx context.Context, age time.Duration) (int, error) {
+	return q.requeue(ctx, `c.parse_status = 'PENDING' AND c.updated_at < $1`, db.Now().Add(-age))
+}
+
+// RunSweeper calls SweepStale every interval until ctx ends.
+func (q *Queue) RunSweeper(ctx context.Context, interval, age time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := q.SweepStale(ctx, age); err != nil && ctx.Err() == nil {
+			log.Warn("sweep of stale PENDING core dumps", "error", err)
+		} else if n > 0 {
+			log.Warn("re-queued core dumps left PENDING without a decode", "count", n)
+		}
+	}
 }

@@ -211,6 +211,16 @@ func (s *Service) CreateDevice(ctx context.Context, modelID int64, config string
 		var id int64
 		now := db.Now()
 		err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+			if s.db.Dialect == db.Postgres {
+				// Conflicts with DeleteModel's lock: the model cannot vanish under a new device.
+				var one int
+				if err := tx.QueryRowContext(ctx, `SELECT 1 FROM device_models WHERE id = $1 FOR SHARE`, modelID).Scan(&one); err != nil {
+					if errors.Is(err, sql.ErrNoRows) {
+						return apperr.NotFoundf("DeviceModel %d was not found", modelID)
+					}
+					return err
+				}
+			}
 			return tx.QueryRowContext(ctx, `INSERT INTO devices (key, device_model_id, config, device_name, device_entity_id,
 				enable_ota, active, secret_hash, secret_created_at, created_at, updated_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $9) RETURNING id`,

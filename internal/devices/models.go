@@ -195,6 +195,12 @@ func (s *Service) UpdateModel(ctx context.Context, id int64, in ModelInput) (*Mo
 // DeleteModel removes a model that has no devices.
 func (s *Service) DeleteModel(ctx context.Context, id int64) error {
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		// Lock the model so a device created concurrently cannot be cascaded away unseen.
+		if s.db.Dialect == db.Postgres {
+			if _, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE id = $1 FOR UPDATE`, id); err != nil {
+				return err
+			}
+		}
 		m, err := s.getModel(ctx, tx, `m.id = $1`, id, fmt.Sprint(id))
 		if err != nil {
 			return err

@@ -161,11 +161,8 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 	var written []string
 	var pruned []string
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		// Serialise uploads per model (PostgreSQL); SQLite transactions are already exclusive.
-		if s.db.Dialect == db.Postgres {
-			if _, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE id = $1 FOR UPDATE`, m.ID); err != nil {
-				return err
-			}
+		if err := LockModel(ctx, s.db, tx, m.ID); err != nil {
+			return err
 		}
 		var (
 			existingID  int64
@@ -215,7 +212,7 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 			current = cur.String
 		}
 		var err2 error
-		pruned, err2 = s.retain(ctx, tx, m, current)
+		pruned, err2 = s.retain(ctx, tx, m, current, version)
 		if err2 != nil {
 			return err2
 		}
@@ -227,17 +224,26 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 			return err
 		}
 		for _, a := range b.Artifacts {
+			// Recorded before the Put: a failed Put may still have stored the object.
+			written = append(written, Key(m.Code, version, a.Name))
 			if err := s.putArtifact(ctx, Key(m.Code, version, a.Name), a); err != nil {
 				return err
 			}
-			written = append(written, Key(m.Code, version, a.Name))
 		}
 		return nil
 	})
 	if err != nil {
 		// Only objects of a version that did not exist before are ours to remove.
 		if res.Created {
-			outbox.Cleanup(ctx, s.db, s.store, s.log, written...)
+			outbox.Cleanup(ctx, s.db, s.store, s.log, func(ctx context.Context, tx *sql.Tx) (bool, error) {
+				// Another upload of the same version may have committed meanwhile: its objects stay.
+				if err := LockModel(ctx, s.db, tx, m.ID); err != nil {
+					return false, err
+				}
+				var n int
+				err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM firmware_versions WHERE device_model_id = $1 AND version = $2`, m.ID, version).Scan(&n)
+				return n > 0, err
+			}, written...)
 		}
 		return nil, storeErr("upload firmware", err)
 	}
@@ -264,6 +270,16 @@ func (s *Service) putArtifact(ctx context.Context, key string, a *bundle.Artifac
 	return s.store.Put(ctx, key, rc, a.Size, "application/octet-stream")
 }
 
+// LockModel serialises changes to a model's firmware (uploads, pin, delete, retention)
+// on PostgreSQL; SQLite transactions are already exclusive.
+func LockModel(ctx context.Context, d *db.DB, tx *sql.Tx, modelID int64) error {
+	if d.Dialect != db.Postgres {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE id = $1 FOR UPDATE`, modelID)
+	return err
+}
+
 func sameArtifacts(stored string, arts map[string]ArtifactInfo) bool {
 	var old map[string]ArtifactInfo
 	if json.Unmarshal([]byte(stored), &old) != nil || len(old) != len(arts) {
@@ -279,7 +295,7 @@ func sameArtifacts(stored string, arts map[string]ArtifactInfo) bool {
 
 // retain keeps the newest MaxFirmwares versions by upload time, never the current
 // version nor protected ones; pruned rows go now, their objects through the outbox.
-func (s *Service) retain(ctx context.Context, tx *sql.Tx, m *devices.Model, current string) ([]string, error) {
+func (s *Service) retain(ctx context.Context, tx *sql.Tx, m *devices.Model, current, storing string) ([]string, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT id, version FROM firmware_versions WHERE device_model_id = $1 ORDER BY uploaded_at DESC, id DESC`, m.ID)
 	if err != nil {
 		return nil, err
@@ -312,7 +328,7 @@ func (s *Service) retain(ctx context.Context, tx *sql.Tx, m *devices.Model, curr
 	}
 	var pruned []string
 	for _, r := range all[s.cfg.MaxFirmwares:] {
-		if r.version == current || protected[r.version] {
+		if r.version == current || r.version == storing || protected[r.version] {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM firmware_versions WHERE id = $1`, r.id); err != nil {
@@ -395,6 +411,9 @@ func (s *Service) GetVersion(ctx context.Context, m *devices.Model, version stri
 // SetCurrent makes a stored version current (rollback or pin) and notifies devices.
 func (s *Service) SetCurrent(ctx context.Context, m *devices.Model, version string) error {
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if err := LockModel(ctx, s.db, tx, m.ID); err != nil {
+			return err
+		}
 		var id int64
 		err := tx.QueryRowContext(ctx, `SELECT id FROM firmware_versions WHERE device_model_id = $1 AND version = $2`, m.ID, version).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -416,6 +435,9 @@ func (s *Service) SetCurrent(ctx context.Context, m *devices.Model, version stri
 // DeleteVersion removes a stored version that is neither current nor protected.
 func (s *Service) DeleteVersion(ctx context.Context, m *devices.Model, version string) error {
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if err := LockModel(ctx, s.db, tx, m.ID); err != nil {
+			return err
+		}
 		var current sql.NullString
 		if err := tx.QueryRowContext(ctx, `SELECT firmware_version FROM device_models WHERE id = $1`, m.ID).Scan(&current); err != nil {
 			return err

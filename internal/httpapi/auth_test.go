@@ -57,7 +57,7 @@ func TestCookieSessionsNeedSameOriginForWrites(t *testing.T) {
 
 func TestDeviceCredentialsRotationAndRateLimit(t *testing.T) {
 	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
-		s := apitest.Start(t, env, "DEVICE_AUTH_FAILURES_PER_MINUTE", "3")
+		s := apitest.Start(t, env, "DEVICE_AUTH_FAILURES_PER_MINUTE", "3", "TRUST_PROXY_HEADERS", "true")
 		m := s.Expect(201, "POST", "/api/device-models", map[string]any{"code": "lamp", "name": "Lamp"}).Map(t)
 		d := s.Expect(201, "POST", "/api/devices", map[string]any{"device_model_id": m["id"], "config": `{"a":1}`}).Map(t)
 		key, secret := d["key"].(string), d["secret"].(string)
@@ -77,16 +77,21 @@ func TestDeviceCredentialsRotationAndRateLimit(t *testing.T) {
 		s.Basic(key, secret).Expect(401, "GET", "/api/iot/config", nil)
 		s.Basic(key, newSecret).Expect(200, "GET", "/api/iot/config", nil)
 
-		// After 3 failures (one above, two more) the key is locked out, even with the right secret.
+		// After 3 failures (one above, two more) from one source, that source is locked out,
+		// even with the right secret.
 		s.Basic(key, "wrong").Expect(401, "GET", "/api/iot/config", nil)
-		s.Basic(key, "wrong").Expect(401, "GET", "/api/iot/config", nil)
+		s.Basic(key, "wrong").Expect(429, "GET", "/api/iot/config", nil)
 		r := s.Basic(key, newSecret).Expect(429, "GET", "/api/iot/config", nil)
 		if r.Header.Get("Retry-After") == "" {
 			t.Fatal("429 without Retry-After")
 		}
+		// Wrong secrets for this key from another source are refused with 429 too, but the
+		// device itself (right secret) is not locked out by someone who knows its key.
+		s.Basic(key, "wrong").Expect(429, "GET", "/api/iot/config", nil, "X-Forwarded-For", "10.9.9.9")
+		s.Basic(key, newSecret).Expect(200, "GET", "/api/iot/config", nil, "X-Forwarded-For", "10.8.8.8")
 		// Admin API is unaffected.
 		s.Expect(200, "GET", "/api/devices", nil)
-		// Unknown keys also count against the source address.
+		// Unknown keys also count against the source address (which is locked now).
 		s.Basic("zzzzzzzz", "x").Expect(429, "GET", "/api/iot/config", nil)
 	})
 }

@@ -127,6 +127,18 @@ func serveDownload(w http.ResponseWriter, r *http.Request, d Download) {
 	if partial {
 		brng, length = &rng, rng.Length
 	}
+	if r.Method == http.MethodHead {
+		// Headers only: nothing is fetched from storage.
+		h.Set("Content-Type", d.ContentType)
+		h.Set("Content-Length", strconv.FormatInt(length, 10))
+		if partial {
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rng.Offset, rng.Offset+rng.Length-1, d.Size))
+			w.WriteHeader(http.StatusPartialContent)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	rc, err := d.Open(r.Context(), brng)
 	if err != nil {
 		writeError(w, r, err)
@@ -140,9 +152,6 @@ func serveDownload(w http.ResponseWriter, r *http.Request, d Download) {
 		w.WriteHeader(http.StatusPartialContent)
 	} else {
 		w.WriteHeader(http.StatusOK)
-	}
-	if r.Method == http.MethodHead {
-		return
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)

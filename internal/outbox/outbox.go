@@ -226,25 +226,38 @@ func (w *Worker) one(ctx context.Context) (ok, more bool, err error) {
 	return ok, more, nil
 }
 
-// Cleanup removes objects written by a transaction that rolled back. What cannot be
+// Cleanup removes objects written by a transaction that rolled back. It runs in a
+// transaction in which owned (which should take the same lock as the writers) says
+// whether a committed row now owns these keys — then they are left alone. What cannot be
 // deleted now (the store being down is the usual reason the write failed) is queued
-// in its own transaction, so the worker removes it once the store is back.
-func Cleanup(ctx context.Context, d *db.DB, store blob.Store, log *slog.Logger, keys ...string) {
+// in the same transaction, so the worker removes it once the store is back.
+func Cleanup(ctx context.Context, d *db.DB, store blob.Store, log *slog.Logger, owned func(ctx context.Context, tx *sql.Tx) (bool, error), keys ...string) {
+	if len(keys) == 0 {
+		return
+	}
 	ctx = context.WithoutCancel(ctx)
-	var left []string
-	for _, k := range keys {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := store.Delete(dctx, k); err != nil {
-			left = append(left, k)
+	err := d.Tx(ctx, func(tx *sql.Tx) error {
+		if owned != nil {
+			yes, err := owned(ctx, tx)
+			if err != nil || yes {
+				return err
+			}
 		}
-		cancel()
+		var left []string
+		for _, k := range keys {
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := store.Delete(dctx, k); err != nil {
+				left = append(left, k)
+			}
+			cancel()
+		}
+		if len(left) > 0 {
+			log.Info("queued objects of a rolled-back write for deletion", "keys", left)
+			return Enqueue(ctx, tx, left...)
+		}
+		return nil
+	})
+	if err != nil {
+		log.Warn("could not remove or queue objects of a rolled-back write; fsck will report them", "keys", keys, "error", err)
 	}
-	if len(left) == 0 {
-		return
-	}
-	if err := d.Tx(ctx, func(tx *sql.Tx) error { return Enqueue(ctx, tx, left...) }); err != nil {
-		log.Warn("could not remove or queue objects of a rolled-back write; fsck will report them", "keys", left, "error", err)
-		return
-	}
-	log.Info("queued objects of a rolled-back write for deletion", "keys", left)
 }
