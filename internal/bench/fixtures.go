@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -8,7 +9,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
 	"github.com/iotsupport/iotsupport/internal/espimage"
+	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 )
 
 // firmware is an uploaded model with its current image.
@@ -64,11 +67,11 @@ func (r *runner) setup(ctx context.Context, conc int, need func(...string) bool)
 		if err != nil {
 			return nil, err
 		}
-		members, err := makeBundle(code, elfBytes, padTo, "0123456789abcdef")
+		members, err := bundletest.Members(code, elfBytes, bundletest.Options{Image: espimagetest.Options{PadTo: padTo}})
 		if err != nil {
 			return nil, err
 		}
-		z, err := zipMembers(members)
+		z, err := bundletest.Zip(members, zip.Store) // the padding is incompressible
 		if err != nil {
 			return nil, err
 		}

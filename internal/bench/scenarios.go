@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -17,9 +18,11 @@ import (
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/decoding"
+	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 )
 
 func numCPU() int { return runtime.NumCPU() }
@@ -297,12 +300,13 @@ func (r *runner) bundle(ctx context.Context) ([]Result, error) {
 	// Two bundles of one version that differ in version.json: with
 	// ?replace=true every upload rewrites all five objects.
 	var zips [2][]byte
-	var members []member
+	var members []bundletest.Member
 	for i, commit := range []string{"aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"} {
-		if members, err = makeBundle("bench_bundle_"+r.runID, elfBytes, bundleImageBytes, commit); err != nil {
+		if members, err = bundletest.Members("bench_bundle_"+r.runID, elfBytes,
+			bundletest.Options{GitCommit: commit, Image: espimagetest.Options{PadTo: bundleImageBytes}}); err != nil {
 			return nil, err
 		}
-		if zips[i], err = zipMembers(members); err != nil {
+		if zips[i], err = bundletest.Zip(members, zip.Store); err != nil {
 			return nil, err
 		}
 	}

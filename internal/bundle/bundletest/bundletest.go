@@ -11,11 +11,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"testing"
 
 	"github.com/iotsupport/iotsupport/internal/espimage"
 	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 )
+
+// TB is the part of testing.TB these helpers use (see espimagetest.TB).
+type TB = espimagetest.TB
 
 // Member is one ZIP entry.
 type Member struct {
@@ -46,7 +48,7 @@ type Options struct {
 
 // Build makes a bundle for modelCode from the ELF at elfPath (see
 // espimagetest.ELFPath); the test fails on error.
-func Build(tb testing.TB, modelCode, elfPath string, opts Options) []byte {
+func Build(tb TB, modelCode, elfPath string, opts Options) []byte {
 	tb.Helper()
 	elfBytes, err := os.ReadFile(elfPath)
 	if err != nil {
@@ -60,7 +62,7 @@ func Build(tb testing.TB, modelCode, elfPath string, opts Options) []byte {
 }
 
 // BuildCase is Build for a shared test case ("esp32c3").
-func BuildCase(tb testing.TB, modelCode, testCase string, opts Options) []byte {
+func BuildCase(tb TB, modelCode, testCase string, opts Options) []byte {
 	tb.Helper()
 	return Build(tb, modelCode, espimagetest.ELFPath(tb, testCase), opts)
 }
@@ -99,7 +101,28 @@ func Synthetic(modelCode, chip, version string, opts Options) ([]byte, error) {
 	return assemble(modelCode, img, elfBytes, opts)
 }
 
+// Members builds the bundle's members (image first) from ELF bytes, before zipping.
+func Members(modelCode string, elfBytes []byte, opts Options) ([]Member, error) {
+	iopts := opts.Image
+	if opts.Version != "" {
+		iopts.Version = opts.Version
+	}
+	img, err := espimagetest.BuildFromELF(elfBytes, iopts)
+	if err != nil {
+		return nil, err
+	}
+	return members(modelCode, img, elfBytes, opts), nil
+}
+
 func assemble(modelCode string, img, elfBytes []byte, opts Options) ([]byte, error) {
+	method := zip.Deflate
+	if opts.Store {
+		method = zip.Store
+	}
+	return Zip(members(modelCode, img, elfBytes, opts), method)
+}
+
+func members(modelCode string, img, elfBytes []byte, opts Options) []Member {
 	im, err := espimage.Parse(bytes.NewReader(img), int64(len(img)))
 	version, idf := opts.Version, "v5.4"
 	if err == nil { // broken images are fine; they just need a version.json
@@ -136,11 +159,7 @@ func assemble(modelCode string, img, elfBytes []byte, opts Options) ([]byte, err
 		}
 		out = append(out, m)
 	}
-	method := zip.Deflate
-	if opts.Store {
-		method = zip.Store
-	}
-	return Zip(append(out, opts.Extra...), method)
+	return append(out, opts.Extra...)
 }
 
 // Zip writes members in order with the given method.

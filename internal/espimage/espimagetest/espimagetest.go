@@ -12,10 +12,17 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"testing"
 
 	"github.com/iotsupport/iotsupport/internal/espimage"
 )
+
+// TB is the part of testing.TB these helpers use; taking it instead of testing.TB keeps
+// the package free of the testing package, so the bench command can build images too.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
 
 // Options tune the built image. The zero value builds a valid image.
 type Options struct {
@@ -194,15 +201,15 @@ func Build(chip string, entry uint32, segs []Segment, opts Options) ([]byte, err
 		if opts.PadTo < natural {
 			return nil, fmt.Errorf("PadTo %d is below the natural image size %d", opts.PadTo, natural)
 		}
-		// Largest checksum position that still fits, then the padding
-		// segment that ends at or before it.
+		// Largest checksum position that still fits, then padding segments (each at
+		// most MaxSegmentLen, as many as the segment table allows) that end at or before it.
 		lastCk := ((opts.PadTo-hashLen)&^15 - 1)
-		padLen := (lastCk - b.Len() - espimage.SegHeaderLen) &^ 3
-		if padLen > espimage.MaxSegmentLen {
-			return nil, fmt.Errorf("PadTo %d needs a padding segment over %d bytes", opts.PadTo, espimage.MaxSegmentLen)
-		}
-		if padLen > 0 && nseg < espimage.MaxSegments {
-			writeSeg(0, noise(padLen))
+		for nseg < espimage.MaxSegments {
+			padLen := (lastCk - b.Len() - espimage.SegHeaderLen) &^ 3
+			if padLen <= 0 {
+				break
+			}
+			writeSeg(0, noise(min(padLen, espimage.MaxSegmentLen)))
 		}
 		trailing = opts.PadTo - ((b.Len() | 15) + 1 + hashLen)
 	}
@@ -285,7 +292,7 @@ var Cases = []string{"esp32", "esp32_bin", "esp32c3", "esp32c3_bin", "esp32c6"}
 
 // ELFPath returns the path of a test app ELF (shared/testdata/esp-coredump/
 // <name>/app.elf), found from the module root; the test fails if it is absent.
-func ELFPath(tb testing.TB, name string) string {
+func ELFPath(tb TB, name string) string {
 	tb.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
@@ -309,7 +316,7 @@ func ELFPath(tb testing.TB, name string) string {
 }
 
 // ImageFromCase reads a test ELF and builds its image.
-func ImageFromCase(tb testing.TB, name string, opts Options) (img, elfBytes []byte) {
+func ImageFromCase(tb TB, name string, opts Options) (img, elfBytes []byte) {
 	tb.Helper()
 	elfBytes, err := os.ReadFile(ELFPath(tb, name))
 	if err != nil {
