@@ -102,21 +102,11 @@ func TestConcurrentFirmwareUploads(t *testing.T) {
 			t.Errorf("different versions x50: statuses %v, want all 2xx", codes)
 		}
 		vs = listVersions(t, c, mid)
-		// Retention keeps the 3 newest by upload time and never the current version (the
-		// upload that committed last), so the history is those 3, plus the current one
-		// when it is not among them.
+		// Upload times are taken under the model lock, so they follow commit order: the
+		// current version (the last commit) is the newest and retention leaves exactly 3.
 		sort.Slice(vs, func(i, j int) bool { return vs[i].UploadedAt.After(vs[j].UploadedAt) })
-		currents := 0
-		for i, v := range vs {
-			if v.Current {
-				currents++
-				if i >= 3 && len(vs) != 4 {
-					t.Errorf("history %+v", vs)
-				}
-			}
-		}
-		if currents != 1 || len(vs) < 3 || len(vs) > 4 || (len(vs) == 4 && !vs[3].Current) {
-			t.Errorf("different versions x50 with MAX_FIRMWARES=3: history %+v", vs)
+		if len(vs) != 3 || !vs[0].Current || vs[1].Current || vs[2].Current {
+			t.Errorf("different versions x50 with MAX_FIRMWARES=3: history %+v, want 3 with the newest current", vs)
 		}
 		for _, v := range vs {
 			for art, want := range bundleMembers(t, "many", byVersion[v.Version]) {

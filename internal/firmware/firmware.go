@@ -149,9 +149,6 @@ func storeErr(op string, err error) error {
 // store2 runs consistency rule 1 for a validated bundle. uploadedAt zero means now.
 func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle, replace bool, uploadedAt time.Time, makeCurrent bool) (*UploadResult, error) {
 	version := b.Version
-	if uploadedAt.IsZero() {
-		uploadedAt = db.Now()
-	}
 	arts := map[string]ArtifactInfo{}
 	for _, a := range b.Artifacts {
 		arts[a.Name] = ArtifactInfo{Size: a.Size, SHA256: hex.EncodeToString(a.SHA256[:])}
@@ -163,6 +160,12 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
 		if err := LockModel(ctx, s.db, tx, m.ID); err != nil {
 			return err
+		}
+		// The time is taken under the model lock, so upload times follow commit order
+		// and retention never keeps an extra version from a concurrent upload.
+		uploadedAt := uploadedAt
+		if uploadedAt.IsZero() {
+			uploadedAt = db.Now()
 		}
 		var (
 			existingID  int64
