@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -229,4 +230,42 @@ func TestNewS3CreatesBucketOrFailsClearly(t *testing.T) {
 		t.Fatalf("unreachable endpoint: %v after %v", err, time.Since(began))
 	}
 	t.Logf("unreachable: %v", err)
+}
+
+// Local reads expose their file (for sendfile): the whole object is the *os.File
+// itself, a range a Filer whose file is positioned at the range's first byte.
+func TestLocalGetExposesFile(t *testing.T) {
+	ctx := context.Background()
+	l, err := blob.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("0123456789"), 1000)
+	if err := l.Put(ctx, "a/b", bytes.NewReader(data), int64(len(data)), ""); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, err := l.Get(ctx, "a/b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rc.(*os.File); !ok {
+		t.Fatalf("whole object: %T, want *os.File", rc)
+	}
+	rc.Close()
+	rc, _, err = l.Get(ctx, "a/b", &blob.Range{Offset: 4321, Length: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	fr, ok := rc.(blob.Filer)
+	if !ok {
+		t.Fatalf("range: %T does not expose its file", rc)
+	}
+	if off, err := fr.File().Seek(0, io.SeekCurrent); err != nil || off != 4321 {
+		t.Fatalf("file offset %d, %v", off, err)
+	}
+	got, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(got, data[4321:4421]) {
+		t.Fatalf("range content: %q, %v", got, err)
+	}
 }

@@ -208,23 +208,56 @@ func (l *Local) Get(ctx context.Context, key string, rng *Range) (io.ReadCloser,
 		return nil, Info{}, readErr(key, err)
 	}
 	inf := info(key, fi)
-	if rng == nil {
-		return f, inf, nil
-	}
-	if rng.Offset >= fi.Size() {
+	rc, err := FileRange(f, fi.Size(), rng)
+	if err != nil {
 		f.Close()
-		return nil, inf, fmt.Errorf("%w: offset %d of %d bytes", ErrInvalidRange, rng.Offset, fi.Size())
-	}
-	if _, err := f.Seek(rng.Offset, io.SeekStart); err != nil {
-		f.Close()
+		if errors.Is(err, ErrInvalidRange) {
+			return nil, inf, err
+		}
 		return nil, inf, readErr(key, err)
 	}
-	n := fi.Size() - rng.Offset
+	return rc, inf, nil
+}
+
+// Filer is implemented by readers of a local file, such as Local.Get's: File returns
+// the file positioned at the first byte to read. Servers can hand it to the kernel
+// (io.Copy to a net/http ResponseWriter through io.LimitReader uses sendfile) instead
+// of copying through user space; they must limit it to the length they expect.
+type Filer interface {
+	File() *os.File
+}
+
+// FileRange turns an open file of size bytes into a reader of rng (nil: all of it).
+// Without a range it returns f itself; with one, f seeked to the offset behind a
+// reader that stops after the range and implements Filer. Closing it closes f. A range
+// starting at or beyond size is ErrInvalidRange; on any error f is left open.
+func FileRange(f *os.File, size int64, rng *Range) (io.ReadCloser, error) {
+	if rng == nil {
+		return f, nil
+	}
+	if err := checkRange(rng); err != nil {
+		return nil, err
+	}
+	if rng.Offset >= size {
+		return nil, fmt.Errorf("%w: offset %d of %d bytes", ErrInvalidRange, rng.Offset, size)
+	}
+	if _, err := f.Seek(rng.Offset, io.SeekStart); err != nil {
+		return nil, err
+	}
+	n := size - rng.Offset
 	if rng.Length > 0 && rng.Length < n {
 		n = rng.Length
 	}
-	return readCloser{io.LimitReader(f, n), f}, inf, nil
+	return &fileRange{LimitedReader: io.LimitedReader{R: f, N: n}, f: f}, nil
 }
+
+type fileRange struct {
+	io.LimitedReader
+	f *os.File
+}
+
+func (r *fileRange) File() *os.File { return r.f }
+func (r *fileRange) Close() error   { return r.f.Close() }
 
 type readCloser struct {
 	io.Reader

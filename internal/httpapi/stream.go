@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,10 +154,27 @@ func serveDownload(w http.ResponseWriter, r *http.Request, d Download) {
 	} else {
 		w.WriteHeader(http.StatusOK)
 	}
+	if err := copyBody(w, rc, length); err != nil && !errors.Is(err, context.Canceled) {
+		loggerFrom(r.Context()).Warn("download interrupted", "file", d.Filename, "error", err)
+	}
+}
+
+// copyBody sends length bytes of rc. A local file (the local store, the firmware
+// cache) goes through the ResponseWriter's ReadFrom, which net/http turns into
+// sendfile: no copy through user space. Anything else (an S3 response body) streams
+// through a pooled buffer.
+func copyBody(w http.ResponseWriter, rc io.Reader, length int64) error {
+	f, ok := rc.(*os.File)
+	if fr, isFiler := rc.(blob.Filer); !ok && isFiler {
+		f, ok = fr.File(), true
+	}
+	if ok {
+		_, err := io.Copy(w, io.LimitReader(f, length))
+		return err
+	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	// onlyWriter hides ReadFrom so the pooled buffer is used whatever the writer is.
-	if _, err := io.CopyBuffer(onlyWriter{w}, io.LimitReader(rc, length), *bp); err != nil && !errors.Is(err, context.Canceled) {
-		loggerFrom(r.Context()).Warn("download interrupted", "file", d.Filename, "error", err)
-	}
+	_, err := io.CopyBuffer(onlyWriter{w}, io.LimitReader(rc, length), *bp)
+	return err
 }
