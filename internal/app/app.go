@@ -18,6 +18,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/blobcache"
 	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/config"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
@@ -218,6 +219,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		MaxFirmwares: cfg.MaxFirmwares, MaxBundleBytes: cfg.FirmwareMaxBundleBytes, TempDir: cfg.TempDir,
 		Limits: bundle.Limits{MaxMemberBytes: cfg.FirmwareMaxMemberBytes, MaxTotalBytes: cfg.FirmwareMaxTotalBytes, MaxRatio: cfg.FirmwareMaxRatio},
 	})
+	if cfg.StorageBackend == "s3" && cfg.FirmwareCacheMaxBytes > 0 {
+		// Downloads then go out of a local file (sendfile) instead of through the process.
+		fc, err := blobcache.New(store, cfg.FirmwareCacheDir, cfg.FirmwareCacheMaxBytes, blobcache.Options{Log: log, Registerer: reg})
+		if err != nil {
+			log.Warn("firmware cache disabled, downloads stream from S3", "dir", cfg.FirmwareCacheDir, "error", err)
+		} else {
+			a.Firmware.Cache = fc
+		}
+	}
 	a.Devices.BeforeModelDelete = append(a.Devices.BeforeModelDelete, firmware.BeforeModelDelete)
 	cores := coredumps.NewService(d, store, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
 		UploadsPerHour: cfg.CoredumpUploadsPerHour}, log)

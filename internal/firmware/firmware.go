@@ -17,6 +17,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/blobcache"
 	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
@@ -93,6 +94,9 @@ type Service struct {
 	Protected func(ctx context.Context, tx *sql.Tx, modelID int64) (map[string]bool, error)
 	// AfterUpload runs after a new version committed (e.g. re-queue waiting decodes).
 	AfterUpload []func(ctx context.Context, modelID int64, v *Version)
+	// Cache, when set, serves artifacts with a recorded size and SHA-256 from local
+	// disk (see cache.go); nil reads every download from the store.
+	Cache *blobcache.Cache
 }
 
 // NewService returns the firmware service.
@@ -559,6 +563,9 @@ func (s *Service) Artifact(ctx context.Context, m *devices.Model, version, name 
 
 // Open reads an artifact or a range of it from storage.
 func (s *Service) Open(ctx context.Context, a *Artifact, rng *blob.Range) (io.ReadCloser, error) {
+	if rc, ok := s.openCached(ctx, a, rng); ok {
+		return rc, nil
+	}
 	rc, _, err := s.store.Get(ctx, Key(a.Code, a.Version, a.Name), rng)
 	if errors.Is(err, blob.ErrNotFound) {
 		return nil, apperr.NotFoundf("Firmware %s %s %s was not found", a.Code, a.Version, a.Name)

@@ -92,7 +92,7 @@ func Start(t testing.TB, environ []string, args ...string) *Proc {
 	}
 	host, port, _ := strings.Cut(addr, ":")
 	cmd := exec.Command(Binary(t), append([]string{"serve"}, args...)...)
-	cmd.Env = append(environ, "HOST="+host, "PORT="+port)
+	cmd.Env = append(withCacheDir(t, environ), "HOST="+host, "PORT="+port)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, _ := cmd.StderrPipe()
 	cmd.Stdout = io.Discard
@@ -154,7 +154,7 @@ func (p *Proc) Stop(timeout time.Duration) error {
 func Run(t testing.TB, environ []string, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(Binary(t), args...)
-	cmd.Env = environ
+	cmd.Env = withCacheDir(t, environ)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -165,6 +165,18 @@ func Run(t testing.TB, environ []string, args ...string) (string, string, int) {
 		t.Fatal(err)
 	}
 	return out.String(), errb.String(), code
+}
+
+// withCacheDir keeps the firmware cache of S3 subprocesses out of the working
+// directory (its default is ./data/cache): a temp dir per process unless the
+// environment names one.
+func withCacheDir(t testing.TB, environ []string) []string {
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "FIRMWARE_CACHE_DIR=") {
+			return environ
+		}
+	}
+	return append(environ[:len(environ):len(environ)], "FIRMWARE_CACHE_DIR="+t.TempDir())
 }
 
 func freePort() (string, error) {
