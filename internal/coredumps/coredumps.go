@@ -162,7 +162,7 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 	}
 	// A crash-looping device is turned away before its body is read.
 	if err := s.checkRate(ctx, s.db, in.DeviceID); err != nil {
-		return nil, err
+		return nil, db.Err("upload coredump", err)
 	}
 	body, err := readLimited(in.Body, s.opts.MaxBytes)
 	if err != nil {
@@ -271,12 +271,15 @@ type querier interface {
 }
 
 // lockDevice holds the device row for the rest of the transaction, so concurrent uploads
-// of one device (on any replica) count and prune one after another. SQLite transactions
-// already take the write lock when they begin.
+// of one device (on any replica) count and prune one after another, and shares its
+// model's row, which firmware changes lock exclusively: firmware retention then either
+// sees this PENDING dump and keeps the version it needs, or commits before the dump
+// exists. SQLite transactions already take the write lock when they begin.
 func (s *Service) lockDevice(ctx context.Context, tx *sql.Tx, deviceID int64) error {
-	q := `SELECT id FROM devices WHERE id = $1`
+	q := `SELECT d.id FROM devices d WHERE d.id = $1`
 	if s.db.Dialect == db.Postgres {
-		q += ` FOR UPDATE`
+		q = `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1
+			FOR UPDATE OF d FOR SHARE OF m`
 	}
 	var id int64
 	err := tx.QueryRowContext(ctx, q, deviceID).Scan(&id)

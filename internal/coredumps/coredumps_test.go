@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/db"
@@ -72,5 +73,58 @@ func TestMigrationAdoptsLegacyTable(t *testing.T) {
 	p, err := s.List(ctx, 1, 100, 0)
 	if err != nil || p.Total != 2 || p.Coredumps[0].ID != c.ID {
 		t.Fatalf("list: %+v %v", p, err)
+	}
+}
+
+// TestUploadWaitsForFirmwareChange: on PostgreSQL a core dump upload shares its model's
+// row, which firmware uploads, pins and deletions hold exclusively (firmware.LockModel),
+// so retention's check for versions PENDING dumps need cannot miss a dump committed
+// meanwhile. The upload must wait for the firmware transaction and then succeed.
+func TestUploadWaitsForFirmwareChange(t *testing.T) {
+	ctx := context.Background()
+	env := testenv.New(t, "postgres+s3")
+	if _, err := env.DB.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mid, did int64
+	if err := env.DB.QueryRowContext(ctx, `INSERT INTO device_models (code, name, created_at, updated_at) VALUES ('lockm', 'L', now(), now()) RETURNING id`).Scan(&mid); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.DB.QueryRowContext(ctx, `INSERT INTO devices (key, device_model_id, config, active, created_at, updated_at)
+		VALUES ('lock2345', $1, '{}', true, now(), now()) RETURNING id`, mid).Scan(&did); err != nil {
+		t.Fatal(err)
+	}
+	s := NewService(env.DB, env.Store, Options{MaxBytes: 1 << 20, Keep: 5, UploadsPerHour: 100}, nil)
+
+	tx, err := env.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	// What firmware.LockModel does at the start of every firmware change.
+	if _, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE id = $1 FOR UPDATE`, mid); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Upload(ctx, UploadInput{DeviceID: did, DeviceKey: "lock2345", Chip: "esp32", FirmwareVersion: "1.0.0",
+			Body: bytes.NewReader(BuildDump(0x00000102, ""))})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("upload finished (%v) while a firmware change held the model", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("upload after the firmware change: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("upload still blocked after the firmware change committed")
 	}
 }

@@ -81,8 +81,10 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	if dialect == Postgres {
+		// Idle connections are kept up to the open limit: under load a smaller idle pool
+		// closes and reopens PostgreSQL connections (a backend process each) all the time.
 		sqldb.SetMaxOpenConns(20)
-		sqldb.SetMaxIdleConns(10)
+		sqldb.SetMaxIdleConns(20)
 		sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	} else {
 		sqldb.SetMaxOpenConns(8)
