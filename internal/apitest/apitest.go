@@ -6,14 +6,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/iotsupport/iotsupport/internal/app"
+	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/config"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -29,6 +32,9 @@ type Server struct {
 	// Tokens holds a token secret per role.
 	Tokens map[string]string
 }
+
+// starts numbers servers so replicas over one database get distinct token names.
+var starts atomic.Int64
 
 // Start builds the app over env with settings overridden by kv pairs (NAME, value, …).
 func Start(t testing.TB, env *testenv.Env, kv ...string) *Server {
@@ -55,6 +61,9 @@ func Start(t testing.TB, env *testenv.Env, kv ...string) *Server {
 	if cfg.AuthMode != "insecure-dev" {
 		for _, role := range []string{"viewer", "editor", "admin", "pipeline"} {
 			_, secret, err := a.Tokens.Create(context.Background(), "test-"+role, role)
+			if apperr.KindOf(err) == apperr.Exists { // a second replica over the same database
+				_, secret, err = a.Tokens.Create(context.Background(), fmt.Sprintf("test-%s-%d", role, starts.Add(1)), role)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -190,6 +190,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	httpapi.RegisterCollectors(reg)
 	a := &App{Cfg: cfg, Log: log, DB: d, Store: store, Metrics: reg}
 	a.Devices = devices.NewService(d, auth.Hash)
+	a.Devices.CacheCredentials(cfg.DeviceCacheTTL)
 	a.Tokens = auth.NewTokens(d)
 	a.Audit = auth.NewAudit(d)
 	var verifier *auth.OIDC
@@ -228,6 +229,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 			a.Firmware.Cache = fc
 		}
 	}
+	a.Firmware.CacheCurrent(cfg.DeviceCacheTTL)
 	a.Devices.BeforeModelDelete = append(a.Devices.BeforeModelDelete, firmware.BeforeModelDelete)
 	cores := coredumps.NewService(d, store, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
 		UploadsPerHour: cfg.CoredumpUploadsPerHour}, log)
@@ -299,6 +301,8 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 		a.Log.Warn("shutdown deadline passed; closing remaining connections", "error", err)
 		_ = srv.Close()
 	}
+	// Firmware notifications still waiting for other replicas' caches go out now.
+	a.Firmware.FlushNotifications()
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

@@ -64,6 +64,7 @@ type Config struct {
 	OIDCAdminRole           string
 	OIDCPipelineRole        string
 	DeviceFailuresPerMinute int
+	DeviceCacheTTL          time.Duration
 	TrustProxyHeaders       bool
 
 	FirmwareMaxBundleBytes int64
@@ -208,6 +209,15 @@ var Settings = []Setting{
 	{Name: "OIDC_ADMIN_ROLE", Default: "admin", Doc: "IdP role name granting token management and the audit log.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCAdminRole, v) }},
 	{Name: "OIDC_PIPELINE_ROLE", Default: "pipeline", Doc: "IdP role name granting the pipeline API only.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCPipelineRole, v) }},
 	{Name: "DEVICE_AUTH_FAILURES_PER_MINUTE", Default: "10", Doc: "Failed device logins allowed per source address and per device key each minute before 429.", apply: intSetting(1, 100000, func(c *Config) *int { return &c.DeviceFailuresPerMinute })},
+	{Name: "DEVICE_CACHE_TTL", Default: "5s", Doc: "How long a replica answers device authentication and firmware checks from memory before asking the database again. Changes made through the same replica apply at once; through other replicas (secret rotation, deactivation, a new current firmware) within this time, and firmware notifications wait for it. 0 disables.",
+		apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || d > 10*time.Minute {
+				return fmt.Errorf("must be a duration from 0 (off) to 10m, like 5s")
+			}
+			c.DeviceCacheTTL = d
+			return nil
+		}},
 	{Name: "FIRMWARE_MAX_BUNDLE_BYTES", Default: "67108864", Doc: "Largest firmware bundle upload (64 MiB); more is refused with 413 while reading.", apply: int64Setting(1024, 1<<40, func(c *Config) *int64 { return &c.FirmwareMaxBundleBytes })},
 	{Name: "FIRMWARE_MAX_MEMBER_BYTES", Default: "67108864", Doc: "Largest uncompressed size of one bundle member (ZIP bomb guard).", apply: int64Setting(1024, 1<<40, func(c *Config) *int64 { return &c.FirmwareMaxMemberBytes })},
 	{Name: "FIRMWARE_MAX_TOTAL_BYTES", Default: "268435456", Doc: "Largest uncompressed size of a whole bundle (ZIP bomb guard).", apply: int64Setting(1024, 1<<40, func(c *Config) *int64 { return &c.FirmwareMaxTotalBytes })},

@@ -260,6 +260,7 @@ func (s *Service) RotateSecret(ctx context.Context, id int64) (*Device, string, 
 		}
 		return nil
 	})
+	s.forget()
 	if err != nil {
 		return nil, "", db.Err("rotate device secret", err)
 	}
@@ -269,9 +270,15 @@ func (s *Service) RotateSecret(ctx context.Context, id int64) (*Device, string, 
 
 // Credentials returns a device and its stored secret hash ("" when it has none) by key.
 //
-// It runs on every device request, so it is one indexed lookup: the returned
-// Device has only ID, Key, DeviceModelID and Active set.
+// It runs on every device request, so it is one indexed lookup, or none while the
+// answer is cached (CacheCredentials): the returned Device has only ID, Key,
+// DeviceModelID and Active set. Unknown keys are never cached.
 func (s *Service) Credentials(ctx context.Context, key string) (*Device, string, error) {
+	if c, ok := s.creds.Get(key); ok {
+		d := c.dev
+		return &d, c.hash, nil
+	}
+	gen := s.creds.Generation()
 	var d Device
 	var h sql.NullString
 	err := s.db.QueryRowContext(ctx, `SELECT id, key, device_model_id, active, secret_hash FROM devices WHERE key = $1`, key).
@@ -282,6 +289,7 @@ func (s *Service) Credentials(ctx context.Context, key string) (*Device, string,
 	if err != nil {
 		return nil, "", db.Err("device credentials", err)
 	}
+	s.creds.Put(gen, key, cred{dev: d, hash: h.String})
 	return &d, h.String, nil
 }
 
@@ -313,6 +321,7 @@ func (s *Service) UpdateDevice(ctx context.Context, id int64, config string, act
 			active = $5, updated_at = $6 WHERE id = $7`, config, f.name, f.entity, f.ota, active, db.Now(), id)
 		return err
 	})
+	s.forget()
 	if err != nil {
 		return nil, db.Err("update device", err)
 	}
@@ -340,5 +349,6 @@ func (s *Service) DeleteDevice(ctx context.Context, id int64) error {
 		_, err = tx.ExecContext(ctx, `DELETE FROM devices WHERE id = $1`, id)
 		return err
 	})
+	s.forget()
 	return db.Err("delete device", err)
 }

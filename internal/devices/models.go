@@ -14,6 +14,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/ttlcache"
 )
 
 // CodePattern is the rule for model codes; codes become object-key segments.
@@ -48,7 +49,23 @@ type Service struct {
 	AfterConfigChange []func(ctx context.Context, d *Device)
 	// Hasher stores device secrets; required.
 	Hasher SecretHasher
+	// creds answers device authentication from memory for a few seconds (CacheCredentials).
+	creds *ttlcache.Cache[string, cred]
 }
+
+type cred struct {
+	dev  Device
+	hash string
+}
+
+// CacheCredentials lets Credentials answer from memory for ttl (0: never). Every write
+// through this Service clears the cache, so only other replicas' changes wait for ttl.
+func (s *Service) CacheCredentials(ttl time.Duration) {
+	s.creds = ttlcache.New[string, cred](ttl, 100_000)
+}
+
+// forget drops cached credentials after a committed change.
+func (s *Service) forget() { s.creds.Clear() }
 
 // NewService returns a Service over d.
 func NewService(d *db.DB, hasher SecretHasher) *Service { return &Service{db: d, Hasher: hasher} }
@@ -216,6 +233,7 @@ func (s *Service) DeleteModel(ctx context.Context, id int64) error {
 		_, err = tx.ExecContext(ctx, `DELETE FROM device_models WHERE id = $1`, id)
 		return err
 	})
+	s.forget()
 	return db.Err("delete device model", err)
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/espimage"
 	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/outbox"
+	"github.com/iotsupport/iotsupport/internal/ttlcache"
 )
 
 // Artifacts are the generic object names of a stored version.
@@ -94,6 +95,9 @@ type Service struct {
 	Protected func(ctx context.Context, tx *sql.Tx, modelID int64) (map[string]bool, error)
 	// AfterUpload runs after a new version committed (e.g. re-queue waiting decodes).
 	AfterUpload []func(ctx context.Context, modelID int64, v *Version)
+	// current answers CurrentOfDevice from memory (CacheCurrent); notify waits for its TTL.
+	current *ttlcache.Cache[int64, currentOf]
+	later   delayed
 	// Cache, when set, serves artifacts with a recorded size and SHA-256 from local
 	// disk (see cache.go); nil reads every download from the store.
 	Cache *blobcache.Cache
@@ -239,6 +243,7 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 		}
 		return nil
 	})
+	s.current.Clear()
 	if err != nil {
 		// Only objects of a version that did not exist before are ours to remove.
 		if res.Created {
@@ -351,6 +356,11 @@ func (s *Service) retain(ctx context.Context, tx *sql.Tx, m *devices.Model, curr
 
 // afterCurrentChanged notifies every device of the model, after commit.
 func (s *Service) afterCurrentChanged(ctx context.Context, m *devices.Model, version string) {
+	ctx = context.WithoutCancel(ctx)
+	s.later.run(func() { s.notifyDevices(ctx, m, version) })
+}
+
+func (s *Service) notifyDevices(ctx context.Context, m *devices.Model, version string) {
 	ds, err := s.devices.ListDevices(ctx, &m.ID)
 	if err != nil {
 		s.log.Warn("list devices for notification", "model", m.Code, "error", err)
@@ -432,6 +442,7 @@ func (s *Service) SetCurrent(ctx context.Context, m *devices.Model, version stri
 		_, err = tx.ExecContext(ctx, `UPDATE device_models SET firmware_version = $1, updated_at = $2 WHERE id = $3`, version, db.Now(), m.ID)
 		return err
 	})
+	s.current.Clear()
 	if err != nil {
 		return storeErr("set current firmware", err)
 	}
@@ -474,6 +485,7 @@ func (s *Service) DeleteVersion(ctx context.Context, m *devices.Model, version s
 		}
 		return outbox.EnqueuePrefix(ctx, tx, Prefix(m.Code, version))
 	})
+	s.current.Clear()
 	return storeErr("delete firmware version", err)
 }
 
@@ -484,6 +496,23 @@ func BeforeModelDelete(ctx context.Context, tx *sql.Tx, m *devices.Model) error 
 	}
 	return outbox.EnqueuePrefix(ctx, tx, "firmware/"+m.Code+"/")
 }
+
+type currentOf struct {
+	m   *devices.Model
+	a   *Artifact
+	err error
+}
+
+// CacheCurrent lets CurrentOfDevice answer from memory for ttl (0: never). Changes
+// through this Service clear it at once; other replicas may answer the old version for
+// up to ttl, so firmware notifications to devices are sent ttl after the change.
+func (s *Service) CacheCurrent(ttl time.Duration) {
+	s.current = ttlcache.New[int64, currentOf](ttl, 100_000)
+	s.later.delay = ttl
+}
+
+// FlushNotifications sends the delayed firmware notifications now (at shutdown).
+func (s *Service) FlushNotifications() { s.later.flush() }
 
 // Artifact is an open stored artifact.
 type Artifact struct {
@@ -505,6 +534,19 @@ func (s *Service) Current(ctx context.Context, m *devices.Model) (*Artifact, err
 // The model is nil when the device does not exist; the artifact is nil, with a
 // NotFound error, when the model has no current version.
 func (s *Service) CurrentOfDevice(ctx context.Context, deviceID int64) (*devices.Model, *Artifact, error) {
+	if c, ok := s.current.Get(deviceID); ok {
+		return c.m, c.a, c.err
+	}
+	gen := s.current.Generation()
+	m, a, err := s.currentOfDevice(ctx, deviceID)
+	if m != nil && (err == nil || apperr.KindOf(err) == apperr.NotFound) {
+		// Shared by every caller until it expires: callers only read it.
+		s.current.Put(gen, deviceID, currentOf{m: m, a: a, err: err})
+	}
+	return m, a, err
+}
+
+func (s *Service) currentOfDevice(ctx context.Context, deviceID int64) (*devices.Model, *Artifact, error) {
 	var (
 		m       devices.Model
 		fw, sha sql.NullString

@@ -374,14 +374,20 @@ func TestFirmwareDownloads(t *testing.T) {
 func TestFirmwareMQTTNotifications(t *testing.T) {
 	env := testenv.New(t, "sqlite+local")
 	topicMsgs := subscribe(t, "iotsupport/updates/#")
-	s := apitest.Start(t, env, "MQTT_URL", "mqtt://127.0.0.1:1883", "MQTT_CLIENT_ID", "iotsupport-test-"+fmt.Sprint(time.Now().UnixNano()))
+	// Firmware notifications wait DEVICE_CACHE_TTL, so a notified device asking any
+	// replica gets the new version; config ones go out at once.
+	const ttl = time.Second
+	s := apitest.Start(t, env, "MQTT_URL", "mqtt://127.0.0.1:1883", "MQTT_CLIENT_ID", "iotsupport-test-"+fmt.Sprint(time.Now().UnixNano()),
+		"DEVICE_CACHE_TTL", ttl.String())
 	mid := newModel(t, s, "lamp")
 	k1, _ := newDevice(t, s, mid)
 	k2, _ := newDevice(t, s, mid)
 	other := newModel(t, s, "other")
 	newDevice(t, s, other)
 	waitConnected(t, s)
-	s.Expect(200, "POST", fmt.Sprintf("/api/device-models/%d/firmware", mid), bundletest.BuildCase(t, "lamp", "esp32", bundletest.Options{Version: "6.0.0"}))
+	bundle := bundletest.BuildCase(t, "lamp", "esp32", bundletest.Options{Version: "6.0.0"})
+	uploaded := time.Now()
+	s.Expect(200, "POST", fmt.Sprintf("/api/device-models/%d/firmware", mid), bundle)
 	d1 := s.Expect(200, "GET", "/api/devices?model_id="+fmt.Sprint(mid), nil).Map(t)["devices"].([]any)[0].(map[string]any)
 	s.Expect(200, "PUT", fmt.Sprintf("/api/devices/%d", int(d1["id"].(float64))), map[string]any{"config": `{"x":1}`, "active": true})
 	want := map[string]bool{
@@ -397,6 +403,9 @@ func TestFirmwareMQTTNotifications(t *testing.T) {
 			got[m] = true
 			if !want[m] {
 				t.Fatalf("unexpected message %s", m)
+			}
+			if strings.HasPrefix(m, "iotsupport/updates/firmware ") && time.Since(uploaded) < ttl {
+				t.Errorf("firmware notification %v after the upload began, before DEVICE_CACHE_TTL %v", time.Since(uploaded), ttl)
 			}
 		case <-deadline:
 			t.Fatalf("got %v, want %v", got, want)
