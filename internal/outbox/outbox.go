@@ -6,10 +6,10 @@ package outbox
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -159,71 +159,119 @@ func (w *Worker) Run(ctx context.Context) {
 // Drain processes every due entry once and reports how many succeeded and failed.
 func (w *Worker) Drain(ctx context.Context) (done, failed int, err error) {
 	for ctx.Err() == nil {
-		ok, more, err := w.one(ctx)
+		ok, bad, err := w.batch(ctx)
+		done += ok
+		failed += bad
 		if err != nil {
 			return done, failed, err
 		}
-		if !more {
+		if ok+bad == 0 {
 			return done, failed, nil
-		}
-		if ok {
-			done++
-		} else {
-			failed++
 		}
 	}
 	return done, failed, ctx.Err()
 }
 
-// one handles the oldest due entry in its own transaction, holding its row while the
-// objects are deleted so Settle in a concurrent upload waits for it.
-func (w *Worker) one(ctx context.Context) (ok, more bool, err error) {
+// batchSize bounds the entries one transaction claims: on PostgreSQL their rows stay
+// locked while the objects are deleted; on SQLite the write lock is held meanwhile, so
+// fewer there.
+func (w *Worker) batchSize() int {
+	if w.db.Dialect == db.Postgres {
+		return 64
+	}
+	return 8
+}
+
+type entry struct {
+	id       int64
+	key      string
+	prefix   bool
+	attempts int
+	err      error
+}
+
+// batch handles the oldest due entries in one transaction, holding their rows while the
+// objects are deleted (a few at a time) so Settle in a concurrent upload waits for them.
+// One commit per batch rather than per entry: under retention churn (every core dump
+// upload past MAX_COREDUMPS queues one deletion) per-entry commits were a large share of
+// the database's work.
+func (w *Worker) batch(ctx context.Context) (done, failed int, err error) {
 	lock := ""
 	if w.db.Dialect == db.Postgres {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
 	err = w.db.Tx(ctx, func(tx *sql.Tx) error {
-		var id int64
-		var key string
-		var prefix bool
-		var attempts int
-		err := tx.QueryRowContext(ctx, `SELECT id, key, is_prefix, attempts FROM blob_deletions WHERE next_attempt_at <= $1
-			ORDER BY next_attempt_at, id LIMIT 1`+lock, db.Now()).Scan(&id, &key, &prefix, &attempts)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
+		done, failed = 0, 0
+		rows, err := tx.QueryContext(ctx, `SELECT id, key, is_prefix, attempts FROM blob_deletions WHERE next_attempt_at <= $1
+			ORDER BY next_attempt_at, id LIMIT $2`+lock, db.Now(), w.batchSize())
 		if err != nil {
 			return err
 		}
-		more = true
-		dctx, cancel := context.WithTimeout(ctx, time.Minute)
-		derr := deleteObjects(dctx, w.store, key, prefix)
-		cancel()
-		if derr == nil {
-			ok = true
-			w.deleted.Inc()
-			_, err = tx.ExecContext(ctx, `DELETE FROM blob_deletions WHERE id = $1`, id)
+		var es []*entry
+		for rows.Next() {
+			e := &entry{}
+			if err := rows.Scan(&e.id, &e.key, &e.prefix, &e.attempts); err != nil {
+				rows.Close()
+				return err
+			}
+			es = append(es, e)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(es) == 0 {
 			return err
 		}
-		w.failures.Inc()
-		delay := time.Second << min(attempts, 16)
-		if delay > w.MaxDelay {
-			delay = w.MaxDelay
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
+		for _, e := range es {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				dctx, cancel := context.WithTimeout(ctx, time.Minute)
+				defer cancel()
+				e.err = deleteObjects(dctx, w.store, e.key, e.prefix)
+			}()
 		}
-		msg := derr.Error()
-		if len(msg) > 1000 {
-			msg = msg[:1000]
+		wg.Wait()
+		var ok []any
+		for _, e := range es {
+			if e.err == nil {
+				ok = append(ok, e.id)
+				continue
+			}
+			delay := time.Second << min(e.attempts, 16)
+			if delay > w.MaxDelay {
+				delay = w.MaxDelay
+			}
+			msg := e.err.Error()
+			if len(msg) > 1000 {
+				msg = msg[:1000]
+			}
+			w.log.Warn("queued object deletion failed; will retry", "key", e.key, "attempt", e.attempts+1, "retry_in", delay.String(), "error", msg)
+			if _, err := tx.ExecContext(ctx, `UPDATE blob_deletions SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3`,
+				db.Now().Add(delay), msg, e.id); err != nil {
+				return err
+			}
 		}
-		w.log.Warn("queued object deletion failed; will retry", "key", key, "attempt", attempts+1, "retry_in", delay.String(), "error", msg)
-		_, err = tx.ExecContext(ctx, `UPDATE blob_deletions SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3`,
-			db.Now().Add(delay), msg, id)
-		return err
+		if len(ok) > 0 {
+			marks := make([]string, len(ok))
+			for i := range ok {
+				marks[i] = fmt.Sprintf("$%d", i+1)
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM blob_deletions WHERE id IN (`+strings.Join(marks, ", ")+`)`, ok...); err != nil {
+				return err
+			}
+		}
+		done, failed = len(ok), len(es)-len(ok)
+		return nil
 	})
 	if err != nil {
-		return false, false, db.Classify(err)
+		return 0, 0, db.Classify(err)
 	}
-	// A failed entry is rescheduled into the future, so the loop moves on to the next one.
-	return ok, more, nil
+	w.deleted.Add(float64(done))
+	w.failures.Add(float64(failed))
+	// Failed entries are rescheduled into the future, so the loop moves on to others.
+	return done, failed, nil
 }
 
 // Cleanup removes objects written by a transaction that rolled back. It runs in a
