@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -34,7 +33,8 @@ var tokenLine = regexp.MustCompile(`^\s+(\S{20,})\s*$`)
 
 // startChild runs `exe serve` with env (KEY=VALUE) added to the environment,
 // on a free loopback port, and waits until it answers /health/healthz. It
-// returns the initial admin token printed on first start.
+// returns the initial admin token printed on first start, or on a database used
+// before, one made with `token create`.
 func startChild(ctx context.Context, exe string, env []string, dir string) (*child, error) {
 	port, err := freePort()
 	if err != nil {
@@ -102,8 +102,16 @@ func startChild(ctx context.Context, exe string, env []string, dir string) (*chi
 	select {
 	case c.token = <-tokc:
 	case <-time.After(5 * time.Second):
-		c.stop()
-		return nil, errors.New("server did not print an initial admin token (is the database fresh?)")
+		// Not a fresh database: make our own admin token with the same settings.
+		tok := exec.CommandContext(ctx, exe, "token", "create", "--name", fmt.Sprintf("bench-%d", time.Now().UnixNano()), "--role", "admin")
+		tok.Dir, tok.Env = dir, cmd.Env
+		out, err := tok.Output()
+		fields := strings.Fields(string(out))
+		if err != nil || len(fields) == 0 {
+			c.stop()
+			return nil, fmt.Errorf("no initial admin token printed and `token create` failed: %v %s", err, out)
+		}
+		c.token = fields[len(fields)-1]
 	}
 	return c, nil
 }
