@@ -62,9 +62,20 @@ type Input struct {
 	CoredumpID int64
 	Chip       string
 	Dump       []byte
-	ELF        []byte
-	ELFSHA256  string
+	// ELF is nil when the decoder said it holds ELFSHA256 already (ELFCache); a
+	// decoder that no longer does returns ErrNeedELF and is called again with it.
+	ELF       []byte
+	ELFSHA256 string
 }
+
+// ELFCache is implemented by decoders that keep what they need of an ELF by its SHA-256,
+// so the (megabytes of) ELF need not be read from storage for every dump.
+type ELFCache interface {
+	HasELF(sha256 string) bool
+}
+
+// ErrNeedELF is returned by a decoder given no ELF for one it no longer holds.
+var ErrNeedELF = errors.New("decoder needs the ELF bytes")
 
 // Config tunes the service.
 type Config struct {
@@ -296,16 +307,32 @@ func (s *Service) decode(ctx context.Context, r *dumpRow) (string, *espcore.Repo
 	case err != nil:
 		return "", nil, transient(err)
 	}
-	elfBytes, err := s.read(ctx, "firmware/"+r.modelCode+"/"+fw.version+"/firmware.elf", 0)
-	switch {
-	case errors.Is(err, blob.ErrNotFound):
-		return "", nil, fail(KindNoFirmware, "firmware %s of model %s has no stored ELF", fw.version, r.modelCode)
-	case err != nil:
-		return "", nil, transient(err)
+	readELF := func() ([]byte, error) {
+		b, err := s.read(ctx, "firmware/"+r.modelCode+"/"+fw.version+"/firmware.elf", 0)
+		switch {
+		case errors.Is(err, blob.ErrNotFound):
+			return nil, fail(KindNoFirmware, "firmware %s of model %s has no stored ELF", fw.version, r.modelCode)
+		case err != nil:
+			return nil, transient(err)
+		}
+		return b, nil
+	}
+	var elfBytes []byte
+	if c, ok := s.decoder.(ELFCache); !ok || fw.sha == "" || !c.HasELF(fw.sha) {
+		if elfBytes, err = readELF(); err != nil {
+			return "", nil, err
+		}
 	}
 	start := time.Now()
+	in := Input{CoredumpID: r.id, Chip: r.chip, Dump: dump, ELF: elfBytes, ELFSHA256: fw.sha}
+	text, rep, err := s.decoder.Decode(ctx, in)
+	if errors.Is(err, ErrNeedELF) && in.ELF == nil { // evicted since HasELF
+		if in.ELF, err = readELF(); err != nil {
+			return "", nil, err
+		}
+		text, rep, err = s.decoder.Decode(ctx, in)
+	}
 	s.Invocations.Add(1)
-	text, rep, err := s.decoder.Decode(ctx, Input{CoredumpID: r.id, Chip: r.chip, Dump: dump, ELF: elfBytes, ELFSHA256: fw.sha})
 	s.duration.WithLabelValues(fmt.Sprintf("%T", s.decoder)).Observe(time.Since(start).Seconds())
 	if err != nil {
 		if errors.Is(err, ErrTransient) || errors.Is(err, context.DeadlineExceeded) {
@@ -371,6 +398,9 @@ func NewNative(cacheBytes int64) *Native {
 	return &Native{cache: newIndexCache(cacheBytes)}
 }
 
+// HasELF implements ELFCache.
+func (n *Native) HasELF(sha256 string) bool { return n.cache.get(sha256) != nil }
+
 // Decode implements Decoder.
 func (n *Native) Decode(ctx context.Context, in Input) (string, *espcore.Report, error) {
 	key := in.ELFSHA256
@@ -378,6 +408,9 @@ func (n *Native) Decode(ctx context.Context, in Input) (string, *espcore.Report,
 		key = hexSHA(in.ELF)
 	}
 	ix := n.cache.get(key)
+	if ix == nil && in.ELF == nil {
+		return "", nil, ErrNeedELF
+	}
 	if ix == nil {
 		var err error
 		ix, err = elfsym.New(bytes.NewReader(in.ELF))
