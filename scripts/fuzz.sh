@@ -23,8 +23,15 @@ for t in $targets; do
   log=$(mktemp)
   echo "fuzz $pkg $name for $FUZZTIME" >&2
   # A bounded minimisation: shrinking the large real-dump seeds would otherwise eat the whole run.
+  corpus="$pkg/testdata/fuzz/$name"
+  before=$(ls "$corpus" 2>/dev/null | sort || true)
   if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 100x "$pkg" >"$log" 2>&1; then
     result=ok
+  elif [ "$(ls "$corpus" 2>/dev/null | sort || true)" = "$before" ] && ! grep -q 'Failing input written' "$log" \
+      && [ "$(grep -c -- '--- FAIL' "$log")" = 1 ] && grep -A1 -- '--- FAIL' "$log" | grep -q 'context deadline exceeded'; then
+    # Go 1.26's fuzz coordinator can report its own -fuzztime deadline as a failure
+    # (golang/go#75804, fixed in Go 1.27): no input failed and none was written.
+    result="ok (go#75804 deadline race at the end, no crasher)"
   else
     result=FAIL
     status=1
