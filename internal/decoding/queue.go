@@ -3,6 +3,7 @@ package decoding
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -142,6 +143,13 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[jobs.DecodeArgs]) erro
 	err := w.svc.Decode(ctx, job.Args.CoredumpID)
 	if err == nil {
 		return nil
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// Shutdown cut the decode off (the job's own DECODE_TIMEOUT is DeadlineExceeded):
+		// not this dump's fault, so it goes back to the queue without using an attempt,
+		// even on its last one, and runs as soon as a worker is up again.
+		w.svc.log.Info("decode interrupted by shutdown; back to the queue", "coredump_id", job.Args.CoredumpID)
+		return river.JobSnooze(0)
 	}
 	if job.Attempt >= job.MaxAttempts {
 		kind := KindDecoderFailed

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -301,4 +302,42 @@ func TestStalePendingDumpsAreRequeued(t *testing.T) {
 	startWorkers(t, s)
 	s.Expect(200, "POST", fmt.Sprintf("/api/device-models/%d/firmware", mid), bundletest.BuildCase(t, "lamp", "esp32c3", bundletest.Options{Version: "1.0.0"}))
 	waitStatus(t, s, deviceIDByKey(t, s, key), id, "PARSED")
+}
+
+// TestShutdownOnLastAttemptKeepsDumpQueued: a decode cancelled by shutdown (not by its own
+// DECODE_TIMEOUT) is snoozed back into the queue without using an attempt, even on its last
+// attempt, where any failure would otherwise end the dump in ERROR.
+func TestShutdownOnLastAttemptKeepsDumpQueued(t *testing.T) {
+	env := testenv.New(t, "sqlite+local")
+	s := apitest.Start(t, env)
+	mid := newModel(t, s, "lamp")
+	key, secret := newDevice(t, s, mid)
+	did := deviceIDByKey(t, s, key)
+	s.Expect(200, "POST", fmt.Sprintf("/api/device-models/%d/firmware", mid), bundletest.BuildCase(t, "lamp", "esp32c3", bundletest.Options{Version: "1.0.0"}))
+	dump, _, _ := caseDump(t, "esp32c3")
+	id := uploadDump(t, s, key, secret, dump, "esp32c3", "1.0.0")
+	w := decoding.NewWorker(s.App.Decoding)
+	last := &river.Job[jobs.DecodeArgs]{JobRow: &rivertype.JobRow{Attempt: 8, MaxAttempts: 8}, Args: jobs.DecodeArgs{CoredumpID: int64(id)}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // what River's StopAndCancel does to running jobs
+	err := w.Work(ctx, last)
+	var snooze *river.JobSnoozeError
+	if !errors.As(err, &snooze) || snooze.Duration != 0 {
+		t.Fatalf("cancelled last attempt returned %v, want JobSnooze(0)", err)
+	}
+	if d := s.Expect(200, "GET", fmt.Sprintf("/api/devices/%d/coredumps/%d", did, id), nil).Map(t); d["parse_status"] != "PENDING" {
+		t.Fatalf("after a shutdown on the last attempt: %v %v, want PENDING", d["parse_status"], d["parse_error"])
+	}
+
+	// Its own timeout on the last attempt still ends in ERROR/timeout.
+	tctx, tcancel := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer tcancel()
+	<-tctx.Done()
+	if err := w.Work(tctx, last); err != nil {
+		t.Fatalf("timed-out last attempt: %v", err)
+	}
+	if d := s.Expect(200, "GET", fmt.Sprintf("/api/devices/%d/coredumps/%d", did, id), nil).Map(t); d["parse_status"] != "ERROR" || d["parse_error"] != "timeout" {
+		t.Fatalf("after its own timeout on the last attempt: %v %v, want ERROR timeout", d["parse_status"], d["parse_error"])
+	}
 }
