@@ -168,6 +168,12 @@ func (w *Worker) Drain(ctx context.Context) (done, failed int, err error) {
 		if ok+bad == 0 {
 			return done, failed, nil
 		}
+		if ok == 0 {
+			// A whole batch failed: the store is most likely down. The failed entries wait
+			// out their backoff; the rest waits for the next round instead of each taking
+			// its own timeout now.
+			return done, failed, nil
+		}
 	}
 	return done, failed, ctx.Err()
 }
@@ -180,6 +186,15 @@ func (w *Worker) batchSize() int {
 		return 64
 	}
 	return 8
+}
+
+// deleteTimeout bounds one deletion. SQLite holds its write lock meanwhile, so a hanging
+// store must not stall every writer for long there.
+func (w *Worker) deleteTimeout() time.Duration {
+	if w.db.Dialect == db.Postgres {
+		return time.Minute
+	}
+	return 5 * time.Second
 }
 
 type entry struct {
@@ -227,7 +242,7 @@ func (w *Worker) batch(ctx context.Context) (done, failed int, err error) {
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				dctx, cancel := context.WithTimeout(ctx, time.Minute)
+				dctx, cancel := context.WithTimeout(ctx, w.deleteTimeout())
 				defer cancel()
 				e.err = deleteObjects(dctx, w.store, e.key, e.prefix)
 			}()

@@ -5,8 +5,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 
 	"github.com/iotsupport/iotsupport/internal/blob"
@@ -115,6 +117,58 @@ func TestSettleRunsOverlappingDeletionsBeforeNewWrites(t *testing.T) {
 		want := []string{"firmware/lamp/1.0/firmware.bin", "firmware/lamp_x/1.0/firmware.bin"}
 		if len(keys) != 2 || keys[0] != want[0] || keys[1] != want[1] {
 			t.Fatalf("objects %v, want %v (new upload kept, old version deleted, similar prefix untouched)", keys, want)
+		}
+	})
+}
+
+// countingFlaky counts Delete calls and fails them while down.
+type countingFlaky struct {
+	flaky
+	calls atomic.Int32
+}
+
+func (c *countingFlaky) Delete(ctx context.Context, key string) error {
+	c.calls.Add(1) // the worker deletes several at a time
+	return c.flaky.Delete(ctx, key)
+}
+
+// TestDrainBatchesAndStopsWhenStoreIsDown: more entries than one batch drain in one round
+// while the store is up; while it is down, a round ends after one wholly failed batch
+// instead of trying (and timing out on) every entry.
+func TestDrainBatchesAndStopsWhenStoreIsDown(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		ctx := context.Background()
+		st := &countingFlaky{flaky: flaky{Store: env.Store}}
+		const n = 150 // more than a batch on either dialect (64, 8)
+		if err := env.DB.Tx(ctx, func(tx *sql.Tx) error {
+			for i := 0; i < n; i++ {
+				key := fmt.Sprintf("coredumps/bbbbbbbb/%d.dmp", i)
+				putObj(t, env.Store, key)
+				if err := outbox.Enqueue(ctx, tx, key); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		w := outbox.NewWorker(env.DB, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		st.down = true
+		done, failed, err := w.Drain(ctx)
+		if err != nil || done != 0 || failed == 0 || failed >= n {
+			t.Fatalf("drain while down: done=%d failed=%d err=%v (want one failed batch)", done, failed, err)
+		}
+		if int(st.calls.Load()) != failed {
+			t.Fatalf("%d deletes attempted for %d failures", st.calls.Load(), failed)
+		}
+		testenv.MustExec(t, env.DB, `UPDATE blob_deletions SET next_attempt_at = created_at`)
+		st.down = false
+		done, failed, err = w.Drain(ctx)
+		if err != nil || done != n || failed != 0 {
+			t.Fatalf("drain: done=%d failed=%d err=%v, want %d done", done, failed, err, n)
+		}
+		if items, _, _ := env.Store.List(ctx, "coredumps/", "", 1000); len(items) != 0 {
+			t.Fatalf("%d objects left", len(items))
 		}
 	})
 }
