@@ -56,11 +56,6 @@ func Settle(ctx context.Context, tx *sql.Tx, store blob.Store, prefix string) er
 	if err != nil {
 		return fmt.Errorf("settle deletions under %s: %w", prefix, err)
 	}
-	type entry struct {
-		id     int64
-		key    string
-		prefix bool
-	}
 	var es []entry
 	for rows.Next() {
 		var e entry
