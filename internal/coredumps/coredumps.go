@@ -85,6 +85,8 @@ type Service struct {
 	now func() time.Time
 	// OnCreated runs inside the upload transaction after the row and object exist.
 	OnCreated []func(ctx context.Context, tx *sql.Tx, id int64) error
+	// refused remembers devices this replica turned away for the rate limit.
+	refused refusals
 }
 
 // NewService returns a Service.
@@ -101,7 +103,7 @@ func NewService(d *db.DB, store blob.Store, opts Options, log *slog.Logger) *Ser
 	if opts.UploadsPerHour <= 0 {
 		opts.UploadsPerHour = 30
 	}
-	return &Service{db: d, store: store, opts: opts, log: log, now: db.Now}
+	return &Service{db: d, store: store, opts: opts, log: log, now: db.Now, refused: refusals{until: map[int64]refusal{}}}
 }
 
 // SetClock replaces the clock (tests).
@@ -150,88 +152,6 @@ func CheckUploadParams(chip, version string) (string, error) {
 	return chip, nil
 }
 
-// Upload stores a device's core dump: the row (PENDING) and its object in one transaction,
-// with per-device retention and the hourly rate limit. It returns the new row.
-func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error) {
-	chip, err := CheckUploadParams(in.Chip, in.FirmwareVersion)
-	if err != nil {
-		return nil, err
-	}
-	if !deviceKeyPattern.MatchString(in.DeviceKey) {
-		return nil, apperr.Validationf("Invalid device key format")
-	}
-	// A crash-looping device is turned away before its body is read.
-	if err := s.checkRate(ctx, s.db, in.DeviceID); err != nil {
-		return nil, db.Err("upload coredump", err)
-	}
-	body, err := readLimited(in.Body, s.opts.MaxBytes)
-	if err != nil {
-		return nil, err
-	}
-	h := Inspect(body)
-	sum := sha256.Sum256(body)
-	sha := hex.EncodeToString(sum[:])
-	now := s.now()
-	var written string
-	var writtenID int64
-	var c *Coredump
-	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		if err := s.lockDevice(ctx, tx, in.DeviceID); err != nil {
-			return err
-		}
-		if err := s.checkRate(ctx, tx, in.DeviceID); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, in.DeviceID, now); err != nil {
-			return fmt.Errorf("record upload: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $2`, in.DeviceID, now.Add(-time.Hour)); err != nil {
-			return fmt.Errorf("prune upload log: %w", err)
-		}
-		var id int64
-		container, problem := h.Container, nullIfEmpty(h.Problem)
-		if err := tx.QueryRowContext(ctx, `INSERT INTO coredumps (device_id, chip, firmware_version, size, parse_status, uploaded_at,
-			created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error)
-			VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
-			in.DeviceID, chip, in.FirmwareVersion, len(body), StatusPending, now,
-			container, versionValue(h), h.ChecksumOK, nullIfEmpty(h.AppELFSHAPrefix), h.Recognized, sha, problem).Scan(&id); err != nil {
-			return fmt.Errorf("insert coredump: %w", err)
-		}
-		key := Key(in.DeviceKey, id)
-		if err := outbox.Settle(ctx, tx, s.store, key); err != nil {
-			return storeErr(err)
-		}
-		written, writtenID = key, id // before the Put: a failed Put may still have stored it
-		if err := s.store.Put(ctx, key, bytes.NewReader(body), int64(len(body)), "application/octet-stream"); err != nil {
-			return storeErr(err)
-		}
-		// Decode jobs go in this transaction: a committed dump always has its job.
-		for _, h := range s.OnCreated {
-			if err := h(ctx, tx, id); err != nil {
-				return err
-			}
-		}
-		if err := s.prune(ctx, tx, in.DeviceID, in.DeviceKey, id); err != nil {
-			return err
-		}
-		c, err = getCoredump(ctx, tx, in.DeviceID, id)
-		return err
-	})
-	if err != nil {
-		if written != "" {
-			// Rule 1: the row is gone, so the object must go too (now, or through the outbox).
-			outbox.Cleanup(ctx, s.db, s.store, s.log, func(ctx context.Context, tx *sql.Tx) (bool, error) {
-				// SQLite may hand the rolled-back id to a later upload: then the key is its.
-				var n int
-				err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM coredumps WHERE id = $1`, writtenID).Scan(&n)
-				return n > 0, err
-			}, written)
-		}
-		return nil, db.Err("upload coredump", err)
-	}
-	return c, nil
-}
-
 // readLimited reads at most max bytes; more is TooLarge, none is a validation error.
 func readLimited(r io.Reader, max int64) ([]byte, error) {
 	if r == nil {
@@ -268,95 +188,6 @@ func nullIfEmpty(s string) any {
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-// lockDevice holds the device row for the rest of the transaction, so concurrent uploads
-// of one device (on any replica) count and prune one after another, and shares its
-// model's row, which firmware changes lock exclusively: firmware retention then either
-// sees this PENDING dump and keeps the version it needs, or commits before the dump
-// exists. SQLite transactions already take the write lock when they begin.
-func (s *Service) lockDevice(ctx context.Context, tx *sql.Tx, deviceID int64) error {
-	q := `SELECT d.id FROM devices d WHERE d.id = $1`
-	if s.db.Dialect == db.Postgres {
-		q = `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1
-			FOR UPDATE OF d FOR SHARE OF m`
-	}
-	var id int64
-	err := tx.QueryRowContext(ctx, q, deviceID).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return apperr.NotFoundf("Device %d was not found", deviceID)
-	}
-	return err
-}
-
-// checkRate refuses an upload when the device already made UploadsPerHour in the last hour.
-// The window counts the upload log, not coredumps rows, which retention deletes.
-// The common case is one COUNT over the (device_id, uploaded_at) index; the
-// timestamps are read only when the device is at its limit.
-func (s *Service) checkRate(ctx context.Context, q querier, deviceID int64) error {
-	now := s.now()
-	var n int
-	if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2`,
-		deviceID, now.Add(-time.Hour)).Scan(&n); err != nil {
-		return fmt.Errorf("count recent uploads: %w", err)
-	}
-	if n < s.opts.UploadsPerHour {
-		return nil
-	}
-	rows, err := q.QueryContext(ctx, `SELECT uploaded_at FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2
-		ORDER BY uploaded_at LIMIT $3`, deviceID, now.Add(-time.Hour), s.opts.UploadsPerHour)
-	if err != nil {
-		return fmt.Errorf("count recent uploads: %w", err)
-	}
-	defer rows.Close()
-	var times []time.Time
-	for rows.Next() {
-		var t time.Time
-		if err := rows.Scan(&t); err != nil {
-			return err
-		}
-		times = append(times, t.UTC())
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if len(times) < s.opts.UploadsPerHour {
-		return nil
-	}
-	// The oldest counted upload leaves the window first.
-	wait := times[0].Add(time.Hour).Sub(now)
-	secs := int((wait + time.Second - 1) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
-	return &apperr.Error{Kind: apperr.RateLimited, RetryAfterSeconds: secs,
-		Msg: fmt.Sprintf("Too many coredump uploads: at most %d per device per hour; retry in %d s", s.opts.UploadsPerHour, secs)}
-}
-
-// prune deletes the device's dumps beyond the newest Keep (never the one just inserted)
-// and queues their objects in the outbox.
-func (s *Service) prune(ctx context.Context, tx *sql.Tx, deviceID int64, deviceKey string, keepID int64) error {
-	rows, err := tx.QueryContext(ctx, `SELECT id FROM coredumps WHERE device_id = $1 AND id <> $2 ORDER BY uploaded_at DESC, id DESC`, deviceID, keepID)
-	if err != nil {
-		return fmt.Errorf("retention: %w", err)
-	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if len(ids) < s.opts.Keep {
-		return nil
-	}
-	return deleteRows(ctx, tx, deviceKey, ids[s.opts.Keep-1:])
 }
 
 // deleteRows deletes coredumps rows and queues their objects, inside tx.

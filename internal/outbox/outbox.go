@@ -319,3 +319,36 @@ func Cleanup(ctx context.Context, d *db.DB, store blob.Store, log *slog.Logger, 
 		log.Warn("could not remove or queue objects of a rolled-back write; fsck will report them", "keys", keys, "error", err)
 	}
 }
+
+// ParentPrefixes returns the prefixes a queued prefix deletion covering key could have:
+// "a/" and "a/b/" for "a/b/c".
+func ParentPrefixes(key string) []string {
+	var out []string
+	for i := 0; i < len(key); i++ {
+		if key[i] == '/' {
+			out = append(out, key[:i+1])
+		}
+	}
+	return out
+}
+
+// Queued reports whether a deletion covering the object key is queued (the key itself or
+// a prefix above it): the cheap check before Settle, on the key index.
+func Queued(ctx context.Context, tx *sql.Tx, key string) (bool, error) {
+	parents := ParentPrefixes(key)
+	args := []any{key}
+	in := make([]string, len(parents))
+	for i, p := range parents {
+		args = append(args, p)
+		in[i] = fmt.Sprintf("$%d", i+2)
+	}
+	q := `SELECT EXISTS (SELECT 1 FROM blob_deletions WHERE key = $1`
+	if len(in) > 0 {
+		q += ` OR (is_prefix AND key IN (` + strings.Join(in, ", ") + `))`
+	}
+	var queued bool
+	if err := tx.QueryRowContext(ctx, q+`)`, args...).Scan(&queued); err != nil {
+		return false, fmt.Errorf("check deletions of %s: %w", key, err)
+	}
+	return queued, nil
+}
