@@ -20,11 +20,9 @@ import (
 // Upload stores a device's core dump: the row (PENDING) and its object in one transaction,
 // with per-device retention and the hourly rate limit. It returns the new row.
 //
-// Uploads are the hot write path (whole fleets crash at once after a bad release), so the
-// transaction is kept to few round trips: on PostgreSQL the device lock, one statement
-// for the counts, one that records the upload and inserts the row (returning it and
-// whether the outbox holds a deletion for its key), the object, the decode job and, when
-// the device is over MAX_COREDUMPS, one statement that prunes and queues the deletions.
+// Uploads are the hot write path (whole fleets crash at once after a bad release), so on
+// PostgreSQL the transaction is the device lock, one statement for everything the rows
+// need (insertPostgres), the object, and the decode job.
 func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error) {
 	chip, err := CheckUploadParams(in.Chip, in.FirmwareVersion)
 	if err != nil {
@@ -51,21 +49,24 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 	var writtenID int64
 	var c *Coredump
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		st, err := s.lockDevice(ctx, tx, in.DeviceID, now)
+		var st deviceState
+		var queued bool
+		var err error
+		if s.db.Dialect == db.Postgres {
+			c, st, queued, err = s.insertPostgres(ctx, tx, row)
+		} else {
+			c, st, queued, err = s.insertSQLite(ctx, tx, row)
+		}
 		if err != nil {
 			return err
 		}
 		if st.recent >= s.opts.UploadsPerHour {
-			return s.refuse(ctx, tx, in.DeviceID, in.DeviceKey, now)
+			return s.refuse(ctx, tx, in.DeviceID, in.DeviceKey, now) // rolls back what was written
 		}
 		if st.expired {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $2`, in.DeviceID, now.Add(-time.Hour)); err != nil {
 				return fmt.Errorf("prune upload log: %w", err)
 			}
-		}
-		var queued bool
-		if c, queued, err = s.insert(ctx, tx, row); err != nil {
-			return err
 		}
 		key := Key(in.DeviceKey, c.ID)
 		if queued {
@@ -82,9 +83,6 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 			if err := h(ctx, tx, c.ID); err != nil {
 				return err
 			}
-		}
-		if st.dumps >= s.opts.Keep {
-			return s.prune(ctx, tx, in.DeviceID, in.DeviceKey, c.ID)
 		}
 		return nil
 	})
@@ -103,49 +101,11 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 	return c, nil
 }
 
-// deviceState is what an upload needs to know about its device, read under its lock.
+// deviceState is what an upload needs to know about its device, as of before the upload.
 type deviceState struct {
 	recent  int  // uploads in the last hour
 	expired bool // the upload log holds entries older than that
-	dumps   int  // stored core dumps
-}
-
-// lockDevice holds the device row for the rest of the transaction, so concurrent uploads
-// of one device (on any replica) count and prune one after another, and shares its
-// model's row, which firmware changes lock exclusively: firmware retention then either
-// sees this PENDING dump and keeps the version it needs, or commits before the dump
-// exists. SQLite transactions already take the write lock when they begin.
-//
-// On PostgreSQL the counts are a second statement: one taken with the lock would be read
-// from the snapshot of before the wait, missing a concurrent upload of the same device.
-func (s *Service) lockDevice(ctx context.Context, tx *sql.Tx, deviceID int64, now time.Time) (deviceState, error) {
-	counts := `(SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2),
-		EXISTS (SELECT 1 FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $2),
-		(SELECT COUNT(*) FROM coredumps WHERE device_id = $1)`
-	var q string
-	if s.db.Dialect == db.Postgres {
-		var id int64
-		err := tx.QueryRowContext(ctx, `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1
-			FOR UPDATE OF d FOR SHARE OF m`, deviceID).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) {
-			return deviceState{}, apperr.NotFoundf("Device %d was not found", deviceID)
-		}
-		if err != nil {
-			return deviceState{}, err
-		}
-		q = `SELECT ` + counts
-	} else {
-		q = `SELECT ` + counts + ` FROM devices WHERE id = $1`
-	}
-	var st deviceState
-	err := tx.QueryRowContext(ctx, q, deviceID, now.Add(-time.Hour)).Scan(&st.recent, &st.expired, &st.dumps)
-	if errors.Is(err, sql.ErrNoRows) {
-		return st, apperr.NotFoundf("Device %d was not found", deviceID)
-	}
-	if err != nil {
-		return st, fmt.Errorf("count uploads: %w", err)
-	}
-	return st, nil
+	dumps   int  // stored core dumps (SQLite only)
 }
 
 // newRow is an upload's coredumps row.
@@ -159,53 +119,107 @@ type newRow struct {
 	now           time.Time
 }
 
-// insert records the upload in the rate-limit log and inserts the row, returning it as
-// stored and whether the outbox holds a deletion that covers its object's key.
-func (s *Service) insert(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, bool, error) {
+func (r newRow) args() []any {
 	h := r.header
-	args := []any{r.deviceID, r.chip, r.version, r.size, StatusPending, r.now,
+	return []any{r.deviceID, r.chip, r.version, r.size, StatusPending, r.now,
 		h.Container, versionValue(h), h.ChecksumOK, nullIfEmpty(h.AppELFSHAPrefix), h.Recognized, r.sha, nullIfEmpty(h.Problem)}
-	insert := `INSERT INTO coredumps AS c (device_id, chip, firmware_version, size, parse_status, uploaded_at,
-		created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error)
-		VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ` + columns
+}
+
+const insertRow = `INSERT INTO coredumps AS c (device_id, chip, firmware_version, size, parse_status, uploaded_at,
+	created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error)
+	VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ` + columns
+
+// insertPostgres locks the device, then in one statement reads the rate-limit counts,
+// records the upload, deletes the dumps beyond the newest Keep (never the new one) and
+// queues their objects, and inserts the row, returning it with the counts and whether
+// the outbox holds a deletion covering its key. Over the limit, the caller refuses and
+// the transaction's rollback undoes all of it.
+//
+// The device row is held for the rest of the transaction, so concurrent uploads of one
+// device (on any replica) count and prune one after another; its model's row is shared,
+// which firmware changes lock exclusively: firmware retention then either sees this
+// PENDING dump and keeps the version it needs, or commits before the dump exists. The
+// lock is its own statement: a statement that waited for it would still read from the
+// snapshot of before the wait and miss a concurrent upload of the same device. Every part
+// of the second statement reads one snapshot, from before the upload.
+func (s *Service) insertPostgres(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, deviceState, bool, error) {
+	var st deviceState
+	var id int64
+	err := tx.QueryRowContext(ctx, `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1
+		FOR UPDATE OF d FOR SHARE OF m`, r.deviceID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, st, false, apperr.NotFoundf("Device %d was not found", r.deviceID)
+	}
+	if err != nil {
+		return nil, st, false, err
+	}
+	args := append(r.args(), r.now.Add(-time.Hour), DevicePrefix(r.deviceKey), s.opts.Keep-1, db.Now())
 	parents := outbox.ParentPrefixes(Key(r.deviceKey, 0))
+	in := make([]string, len(parents))
+	for i, p := range parents {
+		args = append(args, p)
+		in[i] = fmt.Sprintf("$%d", len(args))
+	}
+	// $14 window start, $15 the device's key prefix, $16 Keep-1, $17 the outbox's clock.
+	// Object keys are Key(): $15 || id || '.dmp'.
+	q := `WITH window_counts AS (
+			SELECT (SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $14) AS recent,
+				EXISTS (SELECT 1 FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $14) AS expired),
+		logged AS (INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $6)),
+		doomed AS (SELECT id FROM coredumps WHERE device_id = $1 ORDER BY uploaded_at DESC, id DESC OFFSET $16),
+		gone AS (DELETE FROM coredumps g USING doomed WHERE g.id = doomed.id RETURNING g.id),
+		queued AS (INSERT INTO blob_deletions (key, is_prefix, created_at, next_attempt_at)
+			SELECT CAST($15 AS TEXT) || id || '.dmp', false, $17, $17 FROM gone)
+		` + insertRow + `,
+		(SELECT recent FROM window_counts), (SELECT expired FROM window_counts),
+		EXISTS (SELECT 1 FROM blob_deletions b WHERE b.key = CAST($15 AS TEXT) || c.id || '.dmp'
+			OR (b.is_prefix AND b.key IN (` + strings.Join(in, ", ") + `)))`
 	var queued bool
-	if s.db.Dialect == db.Postgres {
-		// One round trip: the log entry, the row, and the outbox check for the row's key.
-		args = append(args, DevicePrefix(r.deviceKey))
-		in := make([]string, len(parents))
-		for i, p := range parents {
-			args = append(args, p)
-			in[i] = fmt.Sprintf("$%d", len(args))
-		}
-		// The key expression is Key(): DevicePrefix || id || '.dmp'.
-		q := `WITH logged AS (INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $6)) ` + insert + `,
-			EXISTS (SELECT 1 FROM blob_deletions b WHERE b.key = CAST($14 AS TEXT) || c.id || '.dmp'
-				OR (b.is_prefix AND b.key IN (` + strings.Join(in, ", ") + `)))`
-		c, err := scan(withExtra{tx.QueryRowContext(ctx, q, args...), &queued})
-		if err != nil {
-			return nil, false, fmt.Errorf("insert coredump: %w", err)
-		}
-		return c, queued, nil
+	c, err := scan(withExtra{tx.QueryRowContext(ctx, q, args...), []any{&st.recent, &st.expired, &queued}})
+	if err != nil {
+		return nil, st, false, fmt.Errorf("insert coredump: %w", err)
+	}
+	return c, st, queued, nil
+}
+
+// insertSQLite does what insertPostgres does in several statements (in-process, they are
+// cheap); the transaction holds SQLite's write lock from its start. Over the limit it
+// returns before writing.
+func (s *Service) insertSQLite(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, deviceState, bool, error) {
+	var st deviceState
+	err := tx.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2),
+		EXISTS (SELECT 1 FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $2),
+		(SELECT COUNT(*) FROM coredumps WHERE device_id = $1)
+		FROM devices WHERE id = $1`, r.deviceID, r.now.Add(-time.Hour)).Scan(&st.recent, &st.expired, &st.dumps)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, st, false, apperr.NotFoundf("Device %d was not found", r.deviceID)
+	}
+	if err != nil || st.recent >= s.opts.UploadsPerHour {
+		return nil, st, false, err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, r.deviceID, r.now); err != nil {
-		return nil, false, fmt.Errorf("record upload: %w", err)
+		return nil, st, false, fmt.Errorf("record upload: %w", err)
 	}
-	c, err := scan(tx.QueryRowContext(ctx, insert, args...))
+	if st.dumps >= s.opts.Keep {
+		if err := s.prune(ctx, tx, r.deviceID, r.deviceKey); err != nil {
+			return nil, st, false, err
+		}
+	}
+	c, err := scan(tx.QueryRowContext(ctx, insertRow, r.args()...))
 	if err != nil {
-		return nil, false, fmt.Errorf("insert coredump: %w", err)
+		return nil, st, false, fmt.Errorf("insert coredump: %w", err)
 	}
-	queued, err = outbox.Queued(ctx, tx, Key(r.deviceKey, c.ID))
-	return c, queued, err
+	queued, err := outbox.Queued(ctx, tx, Key(r.deviceKey, c.ID))
+	return c, st, queued, err
 }
 
-// withExtra scans one more trailing column into extra.
+// withExtra scans trailing columns into extra.
 type withExtra struct {
 	row   *sql.Row
-	extra any
+	extra []any
 }
 
-func (w withExtra) Scan(dest ...any) error { return w.row.Scan(append(dest, w.extra)...) }
+func (w withExtra) Scan(dest ...any) error { return w.row.Scan(append(dest, w.extra...)...) }
 
 // refuse turns an upload away for the rate limit, with the seconds until the oldest
 // counted upload leaves the window, and remembers the refusal on this replica.
@@ -272,24 +286,11 @@ func (r *refusals) check(id int64, key string, now time.Time) (time.Duration, bo
 	return v.until.Sub(now), true
 }
 
-// prune deletes the device's dumps beyond the newest Keep (never the one just inserted)
-// and queues their objects in the outbox.
-func (s *Service) prune(ctx context.Context, tx *sql.Tx, deviceID int64, deviceKey string, keepID int64) error {
-	if s.db.Dialect == db.Postgres {
-		// One round trip; the key expression is Key(): DevicePrefix || id || '.dmp'.
-		now := db.Now()
-		_, err := tx.ExecContext(ctx, `WITH doomed AS (
-				SELECT id FROM coredumps WHERE device_id = $1 AND id <> $2 ORDER BY uploaded_at DESC, id DESC OFFSET $3),
-			gone AS (DELETE FROM coredumps c USING doomed WHERE c.id = doomed.id RETURNING c.id)
-			INSERT INTO blob_deletions (key, is_prefix, created_at, next_attempt_at)
-			SELECT CAST($4 AS TEXT) || id || '.dmp', false, $5, $5 FROM gone`,
-			deviceID, keepID, s.opts.Keep-1, DevicePrefix(deviceKey), now)
-		if err != nil {
-			return fmt.Errorf("retention: %w", err)
-		}
-		return nil
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT id FROM coredumps WHERE device_id = $1 AND id <> $2 ORDER BY uploaded_at DESC, id DESC`, deviceID, keepID)
+// prune deletes the device's dumps beyond the newest Keep-1, to make room for the one
+// being inserted, and queues their objects in the outbox (SQLite; insertPostgres does
+// this in its statement).
+func (s *Service) prune(ctx context.Context, tx *sql.Tx, deviceID int64, deviceKey string) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM coredumps WHERE device_id = $1 ORDER BY uploaded_at DESC, id DESC`, deviceID)
 	if err != nil {
 		return fmt.Errorf("retention: %w", err)
 	}
