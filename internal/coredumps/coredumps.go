@@ -131,6 +131,9 @@ type UploadInput struct {
 	Chip            string
 	FirmwareVersion string
 	Body            io.Reader
+	// Size is the body's declared length (Content-Length), or -1 when unknown; it only
+	// sizes the read buffer, the limit is enforced on what is read.
+	Size int64
 }
 
 // CheckUploadParams validates the query parameters of an upload (messages of ORIGINAL-SYSTEM §4.1)
@@ -153,11 +156,14 @@ func CheckUploadParams(chip, version string) (string, error) {
 }
 
 // readLimited reads at most max bytes; more is TooLarge, none is a validation error.
-func readLimited(r io.Reader, max int64) ([]byte, error) {
+func readLimited(r io.Reader, max, size int64) ([]byte, error) {
 	if r == nil {
 		return nil, apperr.Validationf("No coredump content provided")
 	}
 	var buf bytes.Buffer
+	if size > 0 && size <= max {
+		buf.Grow(int(size) + bytes.MinRead) // one allocation instead of doubling up to it
+	}
 	n, err := buf.ReadFrom(io.LimitReader(r, max+1))
 	if err != nil {
 		return nil, apperr.Validationf("Could not read the coredump body: %v", err)

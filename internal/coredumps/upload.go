@@ -36,7 +36,7 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 	if wait, ok := s.refused.check(in.DeviceID, in.DeviceKey, s.now()); ok {
 		return nil, s.rateLimited(wait)
 	}
-	body, err := readLimited(in.Body, s.opts.MaxBytes)
+	body, err := readLimited(in.Body, s.opts.MaxBytes, in.Size)
 	if err != nil {
 		return nil, err
 	}

@@ -196,7 +196,7 @@ func (s *Server) uploadCoredump(w http.ResponseWriter, r *http.Request) {
 	id := device(r.Context())
 	q := r.URL.Query()
 	c, err := s.deps.Coredumps.Upload(r.Context(), coredumps.UploadInput{DeviceID: id.DeviceID, DeviceKey: id.DeviceKey,
-		Chip: q.Get("chip"), FirmwareVersion: q.Get("firmware_version"), Body: r.Body})
+		Chip: q.Get("chip"), FirmwareVersion: q.Get("firmware_version"), Body: r.Body, Size: r.ContentLength})
 	if err != nil {
 		writeError(w, r, err)
 		return
