@@ -140,7 +140,9 @@ func (a *App) wireDecoding(log *slog.Logger, reg *prometheus.Registry) error {
 		return err
 	}
 	a.Jobs = client
-	a.Queue = decoding.NewQueue(a.DB, client)
+	if a.Queue, err = decoding.NewQueue(a.DB, client, log); err != nil {
+		return err
+	}
 	a.Coredumps.OnCreated = append(a.Coredumps.OnCreated, a.Queue.EnqueueTx)
 	a.Firmware.Protected = decoding.NeededVersions
 	a.Firmware.AfterUpload = append(a.Firmware.AfterUpload, func(ctx context.Context, modelID int64, v *firmware.Version) {

@@ -18,16 +18,22 @@ import (
 
 // Queue inserts decode jobs; it needs only an insert-capable River client.
 type Queue struct {
-	db     *db.DB
-	client *jobs.Client
+	db       *db.DB
+	inserter *jobs.Inserter
 }
 
 // NewQueue returns a queue over client.
-func NewQueue(d *db.DB, client *jobs.Client) *Queue { return &Queue{db: d, client: client} }
+func NewQueue(d *db.DB, client *jobs.Client, log *slog.Logger) (*Queue, error) {
+	in, err := jobs.NewInserter(d, client, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Queue{db: d, inserter: in}, nil
+}
 
 // EnqueueTx queues a decode inside tx (the transaction that inserted or reset the row).
 func (q *Queue) EnqueueTx(ctx context.Context, tx *sql.Tx, coredumpID int64) error {
-	if _, err := q.client.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: coredumpID}, nil); err != nil {
+	if err := q.inserter.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: coredumpID}); err != nil {
 		return fmt.Errorf("queue decode of core dump %d: %w", coredumpID, err)
 	}
 	return nil

@@ -2,21 +2,26 @@
 // the job tables in the service's own database. Jobs are inserted in the same
 // transaction as the rows they concern, so a committed row always has its job.
 //
-// Both dialects go through database/sql (riversqlite, riverdatabasesql) so services
-// can insert jobs with the *sql.Tx they already hold; on PostgreSQL the client polls
-// instead of using LISTEN/NOTIFY.
+// Both dialects run River through database/sql (riversqlite, riverdatabasesql) so
+// services can insert jobs with the *sql.Tx they already hold; on PostgreSQL the client
+// polls instead of using LISTEN/NOTIFY, and inserts go through riverpgxv5 on the
+// transaction's connection (Inserter).
 package jobs
 
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 	"github.com/riverqueue/river/rivertype"
@@ -113,3 +118,73 @@ func (backoff) NextRetry(job *rivertype.JobRow) time.Time {
 	}
 	return time.Now().Add(d)
 }
+
+// Inserter inserts jobs inside the caller's database/sql transaction. On PostgreSQL it
+// goes through River's riverpgxv5 driver on the transaction's own pgx connection
+// (db.WithPgx): riverdatabasesql passes its batch-insert arrays as lib/pq values, which
+// pgx encodes through a slow fallback, and that insert was the largest single cost of a
+// core dump upload. SQLite, and transactions not opened by db.Tx, use the database/sql client.
+type Inserter struct {
+	db     *db.DB
+	client *Client
+	pgx    *river.Client[pgx.Tx]
+}
+
+// NewInserter returns an Inserter over client.
+func NewInserter(d *db.DB, client *Client, log *slog.Logger) (*Inserter, error) {
+	in := &Inserter{db: d, client: client}
+	if d.Dialect == db.Postgres {
+		// Insert-only: no pool, never started; River's own work stays with client.
+		c, err := river.NewClient(riverpgxv5.New(nil), &river.Config{Logger: log, PollOnly: true})
+		if err != nil {
+			return nil, fmt.Errorf("river insert client: %w", err)
+		}
+		in.pgx = c
+	}
+	return in, nil
+}
+
+// InsertTx inserts one job in tx.
+func (in *Inserter) InsertTx(ctx context.Context, tx *sql.Tx, args river.JobArgs) error {
+	if in.pgx != nil {
+		err := in.db.WithPgx(tx, func(c *pgx.Conn) error {
+			_, err := in.pgx.InsertTx(ctx, connTx{c}, args, nil)
+			return err
+		})
+		if !errors.Is(err, db.ErrNoPgx) {
+			return err
+		}
+	}
+	_, err := in.client.InsertTx(ctx, tx, args, nil)
+	return err
+}
+
+// connTx presents the connection of an open transaction as a pgx.Tx; the transaction
+// belongs to database/sql, so it cannot be ended or nested here.
+type connTx struct{ c *pgx.Conn }
+
+var errConnTx = errors.New("jobs: the transaction belongs to database/sql")
+
+func (t connTx) Begin(context.Context) (pgx.Tx, error) { return nil, errConnTx }
+func (t connTx) Commit(context.Context) error          { return errConnTx }
+func (t connTx) Rollback(context.Context) error        { return errConnTx }
+func (t connTx) CopyFrom(ctx context.Context, table pgx.Identifier, cols []string, src pgx.CopyFromSource) (int64, error) {
+	return t.c.CopyFrom(ctx, table, cols, src)
+}
+func (t connTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return t.c.SendBatch(ctx, b)
+}
+func (t connTx) LargeObjects() pgx.LargeObjects { return pgx.LargeObjects{} } // unused by River
+func (t connTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	return t.c.Prepare(ctx, name, sql)
+}
+func (t connTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return t.c.Exec(ctx, sql, args...)
+}
+func (t connTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return t.c.Query(ctx, sql, args...)
+}
+func (t connTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return t.c.QueryRow(ctx, sql, args...)
+}
+func (t connTx) Conn() *pgx.Conn { return t.c }

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/jobs"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -46,19 +48,46 @@ func TestJobsInsertedInTransactionRunOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Committed → runs; rolled back → never exists.
+		in, err := jobs.NewInserter(env.DB, c, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Committed → runs; rolled back → never exists. On PostgreSQL the Inserter writes
+		// through the pgx connection under the database/sql transaction.
 		if err := env.DB.Tx(ctx, func(tx *sql.Tx) error {
-			_, err := c.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 1}, nil)
-			return err
+			pgxErr := env.DB.WithPgx(tx, func(*pgx.Conn) error { return nil })
+			if (env.DB.Dialect == db.Postgres) != (pgxErr == nil) {
+				t.Errorf("WithPgx inside Tx on %s: %v", env.DB.Dialect, pgxErr)
+			}
+			return in.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 1})
 		}); err != nil {
 			t.Fatal(err)
 		}
 		_ = env.DB.Tx(ctx, func(tx *sql.Tx) error {
-			if _, err := c.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 2}, nil); err != nil {
+			if err := in.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 2}); err != nil {
 				t.Fatal(err)
 			}
 			return errors.New("roll back")
 		})
+		// A transaction not opened by Tx falls back to the database/sql client.
+		tx, err := env.DB.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.DB.WithPgx(tx, func(*pgx.Conn) error { return nil }); !errors.Is(err, db.ErrNoPgx) {
+			t.Errorf("WithPgx outside Tx: %v", err)
+		}
+		if err := in.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 3}); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		// Both paths keep the job's insert options.
+		var n int
+		if err := env.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM river_job WHERE kind = 'decode_coredump' AND max_attempts = 8`).Scan(&n); err != nil || n != 2 {
+			t.Fatalf("queued jobs with max_attempts 8: %d %v", n, err)
+		}
 		if err := c.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +95,7 @@ func TestJobsInsertedInTransactionRunOnce(t *testing.T) {
 		deadline := time.Now().Add(15 * time.Second)
 		for time.Now().Before(deadline) {
 			w.mu.Lock()
-			n := w.seen[1]
+			n := w.seen[1] * w.seen[3]
 			w.mu.Unlock()
 			if n > 0 {
 				break
@@ -76,7 +105,7 @@ func TestJobsInsertedInTransactionRunOnce(t *testing.T) {
 		time.Sleep(700 * time.Millisecond)
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if w.seen[1] != 1 || w.seen[2] != 0 {
+		if w.seen[1] != 1 || w.seen[2] != 0 || w.seen[3] != 1 {
 			t.Fatalf("runs: %v", w.seen)
 		}
 	})
