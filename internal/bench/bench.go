@@ -44,6 +44,10 @@ type Options struct {
 	Requests int64
 	// Concurrency overrides every scenario's default (0: defaults).
 	Concurrency int
+	// IngestDevices is how many devices the ingest clients upload for, in turn (0: 512).
+	// As few as the concurrency makes every device crash-loop: retention then deletes a
+	// dump per upload and the upload log grows by hundreds per device.
+	IngestDevices int
 	// Testdata is the shared test data directory (esp-coredump/<case>/app.elf).
 	Testdata string
 	// Env is added to the child's environment and to the configuration the

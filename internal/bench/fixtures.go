@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
 	"github.com/iotsupport/iotsupport/internal/espimage"
@@ -97,6 +99,15 @@ func (r *runner) setup(ctx context.Context, conc int, need func(...string) bool)
 		return nil, err
 	}
 	fx.ingestDevs = fx.fw1.devices
+	if need("ingest") {
+		n := r.opts.IngestDevices
+		if n <= 0 {
+			n = defaultIngestDevices
+		}
+		if err := r.addIngestDevices(ctx, fx, n); err != nil {
+			return nil, err
+		}
+	}
 	fx.dumpVersion = fx.fw1.version
 	if need("ingest") {
 		for range min(conc, 8) {
@@ -139,4 +150,45 @@ func ingestBody(testdata string) ([]byte, error) {
 		raw = raw[:ingestBodyBytes]
 	}
 	return append(raw, bytes.Repeat([]byte{0xFF}, ingestBodyBytes-len(raw))...), nil
+}
+
+const defaultIngestDevices = 512
+
+// addIngestDevices creates devices of fw1 until the ingest scenario has n.
+func (r *runner) addIngestDevices(ctx context.Context, fx *fixtures, n int) error {
+	more := n - len(fx.ingestDevs)
+	if more <= 0 {
+		fx.ingestDevs = fx.ingestDevs[:n]
+		return nil
+	}
+	r.logf("  %d more devices for ingest", more)
+	devs := make([]device, more)
+	errs := make(chan error, more)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= more {
+					return
+				}
+				d, err := r.api.createDevice(ctx, fx.fw1.modelID)
+				if err != nil {
+					errs <- err
+					return
+				}
+				devs[i] = d
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	fx.ingestDevs = append(append([]device(nil), fx.ingestDevs...), devs...)
+	return nil
 }

@@ -181,12 +181,13 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 	conc := r.concurrency("ingest")
 	devs := r.fx.ingestDevs
 	path := "/api/iot/coredump?chip=esp32&firmware_version=" + r.fx.dumpVersion
+	var turn atomic.Int64 // the devices take turns
 	srvOp := func(ctx context.Context, w int) (int64, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.api.base+path, bytes.NewReader(r.fx.dump))
 		if err != nil {
 			return 0, err
 		}
-		d := devs[w%len(devs)]
+		d := devs[int(turn.Add(1)-1)%len(devs)]
 		req.SetBasicAuth(d.Key, d.Secret)
 		req.Header.Set("Content-Type", "application/octet-stream")
 		resp, err := r.hc.Do(req)
