@@ -163,32 +163,40 @@ func (r *runner) addIngestDevices(ctx context.Context, fx *fixtures, n int) erro
 	}
 	r.logf("  %d more devices for ingest", more)
 	devs := make([]device, more)
-	errs := make(chan error, more)
+	err := parallel(8, more, func(i int) (err error) {
+		devs[i], err = r.api.createDevice(ctx, fx.fw1.modelID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fx.ingestDevs = append(append([]device(nil), fx.ingestDevs...), devs...)
+	return nil
+}
+
+// parallel runs fn(0..n-1) on the given number of goroutines and returns the first error
+// (the goroutine that met it stops; the others finish their items).
+func parallel(workers, n int, fn func(i int) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range 8 {
+	errs := make(chan error, workers)
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= more {
+				if i >= n {
 					return
 				}
-				d, err := r.api.createDevice(ctx, fx.fw1.modelID)
-				if err != nil {
+				if err := fn(i); err != nil {
 					errs <- err
 					return
 				}
-				devs[i] = d
 			}
 		}()
 	}
 	wg.Wait()
 	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
-	fx.ingestDevs = append(append([]device(nil), fx.ingestDevs...), devs...)
-	return nil
+	return <-errs
 }

@@ -265,22 +265,10 @@ func (r *runner) cleanupBaseline(ctx context.Context, ids []int64, keys []string
 	for _, id := range ids {
 		_, _ = r.db.ExecContext(ctx, `DELETE FROM coredumps WHERE id = $1`, id)
 	}
-	var i atomic.Int64
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				n := i.Add(1) - 1
-				if n >= int64(len(keys)) {
-					return
-				}
-				_ = r.store.Delete(ctx, keys[n])
-			}
-		}()
-	}
-	wg.Wait()
+	_ = parallel(8, len(keys), func(i int) error {
+		_ = r.store.Delete(ctx, keys[i])
+		return nil
+	})
 }
 
 const bundleImageBytes = 27 << 20 // with the 2.7 MB ELF: a ~30 MB bundle

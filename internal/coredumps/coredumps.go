@@ -374,21 +374,8 @@ func (s *Service) DeleteAll(ctx context.Context, deviceID int64) error {
 		if err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM coredumps WHERE device_id = $1`, deviceID)
+		ids, err := db.Int64s(ctx, tx, `SELECT id FROM coredumps WHERE device_id = $1`, deviceID)
 		if err != nil {
-			return err
-		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		return deleteRows(ctx, tx, key, ids)

@@ -290,22 +290,9 @@ func (r *refusals) check(id int64, key string, now time.Time) (time.Duration, bo
 // being inserted, and queues their objects in the outbox (SQLite; insertPostgres does
 // this in its statement).
 func (s *Service) prune(ctx context.Context, tx *sql.Tx, deviceID int64, deviceKey string) error {
-	rows, err := tx.QueryContext(ctx, `SELECT id FROM coredumps WHERE device_id = $1 ORDER BY uploaded_at DESC, id DESC`, deviceID)
+	ids, err := db.Int64s(ctx, tx, `SELECT id FROM coredumps WHERE device_id = $1 ORDER BY uploaded_at DESC, id DESC`, deviceID)
 	if err != nil {
 		return fmt.Errorf("retention: %w", err)
-	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	if len(ids) < s.opts.Keep {
 		return nil

@@ -43,21 +43,8 @@ func (q *Queue) EnqueueTx(ctx context.Context, tx *sql.Tx, coredumpID int64) err
 func (q *Queue) requeue(ctx context.Context, where string, args ...any) (int, error) {
 	var n int
 	err := q.db.Tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT c.id FROM coredumps c JOIN devices d ON d.id = c.device_id WHERE `+where, args...)
+		ids, err := db.Int64s(ctx, tx, `SELECT c.id FROM coredumps c JOIN devices d ON d.id = c.device_id WHERE `+where, args...)
 		if err != nil {
-			return err
-		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, id := range ids {
