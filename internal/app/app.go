@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -143,7 +144,11 @@ func (a *App) wireDecoding(log *slog.Logger, reg *prometheus.Registry) error {
 	if a.Queue, err = decoding.NewQueue(a.DB, client, log); err != nil {
 		return err
 	}
-	a.Coredumps.OnCreated = append(a.Coredumps.OnCreated, a.Queue.EnqueueTx)
+	a.Coredumps.OnCreated = append(a.Coredumps.OnCreated, a.Queue.EnqueueTx,
+		// The device's upload is audited in its own transaction: one commit fewer per upload.
+		func(ctx context.Context, tx *sql.Tx, _ int64) error {
+			return a.Audit.RecordPendingTx(ctx, tx, http.StatusCreated)
+		})
 	a.Firmware.Protected = decoding.NeededVersions
 	a.Firmware.AfterUpload = append(a.Firmware.AfterUpload, func(ctx context.Context, modelID int64, v *firmware.Version) {
 		if n, err := a.Queue.FirmwareArrived(ctx, modelID, v.Version, v.ELFSHA256); err != nil {

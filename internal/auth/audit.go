@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/db"
@@ -28,12 +29,61 @@ func NewAudit(d *db.DB) *Audit { return &Audit{db: d} }
 
 // Record appends an entry.
 func (a *Audit) Record(ctx context.Context, e AuditEntry) error {
+	return db.Err("record audit entry", a.insert(ctx, a.db, e))
+}
+
+// Pending is the audit entry of a write request in progress. A service can record it in
+// the write's own transaction (RecordPendingTx), one commit fewer on a hot path; the
+// middleware then records nothing more when the request succeeded.
+type Pending struct {
+	Entry AuditEntry
+	// Route is called for the route pattern once the request is routed.
+	Route func() string
+	inTx  bool
+}
+
+type pendingKey struct{}
+
+// WithPending returns ctx carrying p.
+func WithPending(ctx context.Context, p *Pending) context.Context {
+	return context.WithValue(ctx, pendingKey{}, p)
+}
+
+// RecordedInTx reports whether the entry was written in a service's transaction. That
+// transaction committed exactly when the request then succeeded.
+func (p *Pending) RecordedInTx() bool { return p.inTx }
+
+// RecordPendingTx writes the request's pending entry, with the status the request answers
+// when tx commits, inside tx. Only for writes whose success status implies that commit.
+// Without a pending entry (not an API request) it does nothing.
+func (a *Audit) RecordPendingTx(ctx context.Context, tx *sql.Tx, status int) error {
+	p, _ := ctx.Value(pendingKey{}).(*Pending)
+	if p == nil {
+		return nil
+	}
+	e := p.Entry
+	e.Status = status
+	if p.Route != nil {
+		e.Route = p.Route()
+	}
+	if err := a.insert(ctx, tx, e); err != nil {
+		return err
+	}
+	p.inTx = true
+	return nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func (a *Audit) insert(ctx context.Context, q execer, e AuditEntry) error {
 	if len(e.Path) > 500 {
 		e.Path = e.Path[:500]
 	}
-	_, err := a.db.ExecContext(ctx, `INSERT INTO audit_log (at, actor_kind, actor, method, path, route, status, request_id)
+	_, err := q.ExecContext(ctx, `INSERT INTO audit_log (at, actor_kind, actor, method, path, route, status, request_id)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, db.Now(), e.ActorKind, e.Actor, e.Method, e.Path, e.Route, e.Status, e.RequestID)
-	return db.Err("record audit entry", err)
+	return err
 }
 
 // List returns entries newest first, before beforeID when it is > 0, and the total count.

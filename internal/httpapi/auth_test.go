@@ -141,3 +141,38 @@ func TestAuditLogRecordsWrites(t *testing.T) {
 		_ = http.MethodGet
 	})
 }
+
+// TestAuditLogRecordsDeviceUploadsOnce: a device's core dump upload is audited inside the
+// upload's transaction; every upload request still leaves exactly one entry, with the
+// status it answered, whether it was stored or turned away.
+func TestAuditLogRecordsDeviceUploadsOnce(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		s := apitest.Start(t, env, "COREDUMP_UPLOADS_PER_HOUR", "1")
+		dev := newCoredumpDevice(t, s, "audited")
+		count := func() int {
+			return int(s.Expect(200, "GET", "/api/audit?limit=1", nil).Map(t)["count"].(float64))
+		}
+		latest := func() map[string]any {
+			return s.Expect(200, "GET", "/api/audit?limit=1", nil).Map(t)["entries"].([]any)[0].(map[string]any)
+		}
+		before := count()
+		for _, want := range []int{201, 429, 400} {
+			chip := "esp32"
+			if want == 400 {
+				chip = "pic16"
+			}
+			if r := dev.upload(s, chip, "1.0", []byte("dump")); r.Status != want {
+				t.Fatalf("upload: %d %s, want %d", r.Status, r.Body, want)
+			}
+			before++
+			if n := count(); n != before {
+				t.Fatalf("after a %d upload: %d audit entries, want %d", want, n, before)
+			}
+			e := latest()
+			if e["actor_kind"] != "device" || e["actor"] != dev.key || e["method"] != "POST" || e["path"] != "/api/iot/coredump" ||
+				e["route"] != "/api/iot/coredump" || int(e["status"].(float64)) != want || e["request_id"] == "" {
+				t.Fatalf("entry for the %d upload: %v", want, e)
+			}
+		}
+	})
+}

@@ -42,18 +42,27 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		route := func() string {
+			if rc := chi.RouteContext(r.Context()); rc != nil {
+				return rc.RoutePattern()
+			}
+			return ""
+		}
+		pending := &auth.Pending{Entry: auth.AuditEntry{ActorKind: string(id.Kind), Actor: id.Name, Method: r.Method,
+			Path: r.URL.Path, RequestID: requestID(r.Context())}, Route: route}
+		r = r.WithContext(auth.WithPending(r.Context(), pending))
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		route := ""
-		if rc := chi.RouteContext(r.Context()); rc != nil {
-			route = rc.RoutePattern()
-		}
 		status := rec.status
 		if status == 0 {
 			status = http.StatusOK
 		}
-		if err := s.deps.Audit.Record(r.Context(), auth.AuditEntry{ActorKind: string(id.Kind), Actor: id.Name, Method: r.Method,
-			Path: r.URL.Path, Route: route, Status: status, RequestID: requestID(r.Context())}); err != nil {
+		if pending.RecordedInTx() && status < 400 {
+			return // written with the request's own transaction, which committed
+		}
+		e := pending.Entry
+		e.Route, e.Status = route(), status
+		if err := s.deps.Audit.Record(r.Context(), e); err != nil {
 			loggerFrom(r.Context()).Error("audit log write failed", "error", err)
 		}
 	})
