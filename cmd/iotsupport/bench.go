@@ -58,7 +58,7 @@ func benchCmd() *cobra.Command {
 	f.DurationVar(&o.Duration, "duration", 20*time.Second, "length of each measured run (server and baseline each)")
 	f.Int64Var(&o.Requests, "requests", 0, "stop each run after this many requests (0: only --duration)")
 	f.IntVar(&o.Concurrency, "concurrency", 0, "concurrent clients for every scenario (0: per-scenario defaults)")
-	f.IntVar(&o.IngestDevices, "ingest-devices", 512, "devices the ingest clients upload for in turn (as few as the concurrency: every device crash-loops)")
+	f.IntVar(&o.IngestDevices, "ingest-devices", bench.DefaultIngestDevices, "devices the ingest clients upload for in turn (as few as the concurrency: every device crash-loops)")
 	f.StringVar(&o.Testdata, "testdata", "../shared/testdata", "shared test data directory (esp-coredump/<case>/app.elf, coredump.b64)")
 	f.StringVar(&o.ProfileDir, "profile", "", "write CPU and heap profiles of the started server per scenario into this directory")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")

@@ -44,7 +44,7 @@ type Options struct {
 	Requests int64
 	// Concurrency overrides every scenario's default (0: defaults).
 	Concurrency int
-	// IngestDevices is how many devices the ingest clients upload for, in turn (0: 512).
+	// IngestDevices is how many devices the ingest clients upload for, in turn (0: DefaultIngestDevices).
 	// As few as the concurrency makes every device crash-loop: retention then deletes a
 	// dump per upload and the upload log grows by hundreds per device.
 	IngestDevices int

@@ -102,7 +102,7 @@ func (r *runner) setup(ctx context.Context, conc int, need func(...string) bool)
 	if need("ingest") {
 		n := r.opts.IngestDevices
 		if n <= 0 {
-			n = defaultIngestDevices
+			n = DefaultIngestDevices
 		}
 		if err := r.addIngestDevices(ctx, fx, n); err != nil {
 			return nil, err
@@ -152,7 +152,8 @@ func ingestBody(testdata string) ([]byte, error) {
 	return append(raw, bytes.Repeat([]byte{0xFF}, ingestBodyBytes-len(raw))...), nil
 }
 
-const defaultIngestDevices = 512
+// DefaultIngestDevices is the ingest scenario's device count when Options.IngestDevices is 0.
+const DefaultIngestDevices = 512
 
 // addIngestDevices creates devices of fw1 until the ingest scenario has n.
 func (r *runner) addIngestDevices(ctx context.Context, fx *fixtures, n int) error {

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -154,12 +153,8 @@ func (s *Service) insertPostgres(ctx context.Context, tx *sql.Tx, r newRow) (*Co
 		return nil, st, false, err
 	}
 	args := append(r.args(), r.now.Add(-time.Hour), DevicePrefix(r.deviceKey), s.opts.Keep-1, db.Now())
-	parents := outbox.ParentPrefixes(Key(r.deviceKey, 0))
-	in := make([]string, len(parents))
-	for i, p := range parents {
-		args = append(args, p)
-		in[i] = fmt.Sprintf("$%d", len(args))
-	}
+	covering, more := outbox.Covering(`CAST($15 AS TEXT) || c.id || '.dmp'`, Key(r.deviceKey, 0), len(args)+1)
+	args = append(args, more...)
 	// $14 window start, $15 the device's key prefix, $16 Keep-1, $17 the outbox's clock.
 	// Object keys are Key(): $15 || id || '.dmp'.
 	q := `WITH window_counts AS (
@@ -172,8 +167,7 @@ func (s *Service) insertPostgres(ctx context.Context, tx *sql.Tx, r newRow) (*Co
 			SELECT CAST($15 AS TEXT) || id || '.dmp', false, $17, $17 FROM gone)
 		` + insertRow + `,
 		(SELECT recent FROM window_counts), (SELECT expired FROM window_counts),
-		EXISTS (SELECT 1 FROM blob_deletions b WHERE b.key = CAST($15 AS TEXT) || c.id || '.dmp'
-			OR (b.is_prefix AND b.key IN (` + strings.Join(in, ", ") + `)))`
+		EXISTS (SELECT 1 FROM blob_deletions b WHERE ` + covering + `)`
 	var queued bool
 	c, err := scan(withExtra{tx.QueryRowContext(ctx, q, args...), []any{&st.recent, &st.expired, &queued}})
 	if err != nil {

@@ -332,22 +332,34 @@ func ParentPrefixes(key string) []string {
 	return out
 }
 
+// Covering returns an SQL condition on blob_deletions, aliased b, that holds for the
+// queued deletions covering an object: its exact key, which keyExpr computes in SQL, or a
+// prefix above it. parentsOf is that key, or any key with the same parents (the prefixes
+// do not depend on the last segment); they become placeholders numbered from first, and
+// their values are returned in that order.
+func Covering(keyExpr, parentsOf string, first int) (string, []any) {
+	parents := ParentPrefixes(parentsOf)
+	cond := `b.key = ` + keyExpr
+	if len(parents) == 0 {
+		return cond, nil
+	}
+	args := make([]any, len(parents))
+	in := make([]string, len(parents))
+	for i, p := range parents {
+		args[i] = p
+		in[i] = fmt.Sprintf("$%d", first+i)
+	}
+	return cond + ` OR (b.is_prefix AND b.key IN (` + strings.Join(in, ", ") + `))`, args
+}
+
 // Queued reports whether a deletion covering the object key is queued (the key itself or
 // a prefix above it): the cheap check before Settle, on the key index.
 func Queued(ctx context.Context, tx *sql.Tx, key string) (bool, error) {
-	parents := ParentPrefixes(key)
-	args := []any{key}
-	in := make([]string, len(parents))
-	for i, p := range parents {
-		args = append(args, p)
-		in[i] = fmt.Sprintf("$%d", i+2)
-	}
-	q := `SELECT EXISTS (SELECT 1 FROM blob_deletions WHERE key = $1`
-	if len(in) > 0 {
-		q += ` OR (is_prefix AND key IN (` + strings.Join(in, ", ") + `))`
-	}
+	cond, args := Covering("$1", key, 2)
 	var queued bool
-	if err := tx.QueryRowContext(ctx, q+`)`, args...).Scan(&queued); err != nil {
+	err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM blob_deletions b WHERE `+cond+`)`,
+		append([]any{key}, args...)...).Scan(&queued)
+	if err != nil {
 		return false, fmt.Errorf("check deletions of %s: %w", key, err)
 	}
 	return queued, nil
