@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/outbox"
@@ -140,18 +142,11 @@ const insertRow = `INSERT INTO coredumps AS c (device_id, chip, firmware_version
 // PENDING dump and keeps the version it needs, or commits before the dump exists. The
 // lock is its own statement: a statement that waited for it would still read from the
 // snapshot of before the wait and miss a concurrent upload of the same device. Every part
-// of the second statement reads one snapshot, from before the upload.
+// of the second statement reads one snapshot, from before the upload. The two are sent
+// in one round trip (a pgx pipeline on the transaction's connection): statements in a
+// pipeline still run, and take their snapshots, one after another.
 func (s *Service) insertPostgres(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, deviceState, bool, error) {
 	var st deviceState
-	var id int64
-	err := tx.QueryRowContext(ctx, `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1
-		FOR UPDATE OF d FOR SHARE OF m`, r.deviceID).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, st, false, apperr.NotFoundf("Device %d was not found", r.deviceID)
-	}
-	if err != nil {
-		return nil, st, false, err
-	}
 	args := append(r.args(), r.now.Add(-time.Hour), DevicePrefix(r.deviceKey), s.opts.Keep-1, db.Now())
 	covering, more := outbox.Covering(`CAST($15 AS TEXT) || c.id || '.dmp'`, Key(r.deviceKey, 0), len(args)+1)
 	args = append(args, more...)
@@ -168,13 +163,38 @@ func (s *Service) insertPostgres(ctx context.Context, tx *sql.Tx, r newRow) (*Co
 		` + insertRow + `,
 		(SELECT recent FROM window_counts), (SELECT expired FROM window_counts),
 		EXISTS (SELECT 1 FROM blob_deletions b WHERE ` + covering + `)`
+	var c *Coredump
 	var queued bool
-	c, err := scan(withExtra{tx.QueryRowContext(ctx, q, args...), []any{&st.recent, &st.expired, &queued}})
+	err := s.db.WithPgx(tx, func(conn *pgx.Conn) error {
+		var b pgx.Batch
+		b.Queue(lockDevice, r.deviceID)
+		b.Queue(q, args...)
+		br := conn.SendBatch(ctx, &b)
+		var id int64
+		if err := br.QueryRow().Scan(&id); err != nil {
+			_ = br.Close()
+			return err
+		}
+		var err error
+		c, err = scan(extraScanner{br.QueryRow(), []any{&st.recent, &st.expired, &queued}})
+		if err != nil {
+			_ = br.Close()
+			return fmt.Errorf("insert coredump: %w", err)
+		}
+		return br.Close()
+	})
+	if errors.Is(err, sql.ErrNoRows) || errors.Is(err, pgx.ErrNoRows) {
+		return nil, st, false, apperr.NotFoundf("Device %d was not found", r.deviceID)
+	}
 	if err != nil {
-		return nil, st, false, fmt.Errorf("insert coredump: %w", err)
+		return nil, st, false, err
 	}
 	return c, st, queued, nil
 }
+
+// lockDevice holds the device for the rest of the upload's transaction and shares its model.
+const lockDevice = `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1
+	FOR UPDATE OF d FOR SHARE OF m`
 
 // insertSQLite does what insertPostgres does in several statements (in-process, they are
 // cheap); the transaction holds SQLite's write lock from its start. Over the limit it
@@ -207,13 +227,13 @@ func (s *Service) insertSQLite(ctx context.Context, tx *sql.Tx, r newRow) (*Core
 	return c, st, queued, err
 }
 
-// withExtra scans trailing columns into extra.
-type withExtra struct {
-	row   *sql.Row
+// extraScanner scans trailing columns into extra.
+type extraScanner struct {
+	row   scanner
 	extra []any
 }
 
-func (w withExtra) Scan(dest ...any) error { return w.row.Scan(append(dest, w.extra...)...) }
+func (w extraScanner) Scan(dest ...any) error { return w.row.Scan(append(dest, w.extra...)...) }
 
 // refuse turns an upload away for the rate limit, with the seconds until the oldest
 // counted upload leaves the window, and remembers the refusal on this replica.
