@@ -69,9 +69,19 @@ type Result struct {
 	Server      Stats   `json:"server"`
 	Baseline    *Stats  `json:"baseline,omitempty"`
 	Ratio       float64 `json:"ratio,omitempty"`
+	// Other baselines measured in the same rounds, for comparison (the ratio above is the
+	// one the targets are stated against).
+	Other []OtherBaseline `json:"other_baselines,omitempty"`
 	// PeakRSS of the server process during the run (0 when it was not started here).
 	PeakRSS int64  `json:"peak_rss_bytes"`
 	Note    string `json:"note,omitempty"`
+}
+
+// OtherBaseline is a further baseline of a scenario.
+type OtherBaseline struct {
+	Name     string  `json:"name"`
+	Baseline Stats   `json:"baseline"`
+	Ratio    float64 `json:"ratio,omitempty"`
 }
 
 // Report is the whole run.
@@ -264,8 +274,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return r.rep, fmt.Errorf("scenario %s: %w", s, err)
 		}
 		for _, x := range res {
-			if x.Baseline != nil && x.Baseline.PerSecond > 0 && x.Baseline.Errors < x.Baseline.Requests {
-				x.Ratio = x.Server.PerSecond / x.Baseline.PerSecond
+			if x.Baseline != nil {
+				x.Ratio = ratio(x.Server, *x.Baseline)
+			}
+			for i := range x.Other {
+				x.Other[i].Ratio = ratio(x.Server, x.Other[i].Baseline)
 			}
 			r.rep.Results = append(r.rep.Results, x)
 		}
@@ -274,6 +287,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		_, r.rep.ServerHWM, _ = procStatus(r.child.pid())
 	}
 	return r.rep, nil
+}
+
+// ratio is server throughput over baseline throughput (0 when the baseline failed).
+func ratio(srv, base Stats) float64 {
+	if base.PerSecond > 0 && base.Errors < base.Requests {
+		return srv.PerSecond / base.PerSecond
+	}
+	return 0
 }
 
 func (r *runner) close() {
@@ -295,7 +316,7 @@ func (r *runner) concurrency(s string) int {
 	return defaultConcurrency[s]
 }
 
-// rounds is how many alternating server/baseline rounds compare runs.
+// rounds is how many alternating server/baseline rounds compareAll runs.
 const rounds = 2
 
 // compare measures srv (requests to the server) and base (the baseline; nil
@@ -304,6 +325,20 @@ const rounds = 2
 // server's RSS during the server rounds and, with ProfileDir, profiles the
 // first one as name.
 func (r *runner) compare(ctx context.Context, name string, conc int, srv, base op) (Stats, *Stats, int64) {
+	var bases []op
+	if base != nil {
+		bases = []op{base}
+	}
+	st, bs, peak := r.compareAll(ctx, name, conc, srv, bases...)
+	if len(bs) == 0 {
+		return st, nil, peak
+	}
+	return st, &bs[0], peak
+}
+
+// compareAll measures the server and each baseline in alternating rounds (server, each
+// baseline in turn, server, ...), each for Duration/rounds.
+func (r *runner) compareAll(ctx context.Context, name string, conc int, srv op, bases ...op) (Stats, []Stats, int64) {
 	pid := 0
 	if r.child != nil {
 		pid = r.child.pid()
@@ -313,7 +348,8 @@ func (r *runner) compare(ctx context.Context, name string, conc int, srv, base o
 	if maxOps > 0 {
 		maxOps = max(1, maxOps/rounds)
 	}
-	var srvParts, baseParts []sample
+	var srvParts []sample
+	baseParts := make([][]sample, len(bases))
 	var peak int64
 	for i := range rounds {
 		s := sampleRSS(pid)
@@ -332,16 +368,15 @@ func (r *runner) compare(ctx context.Context, name string, conc int, srv, base o
 		if r.pprof != "" && i == 0 {
 			r.fetchProfile(ctx, "/debug/pprof/heap", name+".heap.pprof")
 		}
-		if base != nil {
-			baseParts = append(baseParts, run(ctx, conc, d, maxOps, base))
+		for j, base := range bases {
+			baseParts[j] = append(baseParts[j], run(ctx, conc, d, maxOps, base))
 		}
 	}
-	st := summarize(srvParts...)
-	if base == nil {
-		return st, nil, peak
+	out := make([]Stats, len(bases))
+	for j := range bases {
+		out[j] = summarize(baseParts[j]...)
 	}
-	b := summarize(baseParts...)
-	return st, &b, peak
+	return summarize(srvParts...), out, peak
 }
 
 func (r *runner) fetchProfile(ctx context.Context, path, file string) {

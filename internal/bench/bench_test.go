@@ -12,6 +12,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/bench"
 	"github.com/iotsupport/iotsupport/internal/proctest"
+	"github.com/iotsupport/iotsupport/internal/testenv"
 )
 
 func testdataDir(t *testing.T) string {
@@ -66,6 +67,9 @@ func TestBenchSmoke(t *testing.T) {
 		if r.Baseline == nil || r.Baseline.Requests <= 0 || r.Baseline.Errors != 0 || r.Ratio <= 0 {
 			t.Errorf("%s: baseline %+v, ratio %v", r.Scenario, r.Baseline, r.Ratio)
 		}
+		if name == "ingest" && (len(r.Other) != 1 || r.Other[0].Baseline.Requests <= 0 || r.Other[0].Baseline.Errors != 0 || r.Other[0].Ratio <= 0) {
+			t.Errorf("ingest: other baselines %+v", r.Other)
+		}
 	}
 	for _, s := range bench.Scenarios {
 		if !seen[s] {
@@ -85,9 +89,65 @@ func TestBenchSmoke(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, col := range []string{"req/s", "p50", "p90", "p99", "errors", "peak RSS", "ratio", "idle RSS"} {
+	for _, col := range []string{"req/s", "p50", "p90", "p99", "errors", "peak RSS", "ratio", "idle RSS", "ingest: against"} {
 		if !strings.Contains(table.String(), col) {
 			t.Errorf("table lacks %q:\n%s", col, table.String())
+		}
+	}
+}
+
+// TestBenchIngestPostgres runs the ingest scenario on PostgreSQL + versitygw and checks
+// what it leaves behind: every server upload as a row with its upload-log entry and its
+// decode job, and nothing of the baselines (rows, log entries, audit entries, jobs).
+func TestBenchIngestPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	td := testdataDir(t)
+	env := testenv.New(t, "postgres+s3")
+	bin := proctest.Binary(t)
+	// 64 devices: at two uploads at a time for a second, none reaches MAX_COREDUMPS, so
+	// every upload's row stays.
+	cmd := exec.Command(bin, "bench", "--scenario", "ingest", "--duration", "1s", "--concurrency", "2",
+		"--ingest-devices", "64", "--json", "--testdata", td)
+	cmd.Dir = t.TempDir()
+	cmd.Env = proctest.Env(env)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out)
+	}
+	if len(rep.Results) != 1 || rep.Database != "postgres" || rep.Storage != "s3" {
+		t.Fatalf("report: %+v", rep)
+	}
+	r := rep.Results[0]
+	if r.Server.Requests <= 0 || r.Server.Errors != 0 || r.Baseline == nil || r.Baseline.Requests <= 0 || r.Baseline.Errors != 0 ||
+		len(r.Other) != 1 || r.Other[0].Baseline.Requests <= 0 || r.Other[0].Baseline.Errors != 0 {
+		t.Fatalf("ingest: %+v", r)
+	}
+	uploads := int(r.Server.Requests)
+	for _, c := range []struct {
+		q    string
+		want int
+	}{
+		{`SELECT COUNT(*) FROM coredumps`, uploads},
+		{`SELECT COUNT(*) FROM coredump_uploads`, uploads},
+		{`SELECT COUNT(*) FROM river_job WHERE kind = 'decode_coredump' AND queue = 'default'`, uploads},
+		{`SELECT COUNT(*) FROM river_job WHERE queue <> 'default'`, 0},
+		{`SELECT COUNT(*) FROM audit_log WHERE actor_kind = 'device' AND status = 201`, uploads},
+		{`SELECT COUNT(*) FROM audit_log WHERE request_id = 'bench-baseline'`, 0},
+	} {
+		var n int
+		if err := env.DB.QueryRowContext(t.Context(), c.q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != c.want {
+			t.Errorf("%s = %d, want %d", c.q, n, c.want)
 		}
 	}
 }

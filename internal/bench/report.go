@@ -48,6 +48,12 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		if r.Note != "" {
 			fmt.Fprintf(w, "%s: %s\n", r.Scenario, r.Note)
 		}
+		for _, o := range r.Other {
+			fmt.Fprintf(w, "%s: against %s: baseline %.1f req/s, ratio %.2f\n", r.Scenario, o.Name, o.Baseline.PerSecond, o.Ratio)
+			if o.Baseline.FirstErr != "" {
+				fmt.Fprintf(w, "%s baseline %s: first error: %s\n", r.Scenario, o.Name, o.Baseline.FirstErr)
+			}
+		}
 		if r.Server.FirstErr != "" {
 			fmt.Fprintf(w, "%s: first error: %s\n", r.Scenario, r.Server.FirstErr)
 		}

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,12 +18,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/riverqueue/river"
+
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
+	"github.com/iotsupport/iotsupport/internal/jobs"
 )
 
 func numCPU() int { return runtime.NumCPU() }
@@ -206,14 +210,24 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 		return []Result{{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak,
 			Note: "no baseline: database/store settings not given"}}, nil
 	}
-	// Baseline: the same row and object, straight through db and blob.
+	// Baselines: what an upload writes, straight through db, jobs and blob, one transaction
+	// per upload; and only its coredumps row and object.
 	h := coredumps.Inspect(r.fx.dump)
+	quiet := slog.New(slog.DiscardHandler)
+	jc, err := jobs.New(r.db, nil, jobs.Config{Timeout: time.Minute}, quiet)
+	if err != nil {
+		return nil, err
+	}
+	ins, err := jobs.NewInserter(r.db, jc, quiet)
+	if err != nil {
+		return nil, err
+	}
 	var (
 		mu   sync.Mutex
 		keys []string
 		ids  []int64
 	)
-	baseOp := func(ctx context.Context, w int) (int64, error) {
+	write := func(ctx context.Context, w int, all bool) (int64, error) {
 		d := r.fx.baseDevs[w%len(r.fx.baseDevs)]
 		sum := sha256.Sum256(r.fx.dump)
 		now := db.Now()
@@ -228,6 +242,18 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 				return err
 			}
 			key = coredumps.Key(d.Key, id)
+			if all {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, d.ID, now); err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (at, actor_kind, actor, method, path, route, status, request_id)
+					VALUES ($1, 'device', $2, 'POST', $3, '/api/iot/coredump', 201, $4)`, now, d.Key, path, baselineRequestID); err != nil {
+					return err
+				}
+				if err := ins.InsertTx(ctx, tx, baselineDecode{CoredumpID: id}); err != nil {
+					return err
+				}
+			}
 			return r.store.Put(ctx, key, bytes.NewReader(r.fx.dump), int64(len(r.fx.dump)), "application/octet-stream")
 		})
 		if err != nil {
@@ -238,9 +264,46 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 		mu.Unlock()
 		return int64(len(r.fx.dump)), nil
 	}
-	srv, base, peak := r.compare(ctx, "ingest", conc, srvOp, baseOp)
+	rowsOp := func(ctx context.Context, w int) (int64, error) { return write(ctx, w, true) }
+	rowOp := func(ctx context.Context, w int) (int64, error) { return write(ctx, w, false) }
+	srv, base, peak := r.compareAll(ctx, "ingest", conc, srvOp, rowsOp, rowOp)
 	r.cleanupBaseline(context.WithoutCancel(ctx), ids, keys)
-	return []Result{{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base, Note: r.decodeProgress(ctx)}}, nil
+	r.cleanupIngestBaseline(context.WithoutCancel(ctx), jc)
+	return []Result{{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: &base[0],
+		Other: []OtherBaseline{{Name: "the coredumps row + object only", Baseline: base[1]}},
+		Note:  r.decodeProgress(ctx)}}, nil
+}
+
+// baselineDecode is the server's decode job (same kind and arguments) in a queue that no
+// worker serves, so the baseline pays for inserting it and nothing else.
+type baselineDecode struct {
+	CoredumpID int64 `json:"coredump_id"`
+}
+
+func (baselineDecode) Kind() string { return jobs.DecodeArgs{}.Kind() }
+func (baselineDecode) InsertOpts() river.InsertOpts {
+	o := jobs.DecodeArgs{}.InsertOpts()
+	o.Queue = baselineQueue
+	return o
+}
+
+const (
+	baselineQueue     = "bench_baseline"
+	baselineRequestID = "bench-baseline"
+)
+
+// cleanupIngestBaseline removes what the ingest baseline wrote besides dumps and objects.
+func (r *runner) cleanupIngestBaseline(ctx context.Context, jc *jobs.Client) {
+	for {
+		res, err := jc.JobDeleteMany(ctx, river.NewJobDeleteManyParams().Queues(baselineQueue).First(10000))
+		if err != nil || len(res.Jobs) == 0 {
+			break
+		}
+	}
+	for _, d := range r.fx.baseDevs {
+		_, _ = r.db.ExecContext(ctx, `DELETE FROM coredump_uploads WHERE device_id = $1`, d.ID)
+	}
+	_, _ = r.db.ExecContext(ctx, `DELETE FROM audit_log WHERE request_id = $1`, baselineRequestID)
 }
 
 // decodeProgress says how many uploaded dumps the server has decoded so far.
