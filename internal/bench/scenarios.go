@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -306,22 +307,31 @@ func (r *runner) cleanupIngestBaseline(ctx context.Context, jc *jobs.Client) {
 	_, _ = r.db.ExecContext(ctx, `DELETE FROM audit_log WHERE request_id = $1`, baselineRequestID)
 }
 
-// decodeProgress says how many uploaded dumps the server has decoded so far.
+// decodeProgress says how far the server's decoding got during the run: the dumps' states
+// and the decode jobs' (a job whose dump retention already removed completes with nothing
+// to decode).
 func (r *runner) decodeProgress(ctx context.Context) string {
-	rows, err := r.db.QueryContext(ctx, `SELECT parse_status, count(*) FROM coredumps GROUP BY parse_status ORDER BY parse_status`)
-	if err != nil {
-		return ""
-	}
-	defer rows.Close()
-	s := "rows right after the run:"
-	for rows.Next() {
-		var st string
-		var n int
-		if rows.Scan(&st, &n) == nil {
-			s += fmt.Sprintf(" %s=%d", st, n)
+	s := "right after the run:"
+	for _, q := range []struct{ what, sql string }{
+		{"dumps", `SELECT parse_status, count(*) FROM coredumps GROUP BY parse_status ORDER BY parse_status`},
+		{"decode jobs", `SELECT CAST(state AS TEXT), count(*) FROM river_job WHERE kind = 'decode_coredump' AND queue = 'default' GROUP BY state ORDER BY 1`},
+	} {
+		rows, err := r.db.QueryContext(ctx, q.sql)
+		if err != nil {
+			continue
 		}
+		s += " " + q.what
+		for rows.Next() {
+			var st string
+			var n int
+			if rows.Scan(&st, &n) == nil {
+				s += fmt.Sprintf(" %s=%d", st, n)
+			}
+		}
+		rows.Close()
+		s += ";"
 	}
-	return s
+	return strings.TrimSuffix(s, ";")
 }
 
 func (r *runner) cleanupBaseline(ctx context.Context, ids []int64, keys []string) {
