@@ -251,7 +251,9 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 					VALUES ($1, 'device', $2, 'POST', $3, '/api/iot/coredump', 201, $4)`, now, d.Key, path, baselineRequestID); err != nil {
 					return err
 				}
-				if err := ins.InsertTx(ctx, tx, baselineDecode{CoredumpID: id}); err != nil {
+				// The server's decode job, in a queue that no worker serves: the baseline pays
+				// for inserting it and nothing else.
+				if err := ins.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: id}, &river.InsertOpts{Queue: baselineQueue}); err != nil {
 					return err
 				}
 			}
@@ -273,19 +275,6 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 	return []Result{{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: &base[0],
 		Other: []OtherBaseline{{Name: "the coredumps row + object only", Baseline: base[1]}},
 		Note:  r.decodeProgress(ctx)}}, nil
-}
-
-// baselineDecode is the server's decode job (same kind and arguments) in a queue that no
-// worker serves, so the baseline pays for inserting it and nothing else.
-type baselineDecode struct {
-	CoredumpID int64 `json:"coredump_id"`
-}
-
-func (baselineDecode) Kind() string { return jobs.DecodeArgs{}.Kind() }
-func (baselineDecode) InsertOpts() river.InsertOpts {
-	o := jobs.DecodeArgs{}.InsertOpts()
-	o.Queue = baselineQueue
-	return o
 }
 
 const (

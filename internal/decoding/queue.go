@@ -33,7 +33,7 @@ func NewQueue(d *db.DB, client *jobs.Client, log *slog.Logger) (*Queue, error) {
 
 // EnqueueTx queues a decode inside tx (the transaction that inserted or reset the row).
 func (q *Queue) EnqueueTx(ctx context.Context, tx *sql.Tx, coredumpID int64) error {
-	if err := q.inserter.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: coredumpID}); err != nil {
+	if err := q.inserter.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: coredumpID}, nil); err != nil {
 		return fmt.Errorf("queue decode of core dump %d: %w", coredumpID, err)
 	}
 	return nil

@@ -144,18 +144,19 @@ func NewInserter(d *db.DB, client *Client, log *slog.Logger) (*Inserter, error) 
 	return in, nil
 }
 
-// InsertTx inserts one job in tx.
-func (in *Inserter) InsertTx(ctx context.Context, tx *sql.Tx, args river.JobArgs) error {
+// InsertTx inserts one job in tx. opts, when not nil, overrides the args' own insert
+// options field by field, as River's InsertTx does.
+func (in *Inserter) InsertTx(ctx context.Context, tx *sql.Tx, args river.JobArgs, opts *river.InsertOpts) error {
 	if in.pgx != nil {
 		err := in.db.WithPgx(tx, func(c *pgx.Conn) error {
-			_, err := in.pgx.InsertTx(ctx, connTx{c}, args, nil)
+			_, err := in.pgx.InsertTx(ctx, connTx{c}, args, opts)
 			return err
 		})
 		if !errors.Is(err, db.ErrNoPgx) {
 			return err
 		}
 	}
-	_, err := in.client.InsertTx(ctx, tx, args, nil)
+	_, err := in.client.InsertTx(ctx, tx, args, opts)
 	return err
 }
 

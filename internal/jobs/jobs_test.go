@@ -59,12 +59,12 @@ func TestJobsInsertedInTransactionRunOnce(t *testing.T) {
 			if (env.DB.Dialect == db.Postgres) != (pgxErr == nil) {
 				t.Errorf("WithPgx inside Tx on %s: %v", env.DB.Dialect, pgxErr)
 			}
-			return in.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 1})
+			return in.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 1}, nil)
 		}); err != nil {
 			t.Fatal(err)
 		}
 		_ = env.DB.Tx(ctx, func(tx *sql.Tx) error {
-			if err := in.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 2}); err != nil {
+			if err := in.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 2}, nil); err != nil {
 				t.Fatal(err)
 			}
 			return errors.New("roll back")
@@ -77,7 +77,7 @@ func TestJobsInsertedInTransactionRunOnce(t *testing.T) {
 		if err := env.DB.WithPgx(tx, func(*pgx.Conn) error { return nil }); !errors.Is(err, db.ErrNoPgx) {
 			t.Errorf("WithPgx outside Tx: %v", err)
 		}
-		if err := in.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 3}); err != nil {
+		if err := in.InsertTx(ctx, tx, jobs.DecodeArgs{CoredumpID: 3}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := tx.Commit(); err != nil {
