@@ -171,19 +171,18 @@ func (s *Service) insertPostgres(ctx context.Context, tx *sql.Tx, r newRow) (*Co
 		b.Queue(q, args...)
 		br := conn.SendBatch(ctx, &b)
 		var id int64
-		if err := br.QueryRow().Scan(&id); err != nil {
-			_ = br.Close()
-			return err
+		err := br.QueryRow().Scan(&id)
+		if err == nil {
+			if c, err = scan(extraScanner{br.QueryRow(), []any{&st.recent, &st.expired, &queued}}); err != nil {
+				err = fmt.Errorf("insert coredump: %w", err)
+			}
 		}
-		var err error
-		c, err = scan(extraScanner{br.QueryRow(), []any{&st.recent, &st.expired, &queued}})
-		if err != nil {
-			_ = br.Close()
-			return fmt.Errorf("insert coredump: %w", err)
+		if cerr := br.Close(); err == nil {
+			err = cerr
 		}
-		return br.Close()
+		return err
 	})
-	if errors.Is(err, sql.ErrNoRows) || errors.Is(err, pgx.ErrNoRows) {
+	if errors.Is(err, sql.ErrNoRows) { // pgx.ErrNoRows is sql.ErrNoRows too
 		return nil, st, false, apperr.NotFoundf("Device %d was not found", r.deviceID)
 	}
 	if err != nil {
