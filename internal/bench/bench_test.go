@@ -24,18 +24,14 @@ func testdataDir(t *testing.T) string {
 	return dir
 }
 
-// TestBenchSmoke runs every scenario briefly through the real command on
-// SQLite + local storage and checks that the report is complete. It never
-// asserts speed.
-func TestBenchSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a server and runs every scenario")
-	}
+// runBench runs the bench command with environ and args (plus --json and the test data)
+// and returns its report.
+func runBench(t *testing.T, environ []string, args ...string) bench.Report {
+	t.Helper()
 	td := testdataDir(t)
-	bin := proctest.Binary(t)
-	cmd := exec.Command(bin, "bench", "--duration", "1s", "--concurrency", "2", "--json", "--testdata", td)
+	cmd := exec.Command(proctest.Binary(t), append(append([]string{"bench"}, args...), "--json", "--testdata", td)...)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "DATABASE_URL=", "STORAGE_BACKEND=")
+	cmd.Env = environ
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -46,6 +42,17 @@ func TestBenchSmoke(t *testing.T) {
 	if err := json.Unmarshal(out, &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out)
 	}
+	return rep
+}
+
+// TestBenchSmoke runs every scenario briefly through the real command on
+// SQLite + local storage and checks that the report is complete. It never
+// asserts speed.
+func TestBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server and runs every scenario")
+	}
+	rep := runBench(t, append(os.Environ(), "DATABASE_URL=", "STORAGE_BACKEND="), "--duration", "1s", "--concurrency", "2")
 	if rep.IdleRSS <= 0 || rep.ServerHWM < rep.IdleRSS || rep.Machine == "" || rep.Database != "sqlite" || rep.Storage != "local" {
 		t.Errorf("report header: idle %d, hwm %d, machine %q, db %q, storage %q", rep.IdleRSS, rep.ServerHWM, rep.Machine, rep.Database, rep.Storage)
 	}
@@ -103,25 +110,10 @@ func TestBenchIngestPostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
 	}
-	td := testdataDir(t)
 	env := testenv.New(t, "postgres+s3")
-	bin := proctest.Binary(t)
 	// 64 devices: at two uploads at a time for a second, none reaches MAX_COREDUMPS, so
 	// every upload's row stays.
-	cmd := exec.Command(bin, "bench", "--scenario", "ingest", "--duration", "1s", "--concurrency", "2",
-		"--ingest-devices", "64", "--json", "--testdata", td)
-	cmd.Dir = t.TempDir()
-	cmd.Env = proctest.Env(env)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("bench: %v\n%s", err, stderr.String())
-	}
-	var rep bench.Report
-	if err := json.Unmarshal(out, &rep); err != nil {
-		t.Fatalf("report is not JSON: %v\n%s", err, out)
-	}
+	rep := runBench(t, proctest.Env(env), "--scenario", "ingest", "--duration", "1s", "--concurrency", "2", "--ingest-devices", "64")
 	if len(rep.Results) != 1 || rep.Database != "postgres" || rep.Storage != "s3" {
 		t.Fatalf("report: %+v", rep)
 	}
