@@ -26,7 +26,7 @@ import (
 // adoptLegacy records the older service's revision as the baseline before our migrations
 // run over its database (`iotsupport migrate`).
 func adoptLegacy(ctx context.Context, cfg *config.Config, out io.Writer) error {
-	d, err := db.Open(ctx, cfg.DatabaseURL)
+	d, err := db.OpenWith(ctx, cfg.DatabaseURL, db.Options{MaxConns: cfg.DatabaseMaxConns})
 	if err != nil {
 		return err
 	}

@@ -8,5 +8,5 @@ import (
 )
 
 func openRaw(ctx context.Context, cfg *config.Config) (*db.DB, error) {
-	return db.Open(ctx, cfg.DatabaseURL)
+	return db.OpenWith(ctx, cfg.DatabaseURL, db.Options{MaxConns: cfg.DatabaseMaxConns})
 }

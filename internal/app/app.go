@@ -68,7 +68,7 @@ func OpenStore(ctx context.Context, cfg *config.Config) (blob.Store, error) {
 // OpenDB opens the database and brings the schema up to date, or refuses when
 // migrate is false and migrations are pending.
 func OpenDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Logger) (*db.DB, error) {
-	d, err := db.Open(ctx, cfg.DatabaseURL)
+	d, err := db.OpenWith(ctx, cfg.DatabaseURL, db.Options{MaxConns: cfg.DatabaseMaxConns})
 	if err != nil {
 		return nil, err
 	}

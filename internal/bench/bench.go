@@ -218,7 +218,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		r.cfg = cfg
 		r.rep.Database = scheme(cfg.DatabaseURL)
 		r.rep.Storage = cfg.StorageBackend
-		if r.db, err = db.Open(ctx, cfg.DatabaseURL); err != nil {
+		if r.db, err = db.OpenWith(ctx, cfg.DatabaseURL, db.Options{MaxConns: cfg.DatabaseMaxConns}); err != nil {
 			return nil, fmt.Errorf("baseline database: %w", err)
 		}
 		if r.store, err = app.OpenStore(ctx, cfg); err != nil {
