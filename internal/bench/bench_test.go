@@ -3,6 +3,7 @@ package bench_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,9 +97,17 @@ func TestBenchSmoke(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, col := range []string{"req/s", "p50", "p90", "p99", "errors", "peak RSS", "ratio", "idle RSS", "ingest: against"} {
+	for _, col := range []string{"req/s", "p50", "p90", "p99", "errors", "peak RSS", "baseline p99", "ratio", "idle RSS", "ingest: against"} {
 		if !strings.Contains(table.String(), col) {
 			t.Errorf("table lacks %q:\n%s", col, table.String())
+		}
+	}
+	for _, r := range rep.Results {
+		if r.Baseline == nil {
+			continue
+		}
+		if p99 := fmt.Sprintf("%.2fms", float64(r.Baseline.P99)/1e6); !strings.Contains(table.String(), p99) {
+			t.Errorf("table lacks %s's baseline p99 %s:\n%s", r.Scenario, p99, table.String())
 		}
 	}
 }

@@ -26,11 +26,12 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tconc\trequests\treq/s\tMB/s\tp50\tp90\tp99\terrors\tpeak RSS\tbaseline req/s\tratio\t")
+	fmt.Fprintln(tw, "scenario\tconc\trequests\treq/s\tMB/s\tp50\tp90\tp99\terrors\tpeak RSS\tbaseline req/s\tbaseline p99\tratio\t")
 	for _, r := range rep.Results {
-		base, ratio := "-", "-"
+		// The baseline's p99 is this machine's floor for the scenario's tail latency.
+		base, baseP99, ratio := "-", "-", "-"
 		if r.Baseline != nil {
-			base = fmt.Sprintf("%.1f", r.Baseline.PerSecond)
+			base, baseP99 = fmt.Sprintf("%.1f", r.Baseline.PerSecond), ms(r.Baseline.P99)
 			ratio = fmt.Sprintf("%.2f", r.Ratio)
 		}
 		rss := "-"
@@ -38,8 +39,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			rss = mib(r.PeakRSS)
 		}
 		s := r.Server
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t\n", r.Scenario, r.Concurrency, s.Requests, s.PerSecond, s.MBPerSec,
-			ms(s.P50), ms(s.P90), ms(s.P99), s.Errors, rss, base, ratio)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.1f\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", r.Scenario, r.Concurrency, s.Requests, s.PerSecond, s.MBPerSec,
+			ms(s.P50), ms(s.P90), ms(s.P99), s.Errors, rss, base, baseP99, ratio)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -49,7 +50,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(w, "%s: %s\n", r.Scenario, r.Note)
 		}
 		for _, o := range r.Other {
-			fmt.Fprintf(w, "%s: against %s: baseline %.1f req/s, ratio %.2f\n", r.Scenario, o.Name, o.Baseline.PerSecond, o.Ratio)
+			fmt.Fprintf(w, "%s: against %s: baseline %.1f req/s, p99 %s, ratio %.2f\n", r.Scenario, o.Name, o.Baseline.PerSecond, ms(o.Baseline.P99), o.Ratio)
 			if o.Baseline.FirstErr != "" {
 				fmt.Fprintf(w, "%s baseline %s: first error: %s\n", r.Scenario, o.Name, o.Baseline.FirstErr)
 			}
