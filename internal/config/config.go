@@ -121,7 +121,7 @@ var Settings = []Setting{
 			c.DatabaseURL = v
 			return nil
 		}},
-	{Name: "DATABASE_MAX_CONNS", Default: "0", Doc: "Database connections each process opens at most; 0 means 20 on PostgreSQL, 8 on SQLite. Transactions beyond it wait, first come first served. Keep replicas × this below PostgreSQL's `max_connections`.",
+	{Name: "DATABASE_MAX_CONNS", Default: "0", Doc: "Database connections each process opens at most; 0 means 20 on PostgreSQL, 8 on SQLite. Transactions beyond it wait, first come first served (on SQLite, which has one writer, transactions always run one at a time). Keep replicas × this below PostgreSQL's `max_connections`.",
 		apply: intSetting(0, 1000, func(c *Config) *int { return &c.DatabaseMaxConns })},
 	{Name: "STORAGE_BACKEND", Default: "local", Doc: "Object storage backend: `local` (a directory) or `s3`.",
 		apply: func(c *Config, v string) error {

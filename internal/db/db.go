@@ -47,8 +47,11 @@ type DB struct {
 	URL     string
 	// txConns maps each open PostgreSQL transaction of Tx to its connection (see WithPgx).
 	txConns sync.Map
-	// gate holds one token per transaction of Tx, as many as the pool's connections.
+	// gate holds one token per transaction of Tx: as many as the pool's connections on
+	// PostgreSQL, one on SQLite (every transaction there is a writer, see Tx).
 	gate chan struct{}
+	// gateWait bounds the wait at the gate (0: only the context does).
+	gateWait time.Duration
 }
 
 // Options tune the connection pool.
@@ -56,6 +59,9 @@ type Options struct {
 	// MaxConns bounds the open connections; 0 means 20 on PostgreSQL, 8 on SQLite.
 	MaxConns int
 }
+
+// sqliteBusyTimeout is how long a SQLite writer waits for the write lock.
+const sqliteBusyTimeout = 30 * time.Second
 
 // Default pool sizes.
 const (
@@ -86,7 +92,7 @@ func OpenWith(ctx context.Context, dsn string, o Options) (*DB, error) {
 		// write lock up front so concurrent writers wait (busy_timeout) instead of failing.
 		q := url.Values{}
 		q.Add("_pragma", "journal_mode(WAL)")
-		q.Add("_pragma", "busy_timeout(30000)")
+		q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
 		q.Add("_pragma", "foreign_keys(1)")
 		q.Add("_pragma", "synchronous(NORMAL)")
 		q.Set("_txlock", "immediate")
@@ -124,7 +130,11 @@ func OpenWith(ctx context.Context, dsn string, o Options) (*DB, error) {
 		sqldb.Close()
 		return nil, fmt.Errorf("connect to database: %w: %v", ErrUnavailable, err)
 	}
-	return &DB{DB: sqldb, Dialect: dialect, URL: dsn, gate: make(chan struct{}, conns)}, nil
+	d := &DB{DB: sqldb, Dialect: dialect, URL: dsn, gate: make(chan struct{}, conns)}
+	if dialect == SQLite {
+		d.gate, d.gateWait = make(chan struct{}, 1), sqliteBusyTimeout // as long as SQLite itself would wait
+	}
+	return d, nil
 }
 
 func (d *DB) provider() (*goose.Provider, error) {
@@ -193,15 +203,25 @@ func (d *DB) Migrate(ctx context.Context) (int, error) {
 
 // Tx runs fn in a transaction; it commits only when fn returns nil.
 //
-// Transactions start in the order they asked, once the pool has room: when all its
+// Transactions start in the order they asked, once there is room: when all the pool's
 // connections are busy, database/sql hands a freed one to a random waiter, so under load a
-// request could lose the draw again and again (upload p99 ~15 % higher in the bench). A
-// channel's blocked senders are woken first come, first served.
+// request could lose the draw again and again (upload p99 ~15 % higher in the bench). On
+// SQLite every transaction takes the write lock at BEGIN, and a writer that finds it taken
+// polls for it with sleeps of up to 100 ms (busy_timeout): there the gate lets one
+// transaction in at a time. A channel's blocked senders are woken first come, first served.
 func (d *DB) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	var expired <-chan time.Time
+	if d.gateWait > 0 {
+		t := time.NewTimer(d.gateWait)
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
 	case d.gate <- struct{}{}:
 	case <-ctx.Done():
 		return Classify(fmt.Errorf("begin transaction: %w", ctx.Err()))
+	case <-expired:
+		return fmt.Errorf("%w: begin transaction: the database stayed locked for %s", ErrUnavailable, d.gateWait)
 	}
 	defer func() { <-d.gate }()
 	var tx *sql.Tx

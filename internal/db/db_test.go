@@ -15,15 +15,21 @@ import (
 )
 
 // With every connection busy, transactions start in the order they asked for one
-// (database/sql alone hands a freed connection to a random waiter).
+// (database/sql alone hands a freed connection to a random waiter). On SQLite, where every
+// transaction takes the write lock, that holds with free connections too (SQLite alone
+// lets waiting writers poll for the lock).
 func TestTxAdmitsInArrivalOrder(t *testing.T) {
-	for _, c := range []struct{ name, url string }{
-		{"sqlite", testenv.SQLiteURL(t)},
-		{"postgres", testenv.PostgresURL(t)},
+	for _, c := range []struct {
+		name, url string
+		conns     int
+	}{
+		{"sqlite", testenv.SQLiteURL(t), 0},
+		{"sqlite-1-conn", testenv.SQLiteURL(t), 1},
+		{"postgres-1-conn", testenv.PostgresURL(t), 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
-			d, err := db.OpenWith(ctx, c.url, db.Options{MaxConns: 1})
+			d, err := db.OpenWith(ctx, c.url, db.Options{MaxConns: c.conns})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,7 +65,7 @@ func TestTxAdmitsInArrivalOrder(t *testing.T) {
 						t.Errorf("waiter %d: %v", i, err)
 					}
 				}()
-				waitBlockedInTx(t, i+2) // the holder and waiters 0..i
+				waitQueued(t, i+1) // waiters 0..i
 			}
 
 			// A waiter that gives up leaves the queue without running.
@@ -68,7 +74,7 @@ func TestTxAdmitsInArrivalOrder(t *testing.T) {
 			go func() {
 				gaveUp <- d.Tx(cctx, func(*sql.Tx) error { t.Error("canceled waiter ran"); return nil })
 			}()
-			waitBlockedInTx(t, n+2)
+			waitQueued(t, n+1)
 			cancel()
 			if err := <-gaveUp; !errors.Is(err, context.Canceled) {
 				t.Errorf("canceled waiter: %v, want context.Canceled", err)
@@ -91,18 +97,26 @@ func TestTxAdmitsInArrivalOrder(t *testing.T) {
 	}
 }
 
-// waitBlockedInTx waits until n goroutines are blocked inside DB.Tx (holding a
-// transaction or waiting for one), so the next waiter queues strictly after them.
-func waitBlockedInTx(t *testing.T, n int) {
+// waitQueued waits until n goroutines wait for their turn in DB.Tx itself (blocked in its
+// select, not merely running somewhere inside it), so the next waiter queues after them.
+func waitQueued(t *testing.T, n int) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
 	for range 2000 {
-		stacks := string(buf[:runtime.Stack(buf, true)])
 		got := 0
-		for _, g := range strings.Split(stacks, "\n\n") {
-			header, _, _ := strings.Cut(g, "\n")
-			if strings.Contains(g, "/internal/db.(*DB).Tx(") && !strings.Contains(header, "[running") && !strings.Contains(header, "[runnable") {
-				got++
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			lines := strings.Split(g, "\n")
+			if !strings.Contains(lines[0], "[select") {
+				continue
+			}
+			for _, l := range lines[1:] {
+				if strings.HasPrefix(l, "\t") || strings.HasPrefix(l, "runtime.") {
+					continue // file:line, or the runtime's own frames
+				}
+				if strings.Contains(l, "/internal/db.(*DB).Tx(") {
+					got++
+				}
+				break
 			}
 		}
 		if got >= n {
@@ -110,5 +124,34 @@ func waitBlockedInTx(t *testing.T, n int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("fewer than %d goroutines blocked in DB.Tx after 10 s", n)
+	t.Fatalf("fewer than %d goroutines waiting in DB.Tx after 10 s", n)
+}
+
+// A SQLite writer that waits longer than SQLite itself would for the write lock gets
+// ErrUnavailable (a 503), and its transaction never runs.
+func TestTxGivesUpOnALockedSQLite(t *testing.T) {
+	ctx := context.Background()
+	d, err := db.Open(ctx, testenv.SQLiteURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.SetGateWait(50 * time.Millisecond)
+	held, release := make(chan struct{}), make(chan struct{})
+	holder := make(chan error, 1)
+	go func() {
+		holder <- d.Tx(ctx, func(*sql.Tx) error { close(held); <-release; return nil })
+	}()
+	<-held
+	err = d.Tx(ctx, func(*sql.Tx) error { t.Error("second writer ran"); return nil })
+	if !errors.Is(err, db.ErrUnavailable) {
+		t.Errorf("second writer: %v, want ErrUnavailable", err)
+	}
+	close(release)
+	if err := <-holder; err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Tx(ctx, func(*sql.Tx) error { return nil }); err != nil {
+		t.Errorf("after the holder committed: %v", err)
+	}
 }
