@@ -236,7 +236,17 @@ func writeEnvelope(w http.ResponseWriter, env *Envelope) {
 	_ = json.NewEncoder(w).Encode(env)
 }
 
+// loggerFrom is the request's logger: the server's, with the request's id.
 func loggerFrom(ctx context.Context) *slog.Logger {
+	l := serverLogger(ctx)
+	if id := requestID(ctx); id != "" {
+		return l.With("request_id", id)
+	}
+	return l
+}
+
+// serverLogger is the server's logger, without the request's id.
+func serverLogger(ctx context.Context) *slog.Logger {
 	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
 		return l
 	}
