@@ -109,20 +109,23 @@ func OpenWith(ctx context.Context, dsn string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	conns := o.MaxConns
-	if conns <= 0 {
-		conns = DefaultSQLiteConns
-		if dialect == Postgres {
+	if dialect == Postgres {
+		if conns <= 0 {
 			conns = DefaultPostgresConns
 		}
-	}
-	if dialect == Postgres {
 		// Idle connections are kept up to the open limit: under load a smaller idle pool
 		// closes and reopens PostgreSQL connections (a backend process each) all the time.
-		sqldb.SetMaxOpenConns(conns)
 		sqldb.SetMaxIdleConns(conns)
 		sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	} else {
-		sqldb.SetMaxOpenConns(conns)
+	} else if conns <= 0 {
+		conns = DefaultSQLiteConns
+	}
+	sqldb.SetMaxOpenConns(conns)
+	// Transactions admitted at a time (Tx): one per connection; on SQLite one in all,
+	// waiting as long as SQLite itself would.
+	gate, gateWait := conns, time.Duration(0)
+	if dialect == SQLite {
+		gate, gateWait = 1, sqliteBusyTimeout
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -130,11 +133,7 @@ func OpenWith(ctx context.Context, dsn string, o Options) (*DB, error) {
 		sqldb.Close()
 		return nil, fmt.Errorf("connect to database: %w: %v", ErrUnavailable, err)
 	}
-	d := &DB{DB: sqldb, Dialect: dialect, URL: dsn, gate: make(chan struct{}, conns)}
-	if dialect == SQLite {
-		d.gate, d.gateWait = make(chan struct{}, 1), sqliteBusyTimeout // as long as SQLite itself would wait
-	}
-	return d, nil
+	return &DB{DB: sqldb, Dialect: dialect, URL: dsn, gate: make(chan struct{}, gate), gateWait: gateWait}, nil
 }
 
 func (d *DB) provider() (*goose.Provider, error) {
