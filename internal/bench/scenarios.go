@@ -21,6 +21,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
@@ -223,6 +224,7 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	audit := auth.NewAudit(r.db)
 	var (
 		mu   sync.Mutex
 		keys []string
@@ -247,8 +249,10 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, d.ID, now); err != nil {
 					return err
 				}
-				if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (at, actor_kind, actor, method, path, route, status, request_id)
-					VALUES ($1, 'device', $2, 'POST', $3, '/api/iot/coredump', 201, $4)`, now, d.Key, path, baselineRequestID); err != nil {
+				// The server's audit entry, written by the same code.
+				pctx := auth.WithPending(ctx, &auth.Pending{Entry: auth.AuditEntry{ActorKind: "device", Actor: d.Key,
+					Method: http.MethodPost, Path: path, Route: "/api/iot/coredump", RequestID: baselineRequestID}})
+				if err := audit.RecordPendingTx(pctx, tx, http.StatusCreated); err != nil {
 					return err
 				}
 				// The server's decode job, in a queue that no worker serves: the baseline pays
