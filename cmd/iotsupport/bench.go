@@ -61,6 +61,7 @@ func benchCmd() *cobra.Command {
 	f.IntVar(&o.IngestDevices, "ingest-devices", bench.DefaultIngestDevices, "devices the ingest clients upload for in turn (as few as the concurrency: every device crash-loops)")
 	f.StringVar(&o.Testdata, "testdata", "../shared/testdata", "shared test data directory (esp-coredump/<case>/app.elf, coredump.b64)")
 	f.StringVar(&o.ProfileDir, "profile", "", "write CPU and heap profiles of the started server per scenario into this directory")
+	f.BoolVar(&o.KeepDirty, "keep-dirty", false, "do not sync(2) the page cache before each round (rounds then also pay for writing back earlier rounds' data)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVarP(&verbose, "verbose", "v", false, "progress on stderr also with --json")
 	f.StringVar(&dbURL, "database-url", "", "database of the started server (default: SQLite in the temp dir)")
