@@ -138,38 +138,51 @@ func DeletePrefix(ctx context.Context, s Store, prefix string) (int, error) {
 	if err := Walk(ctx, s, prefix, func(i Info) error { keys = append(keys, i.Key); return nil }); err != nil {
 		return 0, err
 	}
-	// A few deletes in flight: one round trip per object adds up on S3.
-	var (
-		mu       sync.Mutex
-		n        int
-		firstErr error
-		wg       sync.WaitGroup
-		sem      = make(chan struct{}, 8)
-	)
-	for _, k := range keys {
-		mu.Lock()
-		stop := firstErr != nil
-		mu.Unlock()
-		if stop {
-			break
+	n := 0
+	var firstErr error
+	for _, err := range DeleteMany(ctx, s, keys) {
+		if err == nil {
+			n++
+		} else if firstErr == nil {
+			firstErr = err
 		}
+	}
+	return n, firstErr
+}
+
+// BatchDeleter is a Store that removes many objects in one request (S3 DeleteObjects).
+type BatchDeleter interface {
+	// DeleteMany removes the objects under keys; a missing object is not an error. It
+	// returns one error per key, nil for each key that is gone.
+	DeleteMany(ctx context.Context, keys []string) []error
+}
+
+// DeleteMany removes the objects under keys in as few requests as the store allows and
+// returns one error per key (nil: gone). A missing object is not an error.
+func DeleteMany(ctx context.Context, s Store, keys []string) []error {
+	if b, ok := s.(BatchDeleter); ok {
+		return b.DeleteMany(ctx, keys)
+	}
+	return deleteEach(ctx, s.Delete, keys)
+}
+
+// deleteEach deletes keys one request each, a few in flight: one round trip per object
+// adds up on S3.
+func deleteEach(ctx context.Context, del func(context.Context, string) error, keys []string) []error {
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, k := range keys {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := s.Delete(ctx, k)
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				n++
-			} else if firstErr == nil {
-				firstErr = err
-			}
+			errs[i] = del(ctx, k)
 		}()
 	}
 	wg.Wait()
-	return n, firstErr
+	return errs
 }
 
 // exactReader passes through exactly size bytes of r and fails if r ends early or holds

@@ -5,13 +5,17 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
@@ -267,5 +271,82 @@ func TestLocalGetExposesFile(t *testing.T) {
 	got, err := io.ReadAll(rc)
 	if err != nil || !bytes.Equal(got, data[4321:4421]) {
 		t.Fatalf("range content: %q, %v", got, err)
+	}
+}
+
+// A server without DeleteObjects (Google Cloud Storage's XML API) gets single deletes,
+// and is not asked again.
+func TestS3DeleteManyWithoutDeleteObjects(t *testing.T) {
+	ctx := context.Background()
+	fake := gofakes3.New(s3mem.New()).Server()
+	var batches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Query().Has("delete") {
+			batches.Add(1)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusNotImplemented)
+			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>not here</Message></Error>`)
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s, err := blob.NewS3(ctx, blob.S3Config{Endpoint: srv.URL, AccessKeyID: "a", SecretAccessKey: "b", Bucket: "test", PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		keys := []string{"a/1", "a/2", "a/3"}
+		for _, k := range keys {
+			if err := s.Put(ctx, k, strings.NewReader(k), int64(len(k)), ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, err := range blob.DeleteMany(ctx, s, append(keys, "no/such")) {
+			if err != nil {
+				t.Fatalf("round %d, key %d: %v", round, i, err)
+			}
+		}
+		items, _, err := s.List(ctx, "", "", 10)
+		if err != nil || len(items) != 0 {
+			t.Fatalf("round %d left %v (%v)", round, items, err)
+		}
+	}
+	if n := batches.Load(); n != 1 {
+		t.Fatalf("DeleteObjects tried %d times, want once", n)
+	}
+}
+
+// A failing DeleteObjects request fails every key in it, as unavailable.
+func TestS3DeleteManyOutage(t *testing.T) {
+	ctx := context.Background()
+	fake := gofakes3.New(s3mem.New()).Server()
+	var down atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fake.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s, err := blob.NewS3(ctx, blob.S3Config{Endpoint: srv.URL, AccessKeyID: "a", SecretAccessKey: "b", Bucket: "test", PathStyle: true},
+		func(o *s3.Options) { o.Retryer = aws.NopRetryer{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "a/1", strings.NewReader("x"), 1, ""); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	errs := blob.DeleteMany(ctx, s, []string{"a/1", "a/2"})
+	for i, err := range errs {
+		if !errors.Is(err, blob.ErrUnavailable) {
+			t.Fatalf("key %d: %v", i, err)
+		}
+	}
+	down.Store(false)
+	if _, err := s.Stat(ctx, "a/1"); err != nil {
+		t.Fatalf("object gone after a failed delete: %v", err)
 	}
 }

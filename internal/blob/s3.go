@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -38,6 +39,8 @@ type S3Config struct {
 type S3 struct {
 	client *s3.Client
 	bucket string
+	// singleDeletes: the server answered DeleteObjects with "not implemented".
+	singleDeletes atomic.Bool
 }
 
 // NewS3 connects and creates the bucket when it is missing. opts adjust the client
@@ -326,6 +329,78 @@ func (s *S3) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("delete %s: %w", key, mapErr(err))
 	}
 	return nil
+}
+
+// DeleteMany removes up to 1000 objects per DeleteObjects request (the S3 maximum),
+// instead of a request per object. A server that does not implement DeleteObjects (the
+// XML API of Google Cloud Storage, for one) gets single deletes from then on.
+func (s *S3) DeleteMany(ctx context.Context, keys []string) []error {
+	errs := make([]error, len(keys))
+	var valid []int
+	for i, k := range keys {
+		if err := ValidKey(k); err != nil {
+			errs[i] = err
+		} else {
+			valid = append(valid, i)
+		}
+	}
+	for len(valid) > 0 {
+		n := min(len(valid), 1000)
+		s.deleteBatch(ctx, keys, valid[:n], errs)
+		valid = valid[n:]
+	}
+	return errs
+}
+
+// deleteBatch deletes keys[i] for each i in idx in one request and sets errs[i].
+func (s *S3) deleteBatch(ctx context.Context, keys []string, idx []int, errs []error) {
+	batch := make([]string, len(idx))
+	for j, i := range idx {
+		batch[j] = keys[i]
+	}
+	if !s.singleDeletes.Load() {
+		objs := make([]types.ObjectIdentifier, len(batch))
+		for j, k := range batch {
+			objs[j] = types.ObjectIdentifier{Key: aws.String(k)}
+		}
+		// Quiet: the answer lists only the keys that failed.
+		out, err := s.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: &s.bucket,
+			Delete: &types.Delete{Objects: objs, Quiet: aws.Bool(true)}})
+		if err == nil {
+			failed := make(map[string]error, len(out.Errors))
+			for _, e := range out.Errors {
+				if code := aws.ToString(e.Code); code != "NoSuchKey" {
+					k := aws.ToString(e.Key)
+					failed[k] = fmt.Errorf("delete %s: %w: %s: %s", k, ErrUnavailable, code, aws.ToString(e.Message))
+				}
+			}
+			for _, i := range idx {
+				errs[i] = failed[keys[i]]
+			}
+			return
+		}
+		if !notImplemented(err) {
+			err = fmt.Errorf("delete %d objects (%s, ...): %w", len(batch), batch[0], mapErr(err))
+			for _, i := range idx {
+				errs[i] = err
+			}
+			return
+		}
+		s.singleDeletes.Store(true)
+	}
+	for j, err := range deleteEach(ctx, s.Delete, batch) {
+		errs[idx[j]] = err
+	}
+}
+
+// notImplemented reports a server's answer that it does not support the operation.
+func notImplemented(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) && (ae.ErrorCode() == "NotImplemented" || ae.ErrorCode() == "MethodNotAllowed") {
+		return true
+	}
+	var re *smithyhttp.ResponseError
+	return errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusNotImplemented || re.HTTPStatusCode() == http.StatusMethodNotAllowed)
 }
 
 // List is one ListObjectsV2 page (at most 1000 keys, the S3 maximum). With a full page

@@ -201,7 +201,7 @@ type entry struct {
 }
 
 // batch handles the oldest due entries in one transaction, holding their rows while the
-// objects are deleted (a few at a time) so Settle in a concurrent upload waits for them.
+// objects are deleted (deleteAll) so Settle in a concurrent upload waits for them.
 // One commit per batch rather than per entry: under retention churn (every core dump
 // upload past MAX_COREDUMPS queues one deletion) per-entry commits were a large share of
 // the database's work.
@@ -230,19 +230,7 @@ func (w *Worker) batch(ctx context.Context) (done, failed int, err error) {
 		if err := rows.Err(); err != nil || len(es) == 0 {
 			return err
 		}
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 8)
-		for _, e := range es {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				dctx, cancel := context.WithTimeout(ctx, w.deleteTimeout())
-				defer cancel()
-				e.err = deleteObjects(dctx, w.store, e.key, e.prefix)
-			}()
-		}
-		wg.Wait()
+		w.deleteAll(ctx, es)
 		var ok []any
 		for _, e := range es {
 			if e.err == nil {
@@ -282,6 +270,39 @@ func (w *Worker) batch(ctx context.Context) (done, failed int, err error) {
 	w.failures.Add(float64(failed))
 	// Failed entries are rescheduled into the future, so the loop moves on to others.
 	return done, failed, nil
+}
+
+// deleteAll deletes the entries' objects and sets each entry's err: the single keys in
+// one batch (one S3 request per 1000 keys instead of one per object: under retention
+// churn that request overhead was most of the store's and the worker's work), each prefix
+// by listing it, a few prefixes at a time.
+func (w *Worker) deleteAll(ctx context.Context, es []*entry) {
+	var keys []string
+	var single []*entry
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, e := range es {
+		if !e.prefix {
+			keys, single = append(keys, e.key), append(single, e)
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			dctx, cancel := context.WithTimeout(ctx, w.deleteTimeout())
+			defer cancel()
+			_, e.err = blob.DeletePrefix(dctx, w.store, e.key)
+		}()
+	}
+	if len(keys) > 0 {
+		dctx, cancel := context.WithTimeout(ctx, w.deleteTimeout())
+		for i, err := range blob.DeleteMany(dctx, w.store, keys) {
+			single[i].err = err
+		}
+		cancel()
+	}
+	wg.Wait()
 }
 
 // Cleanup removes objects written by a transaction that rolled back. It runs in a

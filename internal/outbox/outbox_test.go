@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"testing"
 
 	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/outbox"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -169,6 +171,83 @@ func TestDrainBatchesAndStopsWhenStoreIsDown(t *testing.T) {
 		}
 		if items, _, _ := env.Store.List(ctx, "coredumps/", "", 1000); len(items) != 0 {
 			t.Fatalf("%d objects left", len(items))
+		}
+	})
+}
+
+// batching records DeleteMany calls and fails the keys in fail; single Deletes are counted.
+type batching struct {
+	blob.Store
+	fail    map[string]bool
+	batches atomic.Int32
+	singles atomic.Int32
+}
+
+func (b *batching) Delete(ctx context.Context, key string) error {
+	b.singles.Add(1)
+	return b.Store.Delete(ctx, key)
+}
+
+func (b *batching) DeleteMany(ctx context.Context, keys []string) []error {
+	b.batches.Add(1)
+	errs := make([]error, len(keys))
+	for i, k := range keys {
+		if b.fail[k] {
+			errs[i] = fmt.Errorf("delete %s: %w", k, blob.ErrUnavailable)
+		} else {
+			errs[i] = b.Store.Delete(ctx, k)
+		}
+	}
+	return errs
+}
+
+// TestDrainDeletesKeysInBatches: a store that deletes many objects per request gets the
+// batch's single keys in one call, not a request each; a key that failed in it is retried
+// alone, the others are done.
+func TestDrainDeletesKeysInBatches(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		ctx := context.Background()
+		const n = 40
+		st := &batching{Store: env.Store, fail: map[string]bool{"coredumps/cccccccc/3.dmp": true, "coredumps/cccccccc/30.dmp": true}}
+		putObj(t, env.Store, "coredumps/dddddddd/1.dmp")
+		putObj(t, env.Store, "coredumps/dddddddd/2.dmp")
+		if err := env.DB.Tx(ctx, func(tx *sql.Tx) error {
+			for i := range n {
+				key := fmt.Sprintf("coredumps/cccccccc/%d.dmp", i)
+				putObj(t, env.Store, key)
+				if err := outbox.Enqueue(ctx, tx, key); err != nil {
+					return err
+				}
+			}
+			return outbox.EnqueuePrefix(ctx, tx, "coredumps/dddddddd/")
+		}); err != nil {
+			t.Fatal(err)
+		}
+		w := outbox.NewWorker(env.DB, st, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		done, failed, err := w.Drain(ctx)
+		if err != nil || done != n-1 || failed != 2 {
+			t.Fatalf("drain: done=%d failed=%d err=%v, want %d done and 2 failed", done, failed, err, n-1)
+		}
+		batch := 64
+		if env.DB.Dialect != db.Postgres {
+			batch = 8
+		}
+		// One call per batch of entries, plus one for the prefix's listed objects.
+		if got, most := int(st.batches.Load()), (n+1+batch-1)/batch+1; got > most || st.singles.Load() != 0 {
+			t.Fatalf("%d DeleteMany calls (at most %d) and %d single deletes (want none)", got, most, st.singles.Load())
+		}
+		items, _, _ := env.Store.List(ctx, "coredumps/", "", 1000)
+		var left []string
+		for _, it := range items {
+			left = append(left, it.Key)
+		}
+		if !slices.Equal(left, []string{"coredumps/cccccccc/3.dmp", "coredumps/cccccccc/30.dmp"}) {
+			t.Fatalf("objects left: %v", left)
+		}
+		var retried int
+		_ = env.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM blob_deletions WHERE attempts = 1 AND last_error IS NOT NULL`).Scan(&retried)
+		if n, _, _ := outbox.Backlog(ctx, env.DB); n != 2 || retried != 2 {
+			t.Fatalf("backlog %d, %d marked for retry; want the 2 failed keys", n, retried)
 		}
 	})
 }

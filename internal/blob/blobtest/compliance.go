@@ -310,6 +310,42 @@ func RunCompliance(t *testing.T, newStore func(t *testing.T) blob.Store) {
 			t.Fatalf("reuse: %q", got)
 		}
 	})
+	t.Run("DeleteMany", func(t *testing.T) {
+		s := newStore(t)
+		for _, k := range []string{"a/1", "a/2", "a/3", "a/4", "keep"} {
+			put(t, s, k, []byte(k))
+		}
+		if errs := blob.DeleteMany(ctx, s, nil); len(errs) != 0 {
+			t.Fatalf("no keys: %v", errs)
+		}
+		keys := []string{"a/1", "no/such", "a/../keep", "a/3", "a/1"}
+		errs := blob.DeleteMany(ctx, s, keys)
+		if len(errs) != len(keys) {
+			t.Fatalf("%d errors for %d keys", len(errs), len(keys))
+		}
+		for i, err := range errs {
+			if wantBad := keys[i] == "a/../keep"; wantBad != errors.Is(err, blob.ErrInvalidKey) || !wantBad && err != nil {
+				t.Errorf("%s: %v", keys[i], err)
+			}
+		}
+		if got := listKeys(t, s, "", "", 100); !slices.Equal(got, []string{"a/2", "a/4", "keep"}) {
+			t.Fatalf("left: %v", got)
+		}
+		// More keys than one S3 request takes (1000).
+		var many []string
+		for i := range 1003 {
+			many = append(many, fmt.Sprintf("m/%04d", i))
+			put(t, s, many[i], nil)
+		}
+		for i, err := range blob.DeleteMany(ctx, s, many) {
+			if err != nil {
+				t.Fatalf("%s: %v", many[i], err)
+			}
+		}
+		if got := listKeys(t, s, "m/", "", 10); len(got) != 0 {
+			t.Fatalf("left of 1003: %v", got)
+		}
+	})
 	t.Run("FailedPutLeavesNothing", func(t *testing.T) {
 		s := newStore(t)
 		put(t, s, "keep", []byte("old"))
