@@ -95,7 +95,9 @@ type Report struct {
 	Storage   string    `json:"storage"`
 	IdleRSS   int64     `json:"idle_rss_bytes"`
 	ServerHWM int64     `json:"server_vm_hwm_bytes"`
-	Results   []Result  `json:"results"`
+	// SyncedRounds counts the rounds that started with sync(2) (none with KeepDirty).
+	SyncedRounds int      `json:"synced_rounds"`
+	Results      []Result `json:"results"`
 }
 
 // env is the benchmark's view of the server's settings.
@@ -348,6 +350,7 @@ func (r *runner) compare(ctx context.Context, name string, conc int, srv, base o
 func (r *runner) settle() {
 	if !r.opts.KeepDirty {
 		syscall.Sync()
+		r.rep.SyncedRounds++
 	}
 }
 

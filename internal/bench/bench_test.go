@@ -54,6 +54,9 @@ func TestBenchSmoke(t *testing.T) {
 		t.Skip("starts a server and runs every scenario")
 	}
 	rep := runBench(t, append(os.Environ(), "DATABASE_URL=", "STORAGE_BACKEND="), "--duration", "1s", "--concurrency", "2")
+	if rep.SyncedRounds <= 0 {
+		t.Errorf("no round started with a sync")
+	}
 	if rep.IdleRSS <= 0 || rep.ServerHWM < rep.IdleRSS || rep.Machine == "" || rep.Database != "sqlite" || rep.Storage != "local" {
 		t.Errorf("report header: idle %d, hwm %d, machine %q, db %q, storage %q", rep.IdleRSS, rep.ServerHWM, rep.Machine, rep.Database, rep.Storage)
 	}
@@ -97,7 +100,7 @@ func TestBenchSmoke(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, col := range []string{"req/s", "p50", "p90", "p99", "errors", "peak RSS", "baseline p99", "ratio", "idle RSS", "ingest: against"} {
+	for _, col := range []string{"req/s", "p50", "p90", "p99", "errors", "peak RSS", "baseline p99", "ratio", "idle RSS", "ingest: against", "synced to disk before each of"} {
 		if !strings.Contains(table.String(), col) {
 			t.Errorf("table lacks %q:\n%s", col, table.String())
 		}
@@ -109,6 +112,24 @@ func TestBenchSmoke(t *testing.T) {
 		if p99 := fmt.Sprintf("%.2fms", float64(r.Baseline.P99)/1e6); !strings.Contains(table.String(), p99) {
 			t.Errorf("table lacks %s's baseline p99 %s:\n%s", r.Scenario, p99, table.String())
 		}
+	}
+}
+
+// TestBenchKeepDirty: --keep-dirty skips the sync before each round, and the report says so.
+func TestBenchKeepDirty(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	rep := runBench(t, append(os.Environ(), "DATABASE_URL=", "STORAGE_BACKEND="), "--scenario", "checkin", "--duration", "1s", "--concurrency", "2", "--keep-dirty")
+	if rep.SyncedRounds != 0 || len(rep.Results) != 1 || rep.Results[0].Server.Requests <= 0 {
+		t.Fatalf("synced rounds %d, results %+v", rep.SyncedRounds, rep.Results)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), "not synced (--keep-dirty)") {
+		t.Errorf("table does not say the rounds were not synced:\n%s", table.String())
 	}
 }
 
@@ -125,6 +146,10 @@ func TestBenchIngestPostgres(t *testing.T) {
 	rep := runBench(t, proctest.Env(env), "--scenario", "ingest", "--duration", "1s", "--concurrency", "2", "--ingest-devices", "64")
 	if len(rep.Results) != 1 || rep.Database != "postgres" || rep.Storage != "s3" {
 		t.Fatalf("report: %+v", rep)
+	}
+	// Two rounds of the server and both baselines, each after a sync.
+	if rep.SyncedRounds != 6 {
+		t.Errorf("%d synced rounds, want 6", rep.SyncedRounds)
 	}
 	r := rep.Results[0]
 	if r.Server.Requests <= 0 || r.Server.Errors != 0 || r.Baseline == nil || r.Baseline.Requests <= 0 || r.Baseline.Errors != 0 ||

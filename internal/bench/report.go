@@ -24,6 +24,11 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	if rep.IdleRSS > 0 {
 		fmt.Fprintf(w, "idle RSS: %s   peak RSS over the run (VmHWM): %s\n", mib(rep.IdleRSS), mib(rep.ServerHWM))
 	}
+	if rep.SyncedRounds > 0 {
+		fmt.Fprintf(w, "rounds:   the page cache was synced to disk before each of %d rounds\n", rep.SyncedRounds)
+	} else {
+		fmt.Fprintln(w, "rounds:   not synced (--keep-dirty): a round may pay for writing back earlier rounds' data")
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tconc\trequests\treq/s\tMB/s\tp50\tp90\tp99\terrors\tpeak RSS\tbaseline req/s\tbaseline p99\tratio\t")
