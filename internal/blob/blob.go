@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -167,18 +168,29 @@ func DeleteMany(ctx context.Context, s Store, keys []string) []error {
 }
 
 // deleteEach deletes keys one request each, a few in flight: one round trip per object
-// adds up on S3.
+// adds up on S3. After a failure it starts no more requests (the store is most likely
+// down): the keys not tried get that error.
 func deleteEach(ctx context.Context, del func(context.Context, string) error, keys []string) []error {
 	errs := make([]error, len(keys))
-	var wg sync.WaitGroup
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Pointer[error]
+	)
 	sem := make(chan struct{}, 8)
 	for i, k := range keys {
 		sem <- struct{}{}
+		if p := failed.Load(); p != nil {
+			<-sem
+			errs[i] = fmt.Errorf("delete %s: not tried after an earlier failure: %w", k, *p)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			errs[i] = del(ctx, k)
+			if errs[i] = del(ctx, k); errs[i] != nil {
+				failed.CompareAndSwap(nil, &errs[i])
+			}
 		}()
 	}
 	wg.Wait()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -348,5 +349,40 @@ func TestS3DeleteManyOutage(t *testing.T) {
 	down.Store(false)
 	if _, err := s.Stat(ctx, "a/1"); err != nil {
 		t.Fatalf("object gone after a failed delete: %v", err)
+	}
+}
+
+// downStore fails every Delete, as a store that is down.
+type downStore struct {
+	blob.Store
+	calls atomic.Int32
+}
+
+func (d *downStore) Delete(ctx context.Context, key string) error {
+	d.calls.Add(1)
+	return fmt.Errorf("delete %s: %w", key, blob.ErrUnavailable)
+}
+
+// Deleting one by one stops starting requests after a failure (the store is down), and
+// every key still gets an error.
+func TestDeleteManyStopsAfterAFailure(t *testing.T) {
+	local, err := blob.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &downStore{Store: local}
+	keys := make([]string, 100)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k/%d", i)
+	}
+	errs := blob.DeleteMany(context.Background(), d, keys)
+	for i, err := range errs {
+		if !errors.Is(err, blob.ErrUnavailable) {
+			t.Fatalf("key %d: %v", i, err)
+		}
+	}
+	// At most the 8 already in flight when the first failed.
+	if n := d.calls.Load(); n < 1 || n > 8 {
+		t.Fatalf("%d deletes tried for 100 keys on a store that is down", n)
 	}
 }

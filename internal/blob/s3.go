@@ -346,14 +346,21 @@ func (s *S3) DeleteMany(ctx context.Context, keys []string) []error {
 	}
 	for len(valid) > 0 {
 		n := min(len(valid), 1000)
-		s.deleteBatch(ctx, keys, valid[:n], errs)
+		if !s.deleteBatch(ctx, keys, valid[:n], errs) {
+			// The request failed as a whole: the store is most likely down.
+			for _, i := range valid[n:] {
+				errs[i] = fmt.Errorf("delete %s: not tried after an earlier failure: %w", keys[i], errs[valid[0]])
+			}
+			break
+		}
 		valid = valid[n:]
 	}
 	return errs
 }
 
-// deleteBatch deletes keys[i] for each i in idx in one request and sets errs[i].
-func (s *S3) deleteBatch(ctx context.Context, keys []string, idx []int, errs []error) {
+// deleteBatch deletes keys[i] for each i in idx in one request and sets errs[i]. It
+// reports false when the request failed as a whole.
+func (s *S3) deleteBatch(ctx context.Context, keys []string, idx []int, errs []error) bool {
 	batch := make([]string, len(idx))
 	for j, i := range idx {
 		batch[j] = keys[i]
@@ -377,20 +384,23 @@ func (s *S3) deleteBatch(ctx context.Context, keys []string, idx []int, errs []e
 			for _, i := range idx {
 				errs[i] = failed[keys[i]]
 			}
-			return
+			return true
 		}
 		if !notImplemented(err) {
 			err = fmt.Errorf("delete %d objects (%s, ...): %w", len(batch), batch[0], mapErr(err))
 			for _, i := range idx {
 				errs[i] = err
 			}
-			return
+			return false
 		}
 		s.singleDeletes.Store(true)
 	}
+	ok := true
 	for j, err := range deleteEach(ctx, s.Delete, batch) {
 		errs[idx[j]] = err
+		ok = ok && err == nil
 	}
+	return ok
 }
 
 // notImplemented reports a server's answer that it does not support the operation.

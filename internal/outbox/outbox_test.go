@@ -136,7 +136,8 @@ func (c *countingFlaky) Delete(ctx context.Context, key string) error {
 
 // TestDrainBatchesAndStopsWhenStoreIsDown: more entries than one batch drain in one round
 // while the store is up; while it is down, a round ends after one wholly failed batch
-// instead of trying (and timing out on) every entry.
+// instead of trying (and timing out on) every entry, and that batch stops sending
+// requests after the first failure.
 func TestDrainBatchesAndStopsWhenStoreIsDown(t *testing.T) {
 	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
 		ctx := context.Background()
@@ -160,8 +161,9 @@ func TestDrainBatchesAndStopsWhenStoreIsDown(t *testing.T) {
 		if err != nil || done != 0 || failed == 0 || failed >= n {
 			t.Fatalf("drain while down: done=%d failed=%d err=%v (want one failed batch)", done, failed, err)
 		}
-		if int(st.calls.Load()) != failed {
-			t.Fatalf("%d deletes attempted for %d failures", st.calls.Load(), failed)
+		// Within the batch, no new request starts after one failed: at most the 8 in flight.
+		if calls := st.calls.Load(); calls < 1 || calls > 8 {
+			t.Fatalf("%d deletes attempted for %d failures", calls, failed)
 		}
 		testenv.MustExec(t, env.DB, `UPDATE blob_deletions SET next_attempt_at = created_at`)
 		st.down = false
