@@ -181,7 +181,7 @@ func deleteEach(ctx context.Context, del func(context.Context, string) error, ke
 		sem <- struct{}{}
 		if p := failed.Load(); p != nil {
 			<-sem
-			errs[i] = fmt.Errorf("delete %s: not tried after an earlier failure: %w", k, *p)
+			errs[i] = notTried(k, *p)
 			continue
 		}
 		wg.Add(1)
@@ -195,6 +195,11 @@ func deleteEach(ctx context.Context, del func(context.Context, string) error, ke
 	}
 	wg.Wait()
 	return errs
+}
+
+// notTried is the error of a key whose deletion was not attempted after err.
+func notTried(key string, err error) error {
+	return fmt.Errorf("delete %s: not tried after an earlier failure: %w", key, err)
 }
 
 // exactReader passes through exactly size bytes of r and fails if r ends early or holds

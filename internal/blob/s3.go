@@ -349,7 +349,7 @@ func (s *S3) DeleteMany(ctx context.Context, keys []string) []error {
 		if !s.deleteBatch(ctx, keys, valid[:n], errs) {
 			// The request failed as a whole: the store is most likely down.
 			for _, i := range valid[n:] {
-				errs[i] = fmt.Errorf("delete %s: not tried after an earlier failure: %w", keys[i], errs[valid[0]])
+				errs[i] = notTried(keys[i], errs[valid[0]])
 			}
 			break
 		}
