@@ -67,6 +67,9 @@ type Config struct {
 	DeviceFailuresPerMinute int
 	DeviceCacheTTL          time.Duration
 	TrustProxyHeaders       bool
+	// PublicBaseURL is how devices and CI jobs reach this service (scheme://host[:port][/prefix]),
+	// used wherever the service writes its own address into something it hands out.
+	PublicBaseURL string
 
 	FirmwareMaxBundleBytes int64
 	FirmwareMaxMemberBytes int64
@@ -247,6 +250,18 @@ var Settings = []Setting{
 	{Name: "MQTT_PASSWORD", Default: "", Secret: true, Doc: "MQTT password.", apply: func(c *Config, v string) error { c.MQTTPassword = v; return nil }},
 	{Name: "MQTT_CLIENT_ID", Default: "", Doc: "MQTT client id; defaults to `MQTT_USERNAME`, else `iotsupport-backend`. Give each replica its own.", apply: func(c *Config, v string) error { c.MQTTClientID = v; return nil }},
 	{Name: "TRUST_PROXY_HEADERS", Default: "false", Doc: "Take the client address from `X-Forwarded-For` (only behind a trusted proxy).", apply: boolSetting(func(c *Config) *bool { return &c.TrustProxyHeaders })},
+	{Name: "PUBLIC_BASE_URL", Default: "", Doc: "The URL devices and CI jobs reach this service at (`https://iot.example.com`, optionally with a path prefix), written into the CI upload scripts and provisioning records; empty means derived from the request's validated `Host` (and `X-Forwarded-Proto`/`-Host` only with `TRUST_PROXY_HEADERS`).", apply: func(c *Config, v string) error {
+		if v == "" {
+			c.PublicBaseURL = ""
+			return nil
+		}
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("must be an http:// or https:// URL with a host and no query, fragment or credentials")
+		}
+		c.PublicBaseURL = strings.TrimRight(u.String(), "/")
+		return nil
+	}},
 }
 
 func nonEmpty(dst *string, v string) error {
