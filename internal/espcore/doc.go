@@ -11,7 +11,10 @@
 // stack; RISC-V uses DWARF CFI from the app ELF, and where no CFI covers a
 // PC (ROM code) a stack scan for return addresses that follow a call
 // instruction and that unwind consistently. Scanned frames are marked
-// "scan".
+// "scan". An innermost function without CFI is taken for a leaf when ra
+// returns to a call of it: its caller comes from ra (marked "ra"), then the
+// walk goes on. Without the app ELF, RISC-V backtraces are pc, ra and a scan
+// for code addresses; Xtensa ones need no ELF.
 //
 // The input is untrusted: thread, segment and frame counts are bounded and
 // every read is checked. The fuzz targets seed themselves from the shared

@@ -14,6 +14,7 @@ const (
 	MethodWindowed = "windowed"
 	MethodCFI      = "cfi"
 	MethodScan     = "scan"
+	MethodRA       = "ra" // caller from the ra register: the innermost function has no unwind info
 )
 
 // codeOracle tells whether an address is code, for stopping unwinds and for
@@ -31,6 +32,12 @@ func (o codeOracle) exec(a uint32) bool {
 	}
 	if o.sym == nil {
 		// No ELF: accept the usual instruction buses.
+		if o.chip.arch == archRISCV && o.chip.romHi <= 0x40100000 {
+			// C- and H-series: IRAM (C3/C2), HP SRAM (C6 and later) and the flash
+			// window; the rest of 0x4xxx_xxxx is data or unmapped, and stack words
+			// such as ASCII text would otherwise pass for code.
+			return a >= 0x4037C000 && a < 0x403E0000 || a >= 0x40800000 && a < 0x40880000 || a >= 0x42000000 && a < 0x43000000
+		}
 		return a >= 0x40000000 && a < 0x50000000
 	}
 	return false
@@ -88,6 +95,15 @@ func unwindRISCV(m *memory, o codeOracle, regs []uint32, max int, scan bool) []r
 		ok := false
 		if o.sym != nil {
 			row, ok = o.sym.CFARule(uint64(look))
+		}
+		if !ok && first && leafReturn(m, o, x[1], pc) {
+			// No CFI for the innermost function (a leaf in assembly or ROM, or no ELF):
+			// a leaf keeps its return address in ra and leaves sp alone, so its caller
+			// is ra, and the stack is still the caller's. Scanning instead would skip
+			// the caller, whose own return address is the first one on the stack.
+			frames = append(frames, rawFrame{x[1], MethodRA})
+			pc, first = x[1], false
+			continue
 		}
 		if !ok {
 			if !scan {
@@ -152,6 +168,22 @@ func unwindRISCV(m *memory, o codeOracle, regs []uint32, max int, scan bool) []r
 	return frames
 }
 
+// leafReturn reports whether ra can be the return address of the innermost
+// function at pc: code after a call that targets pc's function (with an ELF to
+// check against), and not an address the dump itself holds as data.
+func leafReturn(m *memory, o codeOracle, ra, pc uint32) bool {
+	if ra == 0 || ra == pc || ra&1 != 0 || !o.exec(ra) || m.find(ra, 1) != nil {
+		return false
+	}
+	if o.sym == nil {
+		return true
+	}
+	if o.inELF(ra) {
+		return afterCall(o.sym, archRISCV, ra) && callReaches(o, archRISCV, ra, pc)
+	}
+	return o.chip.inROM(ra) && ra&0xff != 0
+}
+
 const scanLimit = 1024 // words
 
 // scanStack looks upward from sp for a word that is a plausible return
@@ -178,6 +210,12 @@ func scanStack(m *memory, o codeOracle, a arch, sp uint32, cur uint32) (uint32, 
 			if nsp, ok := plausibleResume(m, o, v, slot+4); ok {
 				return v, nsp, true
 			}
+		}
+		// Without an ELF nothing can be checked: any code-bus word that is not
+		// an address of the captured memory (TCBs, stacks) is taken; round
+		// values are usually table pointers.
+		if o.sym == nil && o.exec(v) && m.find(v, 1) == nil && v&0xff != 0 {
+			return v, slot + 4, true
 		}
 		// ROM code is not in the ELF, so ROM return addresses cannot be
 		// checked; round values are usually pointers to ROM tables.
