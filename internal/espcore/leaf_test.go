@@ -64,8 +64,8 @@ func TestRISCVLeafWithoutCFI(t *testing.T) {
 					t.Errorf("%s frame #%d: 0x%x %s [%s], want 0x%x %s", c, i, th.Frames[i].PC, th.Frames[i].Function, th.Frames[i].Method, wf.pc, wf.fn)
 				}
 			}
-			if th.Frames[1].Method != "ra" {
-				t.Errorf("%s: caller found by %s, want %s", c, th.Frames[1].Method, "ra")
+			if th.Frames[1].Method != MethodRA {
+				t.Errorf("%s: caller found by %s, want %s", c, th.Frames[1].Method, MethodRA)
 			}
 		}
 	}
