@@ -3,11 +3,12 @@ package coredumps
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"hash/crc32"
 	"strings"
+
+	"github.com/iotsupport/iotsupport/internal/espcore"
 )
 
 // Containers: how the dump arrived (ESP-FORMATS §2.1).
@@ -326,11 +327,7 @@ func decodeUART(text []byte) (out []byte, marked bool) {
 	marked = !inside
 	for len(text) > 0 {
 		var line []byte
-		if i := bytes.IndexByte(text, '\n'); i >= 0 {
-			line, text = text[:i], text[i+1:]
-		} else {
-			line, text = text, nil
-		}
+		line, text = espcore.NextLine(text)
 		line = bytes.TrimSpace(line)
 		switch {
 		case len(line) == 0:
@@ -354,23 +351,8 @@ func decodeUART(text []byte) (out []byte, marked bool) {
 	return out, marked
 }
 
-func decodeLine(line []byte) ([]byte, bool) {
-	for _, c := range line {
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=') {
-			return nil, false
-		}
-	}
-	enc := base64.StdEncoding
-	if len(line)%4 != 0 {
-		enc = base64.RawStdEncoding
-	}
-	d := make([]byte, enc.DecodedLen(len(line)))
-	n, err := enc.Decode(d, line)
-	if err != nil {
-		return nil, false
-	}
-	return d[:n], true
-}
+// decodeLine: padding may end pieces mid-line (lines joined without their ends).
+func decodeLine(line []byte) ([]byte, bool) { return espcore.DecodeBase64Line(line, true) }
 
 // isText: no control characters other than whitespace and ESC (log colours), so binary
 // data is not scanned line by line; UTF-8 in log lines is fine.

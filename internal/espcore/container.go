@@ -81,7 +81,7 @@ func knownVersion(v uint32) bool {
 func decodeBase64Lines(text []byte) ([]byte, bool) {
 	start := bytes.Index(text, []byte("CORE DUMP START"))
 	if start >= 0 {
-		if nl := bytes.IndexByte(text[start:], '\n'); nl >= 0 {
+		if nl := bytes.IndexAny(text[start:], "\r\n"); nl >= 0 {
 			text = text[start+nl+1:]
 		} else {
 			text = nil
@@ -91,34 +91,75 @@ func decodeBase64Lines(text []byte) ([]byte, bool) {
 		}
 	}
 	var out []byte
-	got := false
-	buf := make([]byte, 0, 64)
 	for len(text) > 0 {
 		var line []byte
-		if i := bytes.IndexByte(text, '\n'); i >= 0 {
-			line, text = text[:i], text[i+1:]
-		} else {
-			line, text = text, nil
-		}
+		line, text = NextLine(text)
 		line = bytes.TrimSpace(line)
-		if len(line) == 0 || len(line)%4 != 0 || !isB64(line) {
-			continue // surrounding log line
-		}
-		n := base64.StdEncoding.DecodedLen(len(line))
-		if cap(buf) < n {
-			buf = make([]byte, n)
-		}
-		m, err := base64.StdEncoding.Decode(buf[:n], line)
-		if err != nil {
+		if len(line) == 0 {
 			continue
 		}
-		out = append(out, buf[:m]...)
-		got = true
+		d, ok := DecodeBase64Line(line, false)
+		if !ok {
+			continue // surrounding log line
+		}
+		out = append(out, d...)
 		if len(out) > maxInput {
 			break
 		}
 	}
-	return out, got && len(out) > 0
+	return out, len(out) > 0
+}
+
+// NextLine cuts text at the first line end: LF, CRLF or a lone CR (terminal
+// captures keep the device's CR and may drop the LF).
+func NextLine(text []byte) (line, rest []byte) {
+	i := bytes.IndexAny(text, "\r\n")
+	if i < 0 {
+		return text, nil
+	}
+	line, rest = text[:i], text[i+1:]
+	if text[i] == '\r' && len(rest) > 0 && rest[0] == '\n' {
+		rest = rest[1:]
+	}
+	return line, rest
+}
+
+// DecodeBase64Line decodes one line of a UART dump. ESP-IDF encodes every
+// write (at most 48 bytes) on its own, so '=' padding ends each piece; lines
+// that were joined without their line ends keep that padding in the middle,
+// and each padded piece is decoded by itself. unpadded accepts a last piece
+// without padding. ok is false for anything that is not such base64.
+func DecodeBase64Line(line []byte, unpadded bool) ([]byte, bool) {
+	if len(line) == 0 || !isB64(line) {
+		return nil, false
+	}
+	out := make([]byte, 0, len(line)/4*3+3) // room for an unpadded last piece
+	for len(line) > 0 {
+		end := len(line)
+		if i := bytes.IndexByte(line, '='); i >= 0 {
+			end = i
+			for end < len(line) && line[end] == '=' {
+				end++
+			}
+		}
+		piece := line[:end]
+		line = line[end:]
+		enc := base64.StdEncoding
+		if len(piece)%4 != 0 {
+			if !unpadded || len(line) > 0 {
+				return nil, false
+			}
+			enc = base64.RawStdEncoding
+		}
+		n := len(out)
+		out = out[:n+enc.DecodedLen(len(piece))]
+		m, err := enc.Decode(out[n:], piece)
+		if err != nil {
+			return nil, false
+		}
+		out = out[:n+m]
+	}
+	return out, true
 }
 
 func isB64(l []byte) bool {
