@@ -15,7 +15,7 @@ func coredumpCmd() *cobra.Command {
 
 	var elfPath string
 	var asJSON bool
-	decode := &cobra.Command{Use: "decode --elf APP.elf DUMP", Short: "Decode a core dump file against its firmware ELF and print the crash report",
+	decode := &cobra.Command{Use: "decode [--elf APP.elf] DUMP", Short: "Decode a core dump file (against its firmware ELF, for names and lines) and print the crash report",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			code, err := espcore.DecodeFiles(args[0], elfPath, asJSON, cmd.OutOrStdout())
@@ -27,9 +27,8 @@ func coredumpCmd() *cobra.Command {
 			}
 			return nil
 		}}
-	decode.Flags().StringVar(&elfPath, "elf", "", "firmware ELF the dump belongs to (required)")
+	decode.Flags().StringVar(&elfPath, "elf", "", "firmware ELF the dump belongs to; without it the report has raw addresses, no names or lines")
 	decode.Flags().BoolVar(&asJSON, "json", false, "print the structured report as JSON")
-	_ = decode.MarkFlagRequired("elf")
 
 	var status, model string
 	reparse := &cobra.Command{Use: "reparse", Short: "Queue stored core dumps for decoding again",

@@ -41,3 +41,39 @@ func TestCoredumpDecodeCommand(t *testing.T) {
 		t.Fatal("undecodable input exited 0")
 	}
 }
+
+// Without --elf the report still holds what the dump does: chip, crashed task, registers,
+// every task with its raw return addresses.
+func TestCoredumpDecodeCommandWithoutELF(t *testing.T) {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	dump := filepath.Join(filepath.Dir(espimagetest.ELFPath(t, "esp32c3")), "coredump.b64")
+	out, errOut, code := proctest.Run(t, env, "coredump", "decode", "--json", dump)
+	var rep struct {
+		Chip        string `json:"chip"`
+		CrashedTask struct {
+			TCB  uint32 `json:"tcb"`
+			Name string `json:"name"`
+		} `json:"crashed_task"`
+		Threads []struct {
+			Name   string `json:"name"`
+			Frames []struct {
+				PC uint32 `json:"pc"`
+			} `json:"frames"`
+		} `json:"threads"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil {
+		t.Fatalf("exit %d: %.300s %s", code, out, errOut)
+	}
+	// esp32c3/expected_output: main crashed in panic_abort called from esp_system_abort; esp_timer
+	// waits in vPortClearInterruptMaskFromISR called from vPortExitCritical.
+	if rep.Chip != "ESP32-C3" || rep.CrashedTask.Name != "main" || rep.CrashedTask.TCB != 0x3fc8ec30 || len(rep.Threads) != 3 {
+		t.Fatalf("report: %+v", rep)
+	}
+	if th := rep.Threads[2]; th.Name != "esp_timer" || len(th.Frames) < 2 || th.Frames[0].PC != 0x4038424e || th.Frames[1].PC != 0x403842b4 {
+		t.Fatalf("esp_timer: %+v", th)
+	}
+	out, _, code = proctest.Run(t, env, "coredump", "decode", dump)
+	if code != 0 || !strings.Contains(out, "App ELF: not given") || !strings.Contains(out, "Crashed task handle: 0x3fc8ec30, name: 'main'") {
+		t.Fatalf("text: exit %d\n%s", code, out)
+	}
+}

@@ -61,6 +61,9 @@ type Coredump struct {
 	Recognized      bool
 	SHA256          *string
 	ParseError      *string
+	// ReportedChip is the chip the device named at upload when the dump's header names
+	// another; Chip is then the dump's.
+	ReportedChip *string
 	// Report is the decoder's structured report (JSON), once decoded.
 	Report json.RawMessage
 }
@@ -210,21 +213,23 @@ func deleteRows(ctx context.Context, tx *sql.Tx, deviceKey string, ids []int64) 
 }
 
 const columns = `id, device_id, chip, firmware_version, size, parse_status, parsed_output, uploaded_at, parsed_at,
-	created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error, report`
+	created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error, report,
+	reported_chip`
 
 type scanner interface{ Scan(...any) error }
 
 func scan(sc scanner) (*Coredump, error) {
 	var c Coredump
-	var out, container, prefix, sha, perr, report sql.NullString
+	var out, container, prefix, sha, perr, report, reportedChip sql.NullString
 	var parsedAt sql.NullTime
 	var version sql.NullInt64
 	var ok sql.NullBool
 	if err := sc.Scan(&c.ID, &c.DeviceID, &c.Chip, &c.FirmwareVersion, &c.Size, &c.ParseStatus, &out, &c.UploadedAt, &parsedAt,
-		&c.CreatedAt, &c.UpdatedAt, &container, &version, &ok, &prefix, &c.Recognized, &sha, &perr, &report); err != nil {
+		&c.CreatedAt, &c.UpdatedAt, &container, &version, &ok, &prefix, &c.Recognized, &sha, &perr, &report, &reportedChip); err != nil {
 		return nil, err
 	}
 	c.ParsedOutput, c.Container, c.AppELFSHAPrefix, c.ParseError = str(out), str(container), str(prefix), str(perr)
+	c.ReportedChip = str(reportedChip)
 	if report.Valid && report.String != "" {
 		c.Report = json.RawMessage(report.String)
 	}

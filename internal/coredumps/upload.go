@@ -46,6 +46,10 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 	now := s.now()
 	row := newRow{deviceID: in.DeviceID, deviceKey: in.DeviceKey, chip: chip, version: in.FirmwareVersion,
 		size: len(body), header: h, sha: hex.EncodeToString(sum[:]), now: now}
+	if h.Recognized && h.Chip != "" && h.Chip != chip {
+		// The dump's header is what the crash ran on; keep what the device said beside it.
+		row.chip, row.reportedChip = h.Chip, chip
+	}
 	var written string
 	var writtenID int64
 	var c *Coredump
@@ -114,6 +118,7 @@ type newRow struct {
 	deviceID      int64
 	deviceKey     string
 	chip, version string
+	reportedChip  string // set when the dump's header names another chip than the device did
 	size          int
 	header        Header
 	sha           string
@@ -123,12 +128,13 @@ type newRow struct {
 func (r newRow) args() []any {
 	h := r.header
 	return []any{r.deviceID, r.chip, r.version, r.size, StatusPending, r.now,
-		h.Container, versionValue(h), h.ChecksumOK, nullIfEmpty(h.AppELFSHAPrefix), h.Recognized, r.sha, nullIfEmpty(h.Problem)}
+		h.Container, versionValue(h), h.ChecksumOK, nullIfEmpty(h.AppELFSHAPrefix), h.Recognized, r.sha, nullIfEmpty(h.Problem),
+		nullIfEmpty(r.reportedChip)}
 }
 
 const insertRow = `INSERT INTO coredumps AS c (device_id, chip, firmware_version, size, parse_status, uploaded_at,
-	created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error)
-	VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ` + columns
+	created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error, reported_chip)
+	VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING ` + columns
 
 // insertPostgres locks the device, then in one statement reads the rate-limit counts,
 // records the upload, deletes the dumps beyond the newest Keep (never the new one) and
@@ -148,18 +154,18 @@ const insertRow = `INSERT INTO coredumps AS c (device_id, chip, firmware_version
 func (s *Service) insertPostgres(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, deviceState, bool, error) {
 	var st deviceState
 	args := append(r.args(), r.now.Add(-time.Hour), DevicePrefix(r.deviceKey), s.opts.Keep-1, db.Now())
-	covering, more := outbox.Covering(`CAST($15 AS TEXT) || c.id || '.dmp'`, Key(r.deviceKey, 0), len(args)+1)
+	covering, more := outbox.Covering(`CAST($16 AS TEXT) || c.id || '.dmp'`, Key(r.deviceKey, 0), len(args)+1)
 	args = append(args, more...)
-	// $14 window start, $15 the device's key prefix, $16 Keep-1, $17 the outbox's clock.
-	// Object keys are Key(): $15 || id || '.dmp'.
+	// $15 window start, $16 the device's key prefix, $17 Keep-1, $18 the outbox's clock.
+	// Object keys are Key(): $16 || id || '.dmp'.
 	q := `WITH window_counts AS (
-			SELECT (SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $14) AS recent,
-				EXISTS (SELECT 1 FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $14) AS expired),
+			SELECT (SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $15) AS recent,
+				EXISTS (SELECT 1 FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $15) AS expired),
 		logged AS (INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $6)),
-		doomed AS (SELECT id FROM coredumps WHERE device_id = $1 ORDER BY uploaded_at DESC, id DESC OFFSET $16),
+		doomed AS (SELECT id FROM coredumps WHERE device_id = $1 ORDER BY uploaded_at DESC, id DESC OFFSET $17),
 		gone AS (DELETE FROM coredumps g USING doomed WHERE g.id = doomed.id RETURNING g.id),
 		queued AS (INSERT INTO blob_deletions (key, is_prefix, created_at, next_attempt_at)
-			SELECT CAST($15 AS TEXT) || id || '.dmp', false, $17, $17 FROM gone)
+			SELECT CAST($16 AS TEXT) || id || '.dmp', false, $18, $18 FROM gone)
 		` + insertRow + `,
 		(SELECT recent FROM window_counts), (SELECT expired FROM window_counts),
 		EXISTS (SELECT 1 FROM blob_deletions b WHERE ` + covering + `)`

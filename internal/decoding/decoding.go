@@ -41,6 +41,9 @@ const (
 type Failure struct {
 	Kind string
 	Msg  string
+	// Report is what the dump holds without its firmware ELF (no_firmware, elf_mismatch):
+	// the ELF only adds names and lines.
+	Report *espcore.Report
 }
 
 func (f *Failure) Error() string { return f.Kind + ": " + f.Msg }
@@ -275,8 +278,15 @@ func (s *Service) finishMissingFirmware(ctx context.Context, r *dumpRow, f *Fail
 			arrived = true
 			return nil
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE coredumps SET parse_status = 'ERROR', parse_error = $1, parsed_output = $2, report = NULL,
-			parsed_at = $3, updated_at = $3 WHERE id = $4`, f.Kind, f.Msg, s.now(), r.id)
+		out, report := f.Msg, any(nil)
+		if f.Report != nil {
+			out = f.Msg + "\n\nWithout the firmware ELF (no function names or lines):\n\n" + f.Report.Text()
+			if b, err := json.Marshal(f.Report); err == nil {
+				report = string(b)
+			}
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE coredumps SET parse_status = 'ERROR', parse_error = $1, parsed_output = $2, report = $3,
+			parsed_at = $4, updated_at = $4 WHERE id = $5`, f.Kind, out, report, s.now(), r.id)
 		return err
 	})
 	if err != nil {
@@ -296,10 +306,6 @@ func (s *Service) Fail(ctx context.Context, id int64, kind, msg string) error {
 }
 
 func (s *Service) decode(ctx context.Context, r *dumpRow) (string, *espcore.Report, error) {
-	fw, err := s.pick(ctx, s.db, r)
-	if err != nil {
-		return "", nil, err
-	}
 	dump, err := s.read(ctx, fmt.Sprintf("coredumps/%s/%d.dmp", r.deviceKey, r.id), s.cfg.MaxDumpBytes)
 	switch {
 	case errors.Is(err, blob.ErrNotFound):
@@ -307,11 +313,19 @@ func (s *Service) decode(ctx context.Context, r *dumpRow) (string, *espcore.Repo
 	case err != nil:
 		return "", nil, transient(err)
 	}
+	// A body that is no core dump needs no firmware: say what it is instead.
+	if f := notADump(dump); f != nil {
+		return "", nil, f
+	}
+	fw, err := s.pick(ctx, s.db, r)
+	if err != nil {
+		return "", nil, withoutELF(err, dump)
+	}
 	readELF := func() ([]byte, error) {
 		b, err := s.read(ctx, "firmware/"+r.modelCode+"/"+fw.version+"/firmware.elf", 0)
 		switch {
 		case errors.Is(err, blob.ErrNotFound):
-			return nil, fail(KindNoFirmware, "firmware %s of model %s has no stored ELF", fw.version, r.modelCode)
+			return nil, withoutELF(fail(KindNoFirmware, "firmware %s of model %s has no stored ELF", fw.version, r.modelCode), dump)
 		case err != nil:
 			return nil, transient(err)
 		}
@@ -357,6 +371,34 @@ func (s *Service) decode(ctx context.Context, r *dumpRow) (string, *espcore.Repo
 		}
 	}
 	return text, rep, nil
+}
+
+// notADump classifies a body the decoder cannot take as a core dump at all: corrupt when
+// it is none (or an erased or truncated one), unsupported when its version word is unknown.
+func notADump(dump []byte) *Failure {
+	h := espcore.Inspect(dump)
+	switch {
+	case h.Kind == espcore.KindUnknown:
+		return fail(KindCorrupt, "not an ESP-IDF core dump: neither raw partition bytes, UART base64 text nor a core ELF")
+	case h.Problem == "":
+		return nil
+	case h.Unsupported:
+		return fail(KindUnsupported, "%s", h.Problem)
+	default:
+		return fail(KindCorrupt, "%s", h.Problem)
+	}
+}
+
+// withoutELF adds to a failure for want of firmware what the dump holds by itself.
+func withoutELF(err error, dump []byte) error {
+	var f *Failure
+	if !errors.As(err, &f) || (f.Kind != KindNoFirmware && f.Kind != KindELFMismatch) {
+		return err
+	}
+	if rep, derr := espcore.Decode(dump, nil, espcore.Options{}); derr == nil {
+		f.Report = rep
+	}
+	return f
 }
 
 func (s *Service) finish(ctx context.Context, id int64, status, kind, output string, rep *espcore.Report) error {

@@ -6,8 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"strings"
 )
 
 // Input container kinds: how the dump was wrapped. Whether the dump itself
@@ -39,7 +41,14 @@ type Header struct {
 	ChecksumKind    string  `json:"checksum_kind,omitempty"` // crc32, sha256, none
 	ChecksumOK      bool    `json:"checksum_ok"`
 	AppELFSHAPrefix string  `json:"app_elf_sha256_prefix,omitempty"`
+	// Problem says why the input cannot be decoded at all ("" when it can be tried).
+	Problem string `json:"problem,omitempty"`
+	// Unsupported: the problem is an unknown version word, not damage.
+	Unsupported bool `json:"unsupported,omitempty"`
 }
+
+// errUnknownVersion marks a dump whose version word this decoder does not know.
+var errUnknownVersion = errors.New("unknown core dump version word")
 
 // container is the result of unwrapping the input down to the dump body.
 type container struct {
@@ -203,7 +212,7 @@ func unwrap(dump []byte) (*container, error) {
 		return c, nil
 	}
 	if len(raw) < 12 || !knownVersion(le32(raw, 4)) {
-		return c, fmt.Errorf("espcore: unknown core dump version word 0x%08x", le32(raw, 4))
+		return c, fmt.Errorf("espcore: %w 0x%08x", errUnknownVersion, le32(raw, 4))
 	}
 	return c, c.parseRaw(raw)
 }
@@ -323,6 +332,8 @@ func Inspect(dump []byte) (h Header) {
 	}
 	h = c.hdr
 	if err != nil {
+		h.Problem = strings.TrimPrefix(err.Error(), "espcore: ")
+		h.Unsupported = errors.Is(err, errUnknownVersion)
 		return h
 	}
 	if !c.hasHdr {

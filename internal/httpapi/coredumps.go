@@ -42,6 +42,7 @@ type CoredumpDetail struct {
 	AppELFSHA    *string         `json:"app_elf_sha_prefix" doc:"Hex prefix of the app ELF's SHA-256 recorded in ELF-format dumps"`
 	Recognized   bool            `json:"recognized" doc:"Whether the body is recognisable as an ESP-IDF core dump (it is stored either way)"`
 	SHA256       *string         `json:"sha256" doc:"SHA-256 of the stored bytes"`
+	ReportedChip *string         `json:"reported_chip" doc:"The chip the device named at upload when the dump's header names another (chip is then the dump's); null when they agree"`
 	ParseError   *string         `json:"parse_error" doc:"Why decoding failed (no_firmware, elf_mismatch, corrupt, unsupported, decoder_failed, timeout, missing_object) or, before decoding, what ingest found wrong (not_a_coredump, erased_partition, truncated, bad_length, checksum_mismatch, bad_elf)"`
 	Report       json.RawMessage `json:"report" doc:"Structured crash report (crashed task, exception, registers, threads with backtraces); null until decoded"`
 }
@@ -54,7 +55,7 @@ func coredumpSummary(c *coredumps.Coredump) CoredumpSummary {
 func coredumpDetail(c *coredumps.Coredump) *CoredumpDetail {
 	d := &CoredumpDetail{CoredumpSummary: coredumpSummary(c), ParsedOutput: c.ParsedOutput, UpdatedAt: c.UpdatedAt,
 		Container: c.Container, DumpVersion: c.DumpVersion, ChecksumOK: c.ChecksumOK, AppELFSHA: c.AppELFSHAPrefix,
-		Recognized: c.Recognized, SHA256: c.SHA256, ParseError: c.ParseError, Report: c.Report}
+		Recognized: c.Recognized, SHA256: c.SHA256, ReportedChip: c.ReportedChip, ParseError: c.ParseError, Report: c.Report}
 	if d.Report == nil {
 		d.Report = json.RawMessage("null")
 	}
