@@ -354,7 +354,7 @@ func (s *Service) decode(ctx context.Context, r *dumpRow) (string, *espcore.Repo
 		}
 		var f *Failure
 		if errors.As(err, &f) {
-			return "", nil, err
+			return "", nil, withoutELF(err, dump) // e.g. the stored ELF cannot be read
 		}
 		if h := espcore.Inspect(dump); h.Kind == espcore.KindUnknown {
 			return "", nil, fail(KindCorrupt, "not a recognisable ESP-IDF core dump: %v", err)
