@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 	"github.com/iotsupport/iotsupport/internal/proctest"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -44,8 +47,13 @@ func TestShutdownDuringDecode(t *testing.T) {
 		req, _ := http.NewRequest("POST", "", nil)
 		req.SetBasicAuth(d["key"].(string), d["secret"].(string))
 		devAuth := req.Header.Get("Authorization")
+		// A real dump: a body that is none ends corrupt without asking the decoder.
+		dump, err := os.ReadFile(filepath.Join(filepath.Dir(espimagetest.ELFPath(t, "esp32c3")), "coredump.b64"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		upload := func() int {
-			r := c.do("POST", "/api/iot/coredump?chip=esp32c3&firmware_version=1.0.0", []byte("not really a dump"), devAuth, 201)
+			r := c.do("POST", "/api/iot/coredump?chip=esp32c3&firmware_version=1.0.0", dump, devAuth, 201)
 			return int(r["coredump_id"].(float64))
 		}
 		status := func(id int) string {
