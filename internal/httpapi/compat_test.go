@@ -1,12 +1,15 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apitest"
+	"github.com/iotsupport/iotsupport/internal/auth/oidctest"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
 
@@ -68,4 +71,169 @@ func TestDeviceRotationFieldsAndFilter(t *testing.T) {
 			t.Fatalf("pending after issuing credentials: %v", n)
 		}
 	})
+}
+
+// GET /api/auth/self answers for every kind of authenticated caller.
+func TestAuthSelfForEveryIdentity(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		is := oidctest.New(t)
+		s := apitest.Start(t, env, "OIDC_ENABLED", "true", "OIDC_ISSUER_URL", is.URL, "OIDC_AUDIENCE", "iot-api")
+		self := func(c *apitest.Server) map[string]any {
+			t.Helper()
+			return c.Expect(200, "GET", "/api/auth/self", nil).Map(t)
+		}
+		want := func(got map[string]any, subject string, email, name any, roles ...string) {
+			t.Helper()
+			if got["subject"] != subject || got["email"] != email || got["name"] != name || fmt.Sprint(got["roles"]) != fmt.Sprint(roles) || len(got) != 4 {
+				t.Fatalf("self = %v, want %s %v %v %v", got, subject, email, name, roles)
+			}
+		}
+		want(self(s.Role("admin")), "test-admin", nil, nil, "admin")
+		want(self(s.Role("pipeline")), "test-pipeline", nil, nil, "pipeline")
+		jwt := is.Token(oidctest.Claims{Subject: "alice-sub", Audience: "iot-api", Email: "alice@example.com", Name: "Alice",
+			RealmRoles: []string{"editor", "unrelated"}})
+		want(self(s.As("Bearer "+jwt)), "alice-sub", "alice@example.com", "Alice", "editor")
+		noRoles := is.Token(oidctest.Claims{Subject: "bob", Audience: "iot-api"})
+		want(self(s.As("Bearer "+noRoles)), "bob", nil, nil)
+
+		m := s.Expect(201, "POST", "/api/device-models", map[string]any{"code": "selfm", "name": "M"}).Map(t)
+		d := s.Expect(201, "POST", "/api/devices", map[string]any{"device_model_id": m["id"], "config": `{}`}).Map(t)
+		key := d["key"].(string)
+		want(self(s.Basic(key, d["secret"].(string))), key, nil, nil)
+		devJWT := is.Token(oidctest.Claims{Subject: "svc", Audience: "iot-api", Azp: "iotdevice-selfm-" + key})
+		want(self(s.As("Bearer "+devJWT)), key, nil, nil)
+
+		s.As("").Expect(401, "GET", "/api/auth/self", nil)
+		s.Basic(key, "wrong").Expect(401, "GET", "/api/auth/self", nil)
+		s.As("Bearer iots_nonsense").Expect(401, "GET", "/api/auth/self", nil)
+	})
+}
+
+func TestAuthSelfInInsecureDevMode(t *testing.T) {
+	s := apitest.Start(t, testenv.New(t, "sqlite+local"), "AUTH_MODE", "insecure-dev")
+	got := s.As("").Expect(200, "GET", "/api/auth/self", nil).Map(t)
+	if got["subject"] != "local-user" || got["email"] != "admin@local" || got["name"] != "Local Admin" || fmt.Sprint(got["roles"]) != "[admin]" {
+		t.Fatalf("self: %v", got)
+	}
+}
+
+// The older service's end-to-end tests log in through /api/testing/auth/session.
+func TestTestingSessions(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		s := apitest.Start(t, env, "APP_ENV", "testing")
+		anon := s.As("")
+		r := anon.Expect(201, "POST", "/api/testing/auth/session", map[string]any{"subject": "pw-user", "name": "Playwright", "email": "pw@example.com", "roles": []string{"editor"}})
+		if body := r.Map(t); body["subject"] != "pw-user" || body["name"] != "Playwright" || body["email"] != "pw@example.com" || fmt.Sprint(body["roles"]) != "[editor]" {
+			t.Fatalf("session echo: %v", body)
+		}
+		var cookie *http.Cookie
+		for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+			if c.Name == "access_token" {
+				cookie = c
+			}
+		}
+		if cookie == nil || !strings.HasPrefix(cookie.Value, "test-session-") || cookie.MaxAge != 3600 || !cookie.HttpOnly {
+			t.Fatalf("Set-Cookie: %v", r.Header.Values("Set-Cookie"))
+		}
+		c := s.As("")
+		c.Header.Set("Cookie", "access_token="+cookie.Value)
+		got := c.Expect(200, "GET", "/api/auth/self", nil).Map(t)
+		if got["subject"] != "pw-user" || got["email"] != "pw@example.com" || got["name"] != "Playwright" || fmt.Sprint(got["roles"]) != "[editor]" {
+			t.Fatalf("self with the session: %v", got)
+		}
+		// Role checks apply: an editor writes (same origin, as a browser would), but cannot manage tokens.
+		host := strings.TrimPrefix(s.URL, "http://")
+		c.Expect(201, "POST", "/api/device-models", map[string]any{"code": "sess", "name": "S"}, "Origin", "http://"+host)
+		c.Expect(403, "GET", "/api/tokens", nil)
+
+		// force-error: the next /api/auth/self answers that status once.
+		anon.Expect(204, "POST", "/api/testing/auth/force-error?status=503", nil)
+		c.Expect(503, "GET", "/api/auth/self", nil)
+		c.Expect(200, "GET", "/api/auth/self", nil)
+		for _, bad := range []string{"", "?status=200", "?status=abc", "?status=600"} {
+			anon.Expect(400, "POST", "/api/testing/auth/force-error"+bad, nil)
+		}
+		c.Expect(200, "GET", "/api/auth/self", nil)
+
+		// Bad session bodies are refused and start nothing.
+		for _, body := range []map[string]any{{"roles": []string{"viewer"}}, {"subject": " ", "roles": []string{}}, {"subject": "x", "roles": []string{"root"}}} {
+			if r := anon.Expect(400, "POST", "/api/testing/auth/session", body); len(r.Header.Values("Set-Cookie")) != 0 {
+				t.Fatalf("refused session set a cookie: %v", r.Header)
+			}
+		}
+
+		// clear ends the session and clears the cookie.
+		cl := c.Expect(204, "POST", "/api/testing/auth/clear", nil)
+		if sc := cl.Header.Get("Set-Cookie"); !strings.HasPrefix(sc, "access_token=;") || !strings.Contains(sc, "Max-Age=0") {
+			t.Fatalf("clear Set-Cookie: %q", sc)
+		}
+		c.Expect(401, "GET", "/api/auth/self", nil)
+		c.Expect(401, "GET", "/api/device-models", nil)
+		anon.Expect(204, "POST", "/api/testing/auth/clear", nil)
+	})
+}
+
+func TestTestingSessionsOnlyInTestingMode(t *testing.T) {
+	s := apitest.Start(t, testenv.New(t, "sqlite+local"))
+	for _, p := range []string{"/api/testing/auth/session", "/api/testing/auth/clear", "/api/testing/auth/force-error?status=500"} {
+		r := s.As("").Expect(400, "POST", p, map[string]any{"subject": "x", "roles": []string{"admin"}}).Map(t)
+		if r["code"] != "ROUTE_NOT_AVAILABLE" {
+			t.Fatalf("%s: %v", p, r)
+		}
+	}
+	// A forged session cookie means nothing outside testing mode.
+	c := s.As("")
+	c.Header.Set("Cookie", "access_token=test-session-forged")
+	c.Expect(401, "GET", "/api/auth/self", nil)
+}
+
+// GET /health/drain needs the DRAIN_AUTH_KEY bearer; afterwards readiness fails.
+func TestDrain(t *testing.T) {
+	get := func(t *testing.T, url, path, authz string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url+path, nil)
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, body
+	}
+	drain := func(t *testing.T, url, authz string) (int, map[string]any) {
+		t.Helper()
+		return get(t, url, "/health/drain", authz)
+	}
+	unauthorized := map[string]any{"status": "unauthorized", "ready": false}
+
+	// No key configured: every drain is refused.
+	s := apitest.Start(t, testenv.New(t, "sqlite+local"))
+	for _, authz := range []string{"", "Bearer ", "Bearer anything"} {
+		if st, body := drain(t, s.URL, authz); st != 401 || fmt.Sprint(body) != fmt.Sprint(unauthorized) {
+			t.Fatalf("drain without a key (%q): %d %v", authz, st, body)
+		}
+	}
+	s.Expect(200, "GET", "/health/readyz", nil)
+
+	key := "drain-secret-0123456789"
+	s = apitest.Start(t, testenv.New(t, "sqlite+local"), "DRAIN_AUTH_KEY", key)
+	for _, authz := range []string{"", "Bearer wrong", "Basic " + key, key, "Bearer " + key + "x"} {
+		if st, body := drain(t, s.URL, authz); st != 401 || fmt.Sprint(body) != fmt.Sprint(unauthorized) {
+			t.Fatalf("drain with %q: %d %v", authz, st, body)
+		}
+	}
+	s.Expect(200, "GET", "/health/readyz", nil)
+	if st, body := drain(t, s.URL, "Bearer "+key); st != 200 || body["ready"] != false {
+		t.Fatalf("drain: %d %v", st, body)
+	}
+	if st, body := get(t, s.URL, "/health/readyz", ""); st != 503 || body["ready"] != false {
+		t.Fatalf("readyz after drain: %d %v", st, body)
+	}
+	s.Expect(200, "GET", "/api/device-models", nil) // still serving until stopped
 }
