@@ -33,6 +33,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/legacy"
 	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/outbox"
+	"github.com/iotsupport/iotsupport/internal/testsession"
 )
 
 // NewLogger builds the process logger from LOG_LEVEL and LOG_FORMAT.
@@ -209,8 +210,14 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		}
 		verifier = v
 	}
-	a.Auth = auth.NewAuthenticator(a.Tokens, a.Devices, verifier, auth.Options{Mode: cfg.AuthMode, AppEnv: cfg.AppEnv,
-		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute, TrustProxy: cfg.TrustProxyHeaders}, log)
+	authOpts := auth.Options{Mode: cfg.AuthMode, AppEnv: cfg.AppEnv,
+		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute, TrustProxy: cfg.TrustProxyHeaders}
+	var sessions *testsession.Store
+	if cfg.AppEnv == "testing" {
+		sessions = testsession.New(nil)
+		authOpts.TestSession = sessions.Identity
+	}
+	a.Auth = auth.NewAuthenticator(a.Tokens, a.Devices, verifier, authOpts, log)
 	a.Outbox = outbox.NewWorker(d, store, log, reg)
 	a.Notifier = notify.Nop{}
 	if cfg.MQTTURL != "" {
@@ -248,6 +255,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: cores, Metrics: reg, AppEnv: cfg.AppEnv,
 		Decoding: a.Queue,
 		Auth:     a.Auth, Tokens: a.Tokens, Audit: a.Audit, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey,
 		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
 	return a, nil
 }

@@ -38,6 +38,8 @@ const (
 	KindOIDC     Kind = "oidc"
 	KindDevice   Kind = "device"
 	KindInsecure Kind = "insecure-dev"
+	// KindTestSession is a browser session made by /api/testing/auth/session (APP_ENV=testing).
+	KindTestSession Kind = "test-session"
 )
 
 // Identity is an authenticated caller.
@@ -46,6 +48,9 @@ type Identity struct {
 	// Name is the token name, OIDC subject or device key (for the audit log).
 	Name  string
 	Roles map[Role]bool
+	// Email and FullName come from OIDC claims or a test session (for /api/auth/self).
+	Email    string
+	FullName string
 	// Device fields are set when Kind is KindDevice.
 	DeviceID  int64
 	DeviceKey string

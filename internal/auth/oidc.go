@@ -46,10 +46,14 @@ type Claims struct {
 	Subject string
 	Azp     string
 	Roles   []string
+	Email   string
+	Name    string
 }
 
 type rawClaims struct {
 	Azp         string `json:"azp"`
+	Email       string `json:"email"`
+	Name        string `json:"name"`
 	RealmAccess struct {
 		Roles []string `json:"roles"`
 	} `json:"realm_access"`
@@ -71,7 +75,7 @@ func (o *OIDC) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if err := tok.Claims(&rc); err != nil {
 		return nil, fmt.Errorf("token claims: %w", err)
 	}
-	c := &Claims{Subject: tok.Subject, Azp: rc.Azp}
+	c := &Claims{Subject: tok.Subject, Azp: rc.Azp, Email: rc.Email, Name: rc.Name}
 	c.Roles = append(c.Roles, rc.RealmAccess.Roles...)
 	if ra, ok := rc.ResourceAccess[o.cfg.Audience]; ok {
 		c.Roles = append(c.Roles, ra.Roles...)

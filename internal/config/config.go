@@ -45,7 +45,9 @@ type Config struct {
 	LogLevel  string
 	LogFormat string
 
-	ShutdownTimeout   time.Duration
+	ShutdownTimeout time.Duration
+	// DrainAuthKey is the bearer secret of /health/drain; empty refuses every drain.
+	DrainAuthKey      string
 	ReadHeaderTimeout time.Duration
 	// RequestBodyTimeout bounds each wait for request body bytes (slow-loris uploads).
 	RequestBodyTimeout time.Duration
@@ -181,6 +183,8 @@ var Settings = []Setting{
 	{Name: "LOG_FORMAT", Default: "json", Doc: "`json` or `text`.",
 		apply: func(c *Config, v string) error { return oneOf(&c.LogFormat, v, "json", "text") }},
 	{Name: "SHUTDOWN_TIMEOUT", Default: "30s", Doc: "On SIGTERM, how long in-flight requests may take to finish.", apply: durationSetting(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{Name: "DRAIN_AUTH_KEY", Default: "", Secret: true, Doc: "Bearer secret of `GET /health/drain`, which makes readiness fail (503) so a load balancer stops sending traffic before the process is stopped; empty refuses every drain.",
+		apply: func(c *Config, v string) error { c.DrainAuthKey = v; return nil }},
 	{Name: "READ_HEADER_TIMEOUT", Default: "10s", Doc: "Time a client has to send request headers (slow-loris guard).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ReadHeaderTimeout })},
 	{Name: "REQUEST_BODY_TIMEOUT", Default: "60s", Doc: "Longest a request body may stall (no bytes arriving) before the upload is cut off and rolled back (slow-loris guard; a slow but steady upload is fine).", apply: durationSetting(func(c *Config) *time.Duration { return &c.RequestBodyTimeout })},
 	{Name: "FSCK_INTERVAL", Default: "24h", Doc: "How often `serve` runs fsck in report-only mode (findings in the `iotsupport_fsck_*` metrics); `0` turns it off.",

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,7 +40,19 @@ type Device struct {
 	LastCoredumpAt *time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	// Rotation bookkeeping under the older service's names: RotationState is OK unless a
+	// rotation is pending (only an adopted database can hold another value, until the
+	// device's credentials are next issued).
+	RotationState           string
+	SecretCreatedAt         *time.Time
+	LastRotationAttemptAt   *time.Time
+	LastRotationCompletedAt *time.Time
+	// RotationExcluded is the older service's devices.active = false, kept on adoption.
+	RotationExcluded bool
 }
+
+// RotationStates are the values of rotation_state (the older service's enum).
+var RotationStates = []string{"OK", "QUEUED", "PENDING", "TIMEOUT"}
 
 // ClientID is the device's OIDC client id, `iotdevice-{model_code}-{key}`.
 func (d *Device) ClientID() string { return "iotdevice-" + d.ModelCode + "-" + d.Key }
@@ -48,21 +61,21 @@ func (d *Device) ClientID() string { return "iotdevice-" + d.ModelCode + "-" + d
 // of a subquery (not MAX, which loses the timestamp type on SQLite).
 const deviceColumns = `d.id, d.key, d.device_model_id, m.code, m.name, m.firmware_version, d.active, d.config,
 	d.device_name, d.device_entity_id, d.enable_ota, d.created_at, d.updated_at,
+	d.rotation_state, d.secret_created_at, d.last_rotation_attempt_at, d.last_rotation_completed_at, d.rotation_excluded,
 	(SELECT c.uploaded_at FROM coredumps c WHERE c.device_id = d.id ORDER BY c.uploaded_at DESC LIMIT 1)`
 
 func scanDevice(s scanner) (*Device, error) {
 	var d Device
 	var fw, name, entity sql.NullString
 	var ota sql.NullBool
-	var lastCoredump sql.NullTime
+	var lastCoredump, secretAt, attemptAt, completedAt sql.NullTime
 	if err := s.Scan(&d.ID, &d.Key, &d.DeviceModelID, &d.ModelCode, &d.ModelName, &fw, &d.Active, &d.Config,
-		&name, &entity, &ota, &d.CreatedAt, &d.UpdatedAt, &lastCoredump); err != nil {
+		&name, &entity, &ota, &d.CreatedAt, &d.UpdatedAt,
+		&d.RotationState, &secretAt, &attemptAt, &completedAt, &d.RotationExcluded, &lastCoredump); err != nil {
 		return nil, err
 	}
-	if lastCoredump.Valid {
-		t := lastCoredump.Time.UTC()
-		d.LastCoredumpAt = &t
-	}
+	d.LastCoredumpAt, d.SecretCreatedAt = nullTime(lastCoredump), nullTime(secretAt)
+	d.LastRotationAttemptAt, d.LastRotationCompletedAt = nullTime(attemptAt), nullTime(completedAt)
 	d.ModelFirmware, d.DeviceName, d.DeviceEntityID = nullStr(fw), nullStr(name), nullStr(entity)
 	if ota.Valid {
 		d.EnableOTA = &ota.Bool
@@ -71,15 +84,45 @@ func scanDevice(s scanner) (*Device, error) {
 	return &d, nil
 }
 
+func nullTime(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
+	}
+	u := t.Time.UTC()
+	return &u
+}
+
 const deviceFrom = ` FROM devices d JOIN device_models m ON m.id = d.device_model_id`
+
+// DeviceFilter narrows ListDevices; zero fields match every device.
+type DeviceFilter struct {
+	ModelID       int64
+	RotationState string
+}
 
 // ListDevices returns devices ordered by key, optionally of one model.
 func (s *Service) ListDevices(ctx context.Context, modelID *int64) ([]*Device, error) {
-	q := `SELECT ` + deviceColumns + deviceFrom
-	var args []any
+	var f DeviceFilter
 	if modelID != nil {
-		q += ` WHERE d.device_model_id = $1`
-		args = append(args, *modelID)
+		f.ModelID = *modelID
+	}
+	return s.FindDevices(ctx, f)
+}
+
+// FindDevices returns the devices matching f, ordered by key.
+func (s *Service) FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error) {
+	q := `SELECT ` + deviceColumns + deviceFrom + ` WHERE 1 = 1`
+	var args []any
+	if f.ModelID != 0 {
+		args = append(args, f.ModelID)
+		q += fmt.Sprintf(` AND d.device_model_id = $%d`, len(args))
+	}
+	if f.RotationState != "" {
+		if !slices.Contains(RotationStates, f.RotationState) {
+			return nil, apperr.Validationf("rotation_state must be one of %s", strings.Join(RotationStates, ", "))
+		}
+		args = append(args, f.RotationState)
+		q += fmt.Sprintf(` AND d.rotation_state = $%d`, len(args))
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY d.key`, args...)
 	if err != nil {
@@ -247,11 +290,13 @@ func NewSecret() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// RotateSecret issues a new secret for a device; the old one stops working at once.
+// RotateSecret issues a new secret for a device; the old one stops working at once, so the
+// rotation is attempted and completed in one step and rotation_state is OK afterwards.
 func (s *Service) RotateSecret(ctx context.Context, id int64) (*Device, string, error) {
 	secret := NewSecret()
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE devices SET secret_hash = $1, secret_created_at = $2 WHERE id = $3`, s.hash(secret), db.Now(), id)
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET secret_hash = $1, secret_created_at = $2, rotation_state = 'OK',
+			last_rotation_attempt_at = $2, last_rotation_completed_at = $2 WHERE id = $3`, s.hash(secret), db.Now(), id)
 		if err != nil {
 			return err
 		}

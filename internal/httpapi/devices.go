@@ -7,20 +7,21 @@ import (
 
 	"github.com/danielgtaylor/huma/v2"
 
-	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
 )
 
 // DeviceSummary is a device in lists.
 type DeviceSummary struct {
-	ID             int64      `json:"id"`
-	Key            string     `json:"key"`
-	DeviceModelID  int64      `json:"device_model_id"`
-	Active         bool       `json:"active"`
-	DeviceName     *string    `json:"device_name"`
-	DeviceEntityID *string    `json:"device_entity_id"`
-	EnableOTA      *bool      `json:"enable_ota"`
-	LastCoredumpAt *time.Time `json:"last_coredump_at"`
+	ID              int64      `json:"id"`
+	Key             string     `json:"key"`
+	DeviceModelID   int64      `json:"device_model_id"`
+	Active          bool       `json:"active"`
+	DeviceName      *string    `json:"device_name"`
+	DeviceEntityID  *string    `json:"device_entity_id"`
+	EnableOTA       *bool      `json:"enable_ota"`
+	RotationState   string     `json:"rotation_state" enum:"OK,QUEUED,PENDING,TIMEOUT" doc:"OK unless a credential rotation is pending"`
+	SecretCreatedAt *time.Time `json:"secret_created_at" doc:"When the current device secret was issued"`
+	LastCoredumpAt  *time.Time `json:"last_coredump_at"`
 }
 
 // DeviceModelRef is the model embedded in a device.
@@ -34,22 +35,27 @@ type DeviceModelRef struct {
 // DeviceBody is the full device.
 type DeviceBody struct {
 	DeviceSummary
-	DeviceModel DeviceModelRef `json:"device_model"`
-	Config      string         `json:"config"`
-	ClientID    string         `json:"client_id"`
-	CreatedAt   time.Time      `json:"created_at"`
-	UpdatedAt   time.Time      `json:"updated_at"`
+	DeviceModel             DeviceModelRef `json:"device_model"`
+	Config                  string         `json:"config"`
+	ClientID                string         `json:"client_id"`
+	LastRotationAttemptAt   *time.Time     `json:"last_rotation_attempt_at" doc:"Last time new credentials were issued"`
+	LastRotationCompletedAt *time.Time     `json:"last_rotation_completed_at" doc:"Last time issuing new credentials completed (at once: the old secret stops working)"`
+	RotationExcluded        bool           `json:"rotation_excluded" doc:"The older service's active=false (left out of its credential rotation), kept when its database was adopted"`
+	CreatedAt               time.Time      `json:"created_at"`
+	UpdatedAt               time.Time      `json:"updated_at"`
 }
 
 func deviceSummary(d *devices.Device) DeviceSummary {
 	return DeviceSummary{ID: d.ID, Key: d.Key, DeviceModelID: d.DeviceModelID, Active: d.Active, DeviceName: d.DeviceName,
-		DeviceEntityID: d.DeviceEntityID, EnableOTA: d.EnableOTA, LastCoredumpAt: d.LastCoredumpAt}
+		DeviceEntityID: d.DeviceEntityID, EnableOTA: d.EnableOTA, RotationState: d.RotationState, SecretCreatedAt: d.SecretCreatedAt,
+		LastCoredumpAt: d.LastCoredumpAt}
 }
 
 func deviceBody(d *devices.Device) *DeviceBody {
 	return &DeviceBody{DeviceSummary: deviceSummary(d),
 		DeviceModel: DeviceModelRef{ID: d.DeviceModelID, Code: d.ModelCode, Name: d.ModelName, FirmwareVersion: d.ModelFirmware},
-		Config:      d.Config, ClientID: d.ClientID(), CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
+		Config:      d.Config, ClientID: d.ClientID(), LastRotationAttemptAt: d.LastRotationAttemptAt,
+		LastRotationCompletedAt: d.LastRotationCompletedAt, RotationExcluded: d.RotationExcluded, CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
 }
 
 type DeviceIDPath struct {
@@ -83,13 +89,10 @@ func (s *Server) registerDevices() {
 	huma.Register(s.api, huma.Operation{OperationID: "list-devices", Method: http.MethodGet, Path: "/api/devices",
 		Summary: "List devices", Tags: tags},
 		func(ctx context.Context, in *struct {
-			ModelID int64 `query:"model_id" minimum:"0" doc:"Only devices of this model"`
+			ModelID       int64  `query:"model_id" minimum:"0" doc:"Only devices of this model"`
+			RotationState string `query:"rotation_state" enum:"OK,QUEUED,PENDING,TIMEOUT" doc:"Only devices in this rotation state"`
 		}) (*listDevicesOut, error) {
-			var filter *int64
-			if in.ModelID > 0 {
-				filter = &in.ModelID
-			}
-			ds, err := s.deps.Devices.ListDevices(ctx, filter)
+			ds, err := s.deps.Devices.FindDevices(ctx, devices.DeviceFilter{ModelID: in.ModelID, RotationState: in.RotationState})
 			if err != nil {
 				return nil, err
 			}
@@ -122,7 +125,7 @@ func (s *Server) registerDevices() {
 			if err != nil {
 				return nil, err
 			}
-			return &struct{ Body CredentialsBody }{Body: CredentialsBody{DeviceKey: d.Key, Secret: secret, SecretCreatedAt: db.Now()}}, nil
+			return &struct{ Body CredentialsBody }{Body: CredentialsBody{DeviceKey: d.Key, Secret: secret, SecretCreatedAt: *d.SecretCreatedAt}}, nil
 		})
 	huma.Register(s.api, huma.Operation{OperationID: "get-device", Method: http.MethodGet, Path: "/api/devices/{device_id}",
 		Summary: "Get a device", Tags: tags},

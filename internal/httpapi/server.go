@@ -25,6 +25,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/testsession"
 )
 
 // Version is reported in the OpenAPI document; set by the binary.
@@ -54,6 +55,12 @@ type Deps struct {
 	Coredumps *coredumps.Service
 	// InsecureDev logs a warning on every request.
 	InsecureDev bool
+	// TestSessions holds /api/testing/auth sessions; set only with APP_ENV=testing.
+	TestSessions *testsession.Store
+	// CookieName is the browser session cookie (OIDC_COOKIE_NAME).
+	CookieName string
+	// DrainKey is the bearer secret of /health/drain (DRAIN_AUTH_KEY); empty refuses every drain.
+	DrainKey string
 	// Backlog reports queued object deletions (readiness shows it; it never fails readiness).
 	Backlog func(ctx context.Context) (int, *time.Time, error)
 }
@@ -101,6 +108,7 @@ func New(deps Deps) *Server {
 		writeJSON(w, 200, map[string]any{"status": "alive", "ready": true})
 	})
 	r.Get("/health/readyz", s.readyz)
+	r.Get("/health/drain", s.drain)
 	r.Handle("/metrics", promhttp.HandlerFor(deps.Metrics, promhttp.HandlerOpts{Registry: deps.Metrics}))
 	s.registerDocs(r)
 	s.registerModels()
@@ -110,6 +118,7 @@ func New(deps Deps) *Server {
 	s.registerCoredumps()
 	s.registerFirmware()
 	s.registerDecoding()
+	s.registerSession()
 	return s
 }
 

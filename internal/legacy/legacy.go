@@ -135,14 +135,33 @@ func Adopt(ctx context.Context, d *db.DB) (*State, bool, error) {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS legacy_adoption (revision VARCHAR(32) NOT NULL, adopted_at TIMESTAMP NOT NULL, finalized_at TIMESTAMP)`); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO legacy_adoption (revision, adopted_at) VALUES ($1, $2)`, st.Revision, db.Now())
-		return err
+		if _, err := tx.ExecContext(ctx, `INSERT INTO legacy_adoption (revision, adopted_at) VALUES ($1, $2)`, st.Revision, db.Now()); err != nil {
+			return err
+		}
+		return keepRotationFlag(ctx, tx, d)
 	})
 	if err != nil {
 		return st, false, fmt.Errorf("record adoption baseline: %w", err)
 	}
 	st.Adopted = true
 	return st, true, nil
+}
+
+// keepRotationFlag moves the older devices.active (revision 008: false meant only "left out
+// of credential rotation") into rotation_excluded and makes every device active, since our
+// active decides whether a device may authenticate at all. It runs once, with the baseline,
+// so a device deactivated later through our API is never re-activated.
+func keepRotationFlag(ctx context.Context, tx *sql.Tx, d *db.DB) error {
+	has, err := columnExists(ctx, tx, d, "devices", "active")
+	if err != nil || !has {
+		return err
+	}
+	// The same column as migration 00008 creates; added here because adoption runs first.
+	if _, err := tx.ExecContext(ctx, `ALTER TABLE devices ADD COLUMN IF NOT EXISTS rotation_excluded BOOLEAN NOT NULL DEFAULT false`); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE devices SET rotation_excluded = NOT active, active = true`)
+	return err
 }
 
 // ErrUnmigrated: finalizing would lose core dumps that are still only on disk.

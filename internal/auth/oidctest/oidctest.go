@@ -69,6 +69,7 @@ type Claims struct {
 	Subject         string
 	Audience        string
 	Azp             string
+	Email, Name     string
 	RealmRoles      []string
 	ClientRoles     map[string][]string
 	Expiry          time.Time
@@ -100,6 +101,12 @@ func (is *Issuer) Token(c Claims) string {
 	extra := map[string]any{}
 	if c.Azp != "" {
 		extra["azp"] = c.Azp
+	}
+	if c.Email != "" {
+		extra["email"] = c.Email
+	}
+	if c.Name != "" {
+		extra["name"] = c.Name
 	}
 	if len(c.RealmRoles) > 0 {
 		extra["realm_access"] = map[string]any{"roles": c.RealmRoles}
