@@ -18,6 +18,7 @@ import (
 // OpenAPI document — so adding a parameter there is all it takes.
 func listOp(op huma.Operation) huma.Operation {
 	op.Middlewares = append(op.Middlewares, strictQuery)
+	op.Description = strings.TrimSpace(op.Description + " Query parameters not listed here are refused with 400.")
 	return op
 }
 

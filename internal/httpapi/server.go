@@ -90,7 +90,9 @@ func New(deps Deps) *Server {
 	cfg.DocsPath = ""     // our own offline docs page below
 	cfg.OpenAPIPath = "/api/docs/openapi"
 	cfg.SchemasPath = ""
-	cfg.Info.Description = "Firmware and core dump service for ESP32 fleets."
+	cfg.Info.Description = "Firmware and core dump service for ESP32 fleets.\n\n" +
+		"Every GET operation also answers HEAD with the same status and headers and no body (downloads fetch nothing). " +
+		"Non-numeric ids in paths answer 404; list operations refuse query parameters they do not declare with 400."
 	s.api = humachi.New(r, cfg)
 	s.router = r
 
