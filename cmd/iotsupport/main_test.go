@@ -136,4 +136,32 @@ func TestTokenCommands(t *testing.T) {
 	if _, _, code := proctest.Run(t, env, "token", "revoke", "ci"); code == 0 {
 		t.Fatal("second revoke succeeded")
 	}
+	// Ids and names never stand for each other: token 2 is "x"; the token named "2" is id 3.
+	for _, name := range []string{"x", "2"} {
+		if _, _, code := proctest.Run(t, env, "token", "create", "--name", name, "--role", "viewer"); code != 0 {
+			t.Fatalf("create %s failed", name)
+		}
+	}
+	state := func() map[string]string {
+		out, _, _ := proctest.Run(t, env, "token", "list")
+		m := map[string]string{}
+		for _, l := range strings.Split(out, "\n")[1:] {
+			if f := strings.Fields(l); len(f) >= 6 {
+				m[f[0]+" "+f[1]] = f[5]
+			}
+		}
+		return m
+	}
+	if out, errOut, code := proctest.Run(t, env, "token", "revoke", "--id", "2"); code != 0 {
+		t.Fatalf("revoke --id 2: %d %s %s", code, out, errOut)
+	}
+	if st := state(); st["2 x"] != "revoked" || st["3 2"] != "active" {
+		t.Fatalf("revoke --id 2 touched the token named 2: %v", st)
+	}
+	if _, _, code := proctest.Run(t, env, "token", "revoke", "2"); code != 0 {
+		t.Fatal("revoke by name 2 failed")
+	}
+	if st := state(); st["3 2"] != "revoked" {
+		t.Fatalf("revoke 2 (by name): %v", st)
+	}
 }

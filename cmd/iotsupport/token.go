@@ -66,16 +66,29 @@ func tokenCmd() *cobra.Command {
 			}
 			return w.Flush()
 		})}
-	revoke := &cobra.Command{Use: "revoke ID|NAME", Short: "Revoke a token", Args: cobra.ExactArgs(1),
+	var revokeID int64
+	revoke := &cobra.Command{Use: "revoke NAME | revoke --id ID", Short: "Revoke a token by name, or by id with --id",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("id") {
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withTokens(func(cmd *cobra.Command, t *auth.Tokens) error {
-				if err := t.Revoke(cmd.Context(), args[0]); err != nil {
+				// A name and an id never stand for each other: "revoke 8" is the token named "8".
+				revoke, what := func() error { return t.RevokeByID(cmd.Context(), revokeID) }, fmt.Sprintf("token %d", revokeID)
+				if !cmd.Flags().Changed("id") {
+					revoke, what = func() error { return t.RevokeByName(cmd.Context(), args[0]) }, fmt.Sprintf("token %q", args[0])
+				}
+				if err := revoke(); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s\n", args[0])
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s\n", what)
 				return nil
 			})(cmd, args)
 		}}
+	revoke.Flags().Int64Var(&revokeID, "id", 0, "revoke the token with this id instead of by name")
 	cmd.AddCommand(create, list, revoke)
 	return cmd
 }

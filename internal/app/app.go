@@ -278,6 +278,19 @@ func (a *App) EnsureAdminToken(ctx context.Context) (string, error) {
 	return secret, err
 }
 
+// HTTPServer is the server Serve runs a.HTTP with: request bodies bounded by
+// REQUEST_BODY_TIMEOUT (whether or not the handler reads them), headers by
+// READ_HEADER_TIMEOUT. Serve it on httpapi.Listener(ln).
+func (a *App) HTTPServer(ctx context.Context) *http.Server {
+	return &http.Server{
+		Handler:           bodyIdleTimeout(a.HTTP, a.Cfg.RequestBodyTimeout),
+		ReadHeaderTimeout: a.Cfg.ReadHeaderTimeout,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.Log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+}
+
 // Serve listens on the configured address until ctx is cancelled, then stops
 // accepting and lets in-flight requests finish within SHUTDOWN_TIMEOUT.
 func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
@@ -285,12 +298,14 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.Cfg.Addr(), err)
 	}
-	srv := &http.Server{
-		Handler:           bodyIdleTimeout(a.HTTP, a.Cfg.RequestBodyTimeout),
-		ReadHeaderTimeout: a.Cfg.ReadHeaderTimeout,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.Log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	srv := a.HTTPServer(ctx)
+	if a.Cfg.PprofAddr != "" {
+		stopPprof, err := startPprof(a.Cfg.PprofAddr, a.Log)
+		if err != nil {
+			_ = ln.Close()
+			return err
+		}
+		defer stopPprof()
 	}
 	a.Log.Info("listening", "addr", ln.Addr().String(), "database", strings.SplitN(a.Cfg.DatabaseURL, ":", 2)[0], "storage", a.Cfg.StorageBackend)
 	if ready != nil {
@@ -302,7 +317,7 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 	}
 	defer stopBG()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(httpapi.Listener(ln)) }()
 	select {
 	case err := <-errc:
 		return err

@@ -17,14 +17,25 @@ func bodyIdleTimeout(h http.Handler, d time.Duration) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && r.Body != http.NoBody {
-			// A shallow copy: the server keeps seeing its own body type in the original
-			// request, which it inspects after the handler to decide whether the rest of
-			// an unread body can be discarded or the connection must close.
-			r = r.WithContext(r.Context())
-			r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), d: d}
+		if r.Body == nil || r.Body == http.NoBody {
+			h.ServeHTTP(w, r)
+			return
 		}
-		h.ServeHTTP(w, r)
+		rc := http.NewResponseController(w)
+		// net/http itself reads what a handler left of the body (up to 256 KiB, to keep
+		// the connection) before sending the response, with no deadline of its own: a
+		// 401, 404 or any handler that never reads would let a client trickling bytes
+		// hold the connection forever. Those reads get REQUEST_BODY_TIMEOUT in all,
+		// before the handler (a large response flushed unread) and after it; a handler
+		// reading the body re-arms the deadline per read (idleBody).
+		_ = rc.SetReadDeadline(time.Now().Add(d))
+		// A shallow copy: the server keeps seeing its own body type in the original
+		// request, which it inspects after the handler to decide whether the rest of
+		// an unread body can be discarded or the connection must close.
+		r2 := r.WithContext(r.Context())
+		r2.Body = &idleBody{ReadCloser: r.Body, rc: rc, d: d}
+		h.ServeHTTP(w, r2)
+		_ = rc.SetReadDeadline(time.Now().Add(d))
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -84,20 +85,30 @@ func utcPtr(t sql.NullTime) *time.Time {
 	return &u
 }
 
-// Revoke disables a token by id or name; revoking twice is NotFound the second time.
-func (t *Tokens) Revoke(ctx context.Context, idOrName string) error {
+// RevokeByID revokes the active token with this id; revoking twice is NotFound the
+// second time.
+func (t *Tokens) RevokeByID(ctx context.Context, id int64) error {
+	return t.revoke(ctx, `id = $2`, id, fmt.Sprintf("Token %d was not found", id))
+}
+
+// RevokeByName revokes the active token with this name. Ids and names are separate
+// look-ups: a token named "8" is never the token with id 8.
+func (t *Tokens) RevokeByName(ctx context.Context, name string) error {
+	return t.revoke(ctx, `name = $2`, name, fmt.Sprintf("Token %q was not found", name))
+}
+
+func (t *Tokens) revoke(ctx context.Context, where string, arg any, notFound string) error {
 	var res sql.Result
 	err := t.db.Tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		res, err = tx.ExecContext(ctx, `UPDATE api_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND (CAST(id AS TEXT) = $2 OR name = $2)`,
-			db.Now(), idOrName)
+		res, err = tx.ExecContext(ctx, `UPDATE api_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND `+where, db.Now(), arg)
 		return err
 	})
 	if err != nil {
 		return db.Err("revoke token", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return apperr.NotFoundf("Token %s was not found", idOrName)
+		return apperr.NotFoundf("%s", notFound)
 	}
 	return nil
 }

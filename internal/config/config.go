@@ -69,6 +69,8 @@ type Config struct {
 	DeviceFailuresPerMinute int
 	DeviceCacheTTL          time.Duration
 	TrustProxyHeaders       bool
+	// PprofAddr is a loopback host:port serving Go's profiles (debugging only); "" for none.
+	PprofAddr string
 	// PublicBaseURL is how devices and CI jobs reach this service (scheme://host[:port][/prefix]),
 	// used wherever the service writes its own address into something it hands out.
 	PublicBaseURL string
@@ -254,6 +256,19 @@ var Settings = []Setting{
 	{Name: "MQTT_PASSWORD", Default: "", Secret: true, Doc: "MQTT password.", apply: func(c *Config, v string) error { c.MQTTPassword = v; return nil }},
 	{Name: "MQTT_CLIENT_ID", Default: "", Doc: "MQTT client id; defaults to `MQTT_USERNAME`, else `iotsupport-backend`. Give each replica its own.", apply: func(c *Config, v string) error { c.MQTTClientID = v; return nil }},
 	{Name: "TRUST_PROXY_HEADERS", Default: "false", Doc: "Take the client address from `X-Forwarded-For` (only behind a trusted proxy).", apply: boolSetting(func(c *Config) *bool { return &c.TrustProxyHeaders })},
+	{Name: "IOTSUPPORT_PPROF_ADDR", Default: "", Doc: "Debugging only: a loopback `host:port` (e.g. `127.0.0.1:6060`) on which `serve` exposes Go's `/debug/pprof/` profiles; any other host is refused. Empty: off. `iotsupport bench --profile` sets it for the server it starts.",
+		apply: func(c *Config, v string) error {
+			if v == "" {
+				c.PprofAddr = ""
+				return nil
+			}
+			host, port, err := net.SplitHostPort(v)
+			if ip := net.ParseIP(host); err != nil || port == "" || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+				return fmt.Errorf("must be a loopback host:port such as 127.0.0.1:6060 (profiles are never served to the network)")
+			}
+			c.PprofAddr = v
+			return nil
+		}},
 	{Name: "PUBLIC_BASE_URL", Default: "", Doc: "The URL devices and CI jobs reach this service at (`https://iot.example.com`, optionally with a path prefix), written into the CI upload scripts and provisioning records; empty means derived from the request's validated `Host` (and `X-Forwarded-Proto`/`-Host` only with `TRUST_PROXY_HEADERS`).", apply: func(c *Config, v string) error {
 		if v == "" {
 			c.PublicBaseURL = ""

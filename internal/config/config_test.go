@@ -38,6 +38,9 @@ func TestInvalidValuesNameTheSetting(t *testing.T) {
 		{"HOST", "not a host", "invalid HOST"},
 		{"S3_BUCKET_NAME", "UPPER", "invalid S3_BUCKET_NAME"},
 		{"SHUTDOWN_TIMEOUT", "-1s", "invalid SHUTDOWN_TIMEOUT"},
+		// Profiles are a debugging aid, never served to the network.
+		{"IOTSUPPORT_PPROF_ADDR", "0.0.0.0:6060", "invalid IOTSUPPORT_PPROF_ADDR=\"0.0.0.0:6060\": must be a loopback host:port"},
+		{"IOTSUPPORT_PPROF_ADDR", "localhost", "invalid IOTSUPPORT_PPROF_ADDR"},
 	}
 	for _, tc := range cases {
 		_, err := Load(env(tc.name, tc.value))
@@ -80,5 +83,19 @@ func TestREADMEListsEverySetting(t *testing.T) {
 		if s.Default != "" && !strings.Contains(line, "`"+s.Default+"`") {
 			t.Errorf("README row for %s does not show default %q: %s", s.Name, s.Default, line)
 		}
+	}
+}
+
+func TestPprofAddrAcceptsLoopbackOnly(t *testing.T) {
+	for _, v := range []string{"127.0.0.1:6060", "[::1]:6060", "localhost:0"} {
+		c, err := Load(env("IOTSUPPORT_PPROF_ADDR", v))
+		if err != nil {
+			t.Errorf("%s: %v", v, err)
+		} else if c.PprofAddr != v {
+			t.Errorf("%s: PprofAddr %q", v, c.PprofAddr)
+		}
+	}
+	if c, err := Load(env()); err != nil || c.PprofAddr != "" {
+		t.Fatalf("default: %v %+v", err, c)
 	}
 }

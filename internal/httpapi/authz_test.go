@@ -34,7 +34,8 @@ var routeNeeds = map[string]struct {
 	"POST /api/devices/{device_id}/credentials": {"editor", 404},
 	"GET /api/tokens":                           {"admin", 200},
 	"POST /api/tokens":                          {"admin", 400},
-	"DELETE /api/tokens/{token}":                {"admin", 404},
+	"DELETE /api/tokens/{token_id}":             {"admin", 404},
+	"DELETE /api/tokens/by-name/{name}":         {"admin", 404},
 	"GET /api/audit":                            {"admin", 200},
 	"GET /api/iot/config":                       {"device", 200},
 	"GET /api/auth/self":                        {"any", 200},
@@ -83,7 +84,7 @@ func TestEveryRouteAgainstEveryIdentity(t *testing.T) {
 	devOff := s.Expect(201, "POST", "/api/devices", map[string]any{"device_model_id": mid, "config": `{"who":"off"}`}).Map(t)
 	s.Expect(200, "PUT", fmt.Sprintf("/api/devices/%d", int(devOff["id"].(float64))), map[string]any{"config": `{"who":"off"}`, "active": false})
 	revoked := s.Expect(201, "POST", "/api/tokens", map[string]any{"name": "old", "role": "admin"}).Map(t)["token"].(string)
-	s.Expect(204, "DELETE", "/api/tokens/old", nil)
+	s.Expect(204, "DELETE", "/api/tokens/by-name/old", nil)
 
 	jwt := func(c oidctest.Claims) string { return "Bearer " + is.Token(c) }
 	ids := []struct {

@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
-	"github.com/go-chi/chi/v5"
 
-	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 )
@@ -101,8 +98,8 @@ func (s *Server) registerCoredumps() {
 			"503": {Description: "Object storage unavailable; nothing was stored"},
 		}})
 
-	huma.Register(s.api, huma.Operation{OperationID: "list-coredumps", Method: http.MethodGet, Path: "/api/devices/{device_id}/coredumps",
-		Summary: "List a device's core dumps, newest first", Tags: tags},
+	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-coredumps", Method: http.MethodGet, Path: "/api/devices/{device_id}/coredumps",
+		Summary: "List a device's core dumps, newest first", Tags: tags}),
 		func(ctx context.Context, in *struct {
 			DeviceIDPath
 			Limit    int   `query:"limit" minimum:"1" maximum:"1000" default:"100" doc:"Page size"`
@@ -206,12 +203,12 @@ func (s *Server) uploadCoredump(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) downloadCoredump(w http.ResponseWriter, r *http.Request) {
-	deviceID, err := coredumpPathID(r, "device_id")
+	deviceID, err := pathID(r, "device_id")
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
-	coredumpID, err := coredumpPathID(r, "coredump_id")
+	coredumpID, err := pathID(r, "coredump_id")
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -230,12 +227,4 @@ func (s *Server) downloadCoredump(w http.ResponseWriter, r *http.Request) {
 			rc, _, _, err := s.deps.Coredumps.Open(ctx, deviceID, coredumpID, rng)
 			return rc, err
 		}})
-}
-
-func coredumpPathID(r *http.Request, name string) (int64, error) {
-	v, err := strconv.ParseInt(chi.URLParam(r, name), 10, 64)
-	if err != nil || v < 1 {
-		return 0, apperr.Validationf("Validation failed: path.%s: expected a positive integer", name)
-	}
-	return v, nil
 }

@@ -86,8 +86,8 @@ type listDevicesOut struct {
 
 func (s *Server) registerDevices() {
 	tags := []string{"Devices"}
-	huma.Register(s.api, huma.Operation{OperationID: "list-devices", Method: http.MethodGet, Path: "/api/devices",
-		Summary: "List devices", Tags: tags},
+	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-devices", Method: http.MethodGet, Path: "/api/devices",
+		Summary: "List devices", Tags: tags}),
 		func(ctx context.Context, in *struct {
 			ModelID       int64  `query:"model_id" minimum:"0" doc:"Only devices of this model"`
 			RotationState string `query:"rotation_state" enum:"OK,QUEUED,PENDING,TIMEOUT" doc:"Only devices in this rotation state"`

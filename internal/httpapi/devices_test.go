@@ -76,7 +76,7 @@ func TestDeviceModelsCRUD(t *testing.T) {
 		if nf["error"] != "DeviceModel 9999 was not found" || nf["code"] != "RECORD_NOT_FOUND" {
 			t.Fatalf("not found: %v", nf)
 		}
-		s.Expect(400, "GET", "/api/device-models/abc", nil)
+		s.Expect(404, "GET", "/api/device-models/abc", nil)
 
 		// A model with devices cannot be deleted.
 		s.Expect(201, "POST", "/api/devices", map[string]any{"device_model_id": id, "config": `{"deviceName":"kitchen"}`})

@@ -181,6 +181,11 @@ func init() {
 			if status == http.StatusUnprocessableEntity {
 				status = http.StatusBadRequest
 			}
+			if onlyPathErrors(errs) {
+				// /api/device-models/abc names no resource: 404 like an unknown route, as
+				// the older service (integer route converters) answered.
+				return newEnvelope(ctx, http.StatusNotFound, "RECORD_NOT_FOUND", "Resource not found")
+			}
 			env := newEnvelope(ctx, status, "", humanize(msg))
 			for _, e := range errs {
 				if e == nil {
@@ -203,6 +208,22 @@ func init() {
 	huma.NewError = func(status int, msg string, errs ...error) huma.StatusError {
 		return huma.NewErrorWithContext(nil, status, msg, errs...)
 	}
+}
+
+// onlyPathErrors reports whether every validation error is about a path parameter.
+func onlyPathErrors(errs []error) bool {
+	n := 0
+	for _, e := range errs {
+		if e == nil {
+			continue
+		}
+		var d *huma.ErrorDetail
+		if !errors.As(e, &d) || !strings.HasPrefix(d.Location, "path.") {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 func (f FieldErrors) fieldText() string {

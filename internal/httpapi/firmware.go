@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -52,8 +53,21 @@ func versionBody(v *firmware.Version) VersionBody {
 		ELFSHA256: v.ELFSHA256, GitCommit: v.GitCommit, Artifacts: arts}
 }
 
-// uploadBody returns the bundle stream: the raw body, or the multipart part "file".
+// uploadBody returns the bundle stream: the raw body, or the multipart part "file";
+// an empty one is refused here, before anything is looked up.
 func uploadBody(r *http.Request) (io.Reader, error) {
+	src, err := uploadStream(r)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReader(src)
+	if _, err := br.Peek(1); err == io.EOF {
+		return nil, apperr.Validationf("No firmware content provided")
+	}
+	return br, nil
+}
+
+func uploadStream(r *http.Request) (io.Reader, error) {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "multipart/form-data" {
 		return r.Body, nil
@@ -76,12 +90,7 @@ func uploadBody(r *http.Request) (io.Reader, error) {
 	}
 }
 
-func (s *Server) upload(w http.ResponseWriter, r *http.Request, m *devices.Model) {
-	body, err := uploadBody(r)
-	if err != nil {
-		writeError(w, r, err)
-		return
-	}
+func (s *Server) upload(w http.ResponseWriter, r *http.Request, m *devices.Model, body io.Reader) {
 	replace, _ := strconv.ParseBool(r.URL.Query().Get("replace"))
 	res, err := s.deps.Firmware.Upload(r.Context(), m, body, replace)
 	if err != nil {
@@ -92,11 +101,21 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, m *devices.Model
 }
 
 func (s *Server) modelFromPath(r *http.Request) (*devices.Model, error) {
-	id, err := strconv.ParseInt(chi.URLParam(r, "model_id"), 10, 64)
-	if err != nil || id < 1 {
-		return nil, apperr.Validationf("model_id must be a positive integer")
+	id, err := pathID(r, "model_id")
+	if err != nil {
+		return nil, err
 	}
 	return s.deps.Devices.GetModel(r.Context(), id)
+}
+
+// pathID is a positive integer path parameter; anything else names no resource (404,
+// as huma routes answer, see onlyPathErrors).
+func pathID(r *http.Request, name string) (int64, error) {
+	v, err := strconv.ParseInt(chi.URLParam(r, name), 10, 64)
+	if err != nil || v < 1 {
+		return 0, apperr.NotFoundf("Resource not found")
+	}
+	return v, nil
 }
 
 func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, a *firmware.Artifact, filename string) {
@@ -135,22 +154,36 @@ func (s *Server) registerFirmware() {
 	oapi := s.api.OpenAPI()
 
 	s.router.Post("/api/device-models/{model_id}/firmware", func(w http.ResponseWriter, r *http.Request) {
-		m, err := s.modelFromPath(r)
+		// The body is checked before the model lookup, as the older service did: an
+		// empty upload is a 400 even for an unknown model.
+		id, err := pathID(r, "model_id")
+		var body io.Reader
+		if err == nil {
+			body, err = uploadBody(r)
+		}
+		var m *devices.Model
+		if err == nil {
+			m, err = s.deps.Devices.GetModel(r.Context(), id)
+		}
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		s.upload(w, r, m)
+		s.upload(w, r, m, body)
 	})
 	oapi.AddOperation(uploadOperation("upload-firmware", "/api/device-models/{model_id}/firmware", "Upload a firmware bundle", tags))
 
 	s.router.Post("/api/pipeline/models/{code}/firmware", func(w http.ResponseWriter, r *http.Request) {
 		m, err := s.deps.Devices.GetModelByCode(r.Context(), chi.URLParam(r, "code"))
+		var body io.Reader
+		if err == nil {
+			body, err = uploadBody(r)
+		}
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		s.upload(w, r, m)
+		s.upload(w, r, m, body)
 	})
 	oapi.AddOperation(uploadOperation("pipeline-upload-firmware", "/api/pipeline/models/{code}/firmware", "Upload a firmware bundle (CI pipeline)", []string{"Pipeline"}))
 
@@ -250,8 +283,8 @@ func (s *Server) registerFirmware() {
 			return out, nil
 		})
 
-	huma.Register(s.api, huma.Operation{OperationID: "list-firmware-versions", Method: http.MethodGet, Path: "/api/device-models/{model_id}/firmware-versions",
-		Summary: "Stored firmware versions, newest first", Tags: tags},
+	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-firmware-versions", Method: http.MethodGet, Path: "/api/device-models/{model_id}/firmware-versions",
+		Summary: "Stored firmware versions, newest first", Tags: tags}),
 		func(ctx context.Context, in *ModelIDPath) (*struct {
 			Body struct {
 				Versions []VersionBody `json:"firmware_versions"`

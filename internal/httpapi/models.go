@@ -61,8 +61,8 @@ type updateModelIn struct {
 
 func (s *Server) registerModels() {
 	tags := []string{"Device models"}
-	huma.Register(s.api, huma.Operation{OperationID: "list-device-models", Method: http.MethodGet, Path: "/api/device-models",
-		Summary: "List device models", Tags: tags},
+	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-device-models", Method: http.MethodGet, Path: "/api/device-models",
+		Summary: "List device models", Tags: tags}),
 		func(ctx context.Context, _ *struct{}) (*struct {
 			Body struct {
 				DeviceModels []ModelSummary `json:"device_models"`

@@ -6,6 +6,7 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -87,20 +88,18 @@ func New(deps Deps) *Server {
 	s := &Server{deps: deps}
 	r := chi.NewRouter()
 	m := newHTTPMetrics(deps.Metrics)
-	r.Use(withRequestID(deps.Log), m.observe, s.authenticate)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeEnvelope(w, newEnvelope(r.Context(), 404, "RECORD_NOT_FOUND", "Resource not found"))
-	})
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeEnvelope(w, newEnvelope(r.Context(), 405, "METHOD_NOT_ALLOWED", "Method "+r.Method+" is not allowed for "+r.URL.Path))
-	})
+	r.Use(securityHeaders, withRequestID(deps.Log), m.observe, headAsGet, s.authenticate)
+	r.NotFound(notFound)
+	r.MethodNotAllowed(methodNotAllowed)
 
 	cfg := huma.DefaultConfig("IoT Support API", Version)
 	cfg.CreateHooks = nil // no $schema links: responses carry exactly the documented fields
 	cfg.DocsPath = ""     // our own offline docs page below
 	cfg.OpenAPIPath = "/api/docs/openapi"
 	cfg.SchemasPath = ""
-	cfg.Info.Description = "Firmware and core dump service for ESP32 fleets."
+	cfg.Info.Description = "Firmware and core dump service for ESP32 fleets.\n\n" +
+		"Every GET operation also answers HEAD with the same status and headers and no body (downloads fetch nothing). " +
+		"Non-numeric ids in paths answer 404; list operations refuse query parameters they do not declare with 400."
 	s.api = humachi.New(r, cfg)
 	s.router = r
 
@@ -187,15 +186,35 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, body)
 }
 
+// docsCSP is the policy of the docs page and its assets: only our own vendored files.
+const docsCSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+
 func (s *Server) registerDocs(r chi.Router) {
 	sub, _ := fs.Sub(docsFS, "docsui")
 	r.Get("/api/docs", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := fs.ReadFile(sub, "index.html")
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'")
+		w.Header().Set("Content-Security-Policy", docsCSP)
 		_, _ = w.Write(b)
 	})
-	r.Handle("/api/docs/assets/*", http.StripPrefix("/api/docs/assets/", http.FileServer(http.FS(sub))))
+	r.Get("/api/docs/assets/*", func(w http.ResponseWriter, r *http.Request) {
+		// Only plain files, and our envelope for anything else: http.FileServer would list
+		// directories and answer its own text/plain 404s and index.html redirects.
+		f, err := sub.Open(chi.URLParam(r, "*"))
+		if err != nil {
+			notFound(w, r)
+			return
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		rs, seekable := f.(io.ReadSeeker)
+		if err != nil || st.IsDir() || !seekable {
+			notFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Security-Policy", docsCSP)
+		http.ServeContent(w, r, st.Name(), st.ModTime(), rs)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -35,8 +35,8 @@ type auditList struct {
 
 func (s *Server) registerTokens() {
 	tags := []string{"Access"}
-	huma.Register(s.api, huma.Operation{OperationID: "list-tokens", Method: http.MethodGet, Path: "/api/tokens",
-		Summary: "List API tokens (never their secrets)", Tags: tags},
+	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-tokens", Method: http.MethodGet, Path: "/api/tokens",
+		Summary: "List API tokens (never their secrets)", Tags: tags}),
 		func(ctx context.Context, _ *struct{}) (*tokenList, error) {
 			ts, err := s.deps.Tokens.List(ctx)
 			if err != nil {
@@ -62,15 +62,24 @@ func (s *Server) registerTokens() {
 			out.Body = CreatedToken{ID: t.ID, Name: t.Name, Role: t.Role, Secret: secret}
 			return out, nil
 		})
-	huma.Register(s.api, huma.Operation{OperationID: "revoke-token", Method: http.MethodDelete, Path: "/api/tokens/{token}",
-		Summary: "Revoke an API token by id or name", Tags: tags, DefaultStatus: 204},
+	// Ids and names have separate paths: "DELETE /api/tokens/8" must never also revoke a token named "8".
+	huma.Register(s.api, huma.Operation{OperationID: "revoke-token", Method: http.MethodDelete, Path: "/api/tokens/{token_id}",
+		Summary: "Revoke an API token by id", Tags: tags, DefaultStatus: 204},
 		func(ctx context.Context, in *struct {
-			Token string `path:"token"`
+			TokenID int64 `path:"token_id" minimum:"1" doc:"Token id"`
 		}) (*struct{}, error) {
-			return nil, s.deps.Tokens.Revoke(ctx, in.Token)
+			return nil, s.deps.Tokens.RevokeByID(ctx, in.TokenID)
 		})
-	huma.Register(s.api, huma.Operation{OperationID: "list-audit", Method: http.MethodGet, Path: "/api/audit",
-		Summary: "Audit log of writes, newest first", Tags: tags},
+	huma.Register(s.api, huma.Operation{OperationID: "revoke-token-by-name", Method: http.MethodDelete, Path: "/api/tokens/by-name/{name}",
+		Summary: "Revoke an API token by name", Description: "Percent-encode the name: `ci/main` is `/api/tokens/by-name/ci%2Fmain`.",
+		Tags: tags, DefaultStatus: 204},
+		func(ctx context.Context, in *struct {
+			Name string `path:"name" doc:"Token name, percent-encoded"`
+		}) (*struct{}, error) {
+			return nil, s.deps.Tokens.RevokeByName(ctx, in.Name)
+		})
+	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-audit", Method: http.MethodGet, Path: "/api/audit",
+		Summary: "Audit log of writes, newest first", Tags: tags}),
 		func(ctx context.Context, in *struct {
 			Limit    int   `query:"limit" minimum:"1" maximum:"1000" default:"100"`
 			BeforeID int64 `query:"before_id" minimum:"0"`
