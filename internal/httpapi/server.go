@@ -25,6 +25,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/publicurl"
 )
 
 // Version is reported in the OpenAPI document; set by the binary.
@@ -54,6 +55,8 @@ type Deps struct {
 	Coredumps *coredumps.Service
 	// InsecureDev logs a warning on every request.
 	InsecureDev bool
+	// PublicURL gives the service's own URL for the CI scripts.
+	PublicURL publicurl.Resolver
 	// Backlog reports queued object deletions (readiness shows it; it never fails readiness).
 	Backlog func(ctx context.Context) (int, *time.Time, error)
 }
