@@ -159,7 +159,7 @@ type ciCheckout struct {
 
 func newCICheckout(t *testing.T, s *apitest.Server, model, version string, desc map[string]string) *ciCheckout {
 	t.Helper()
-	elfBytes, err := os.ReadFile(espimagetest.ELFPath(t, "esp32c3"))
+	elfBytes, err := os.ReadFile(espimagetest.ELFPath(t, "esp32"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestUploadShShowsTheServiceError(t *testing.T) {
 			{"version.json disagrees with the image", func() (string, string, error) { return c.upload(t) }, `"9.9.9"`},
 			{"wrong token", func() (string, string, error) {
 				return c.run(t, []string{"IOTSUPPORT_TOKEN=wrong"}, "bash", c.script)
-			}, "HTTP 401"},
+			}, "upload failed (HTTP 401): "},
 			{"no token, older variable names", func() (string, string, error) {
 				return c.run(t, []string{"IOTSUPPORT_CLIENT_ID=ci", "IOTSUPPORT_CLIENT_SECRET=x"}, "bash", c.script)
 			}, "IOTSUPPORT_CLIENT_ID/IOTSUPPORT_CLIENT_SECRET are not used here: set IOTSUPPORT_TOKEN"},
@@ -307,6 +307,9 @@ func TestUploadShShowsTheServiceError(t *testing.T) {
 			}
 			if !strings.Contains(errOut, tc.want) {
 				t.Fatalf("%s: stderr %q does not contain %q", tc.name, errOut, tc.want)
+			}
+			if strings.HasSuffix(strings.TrimSpace(errOut), ":") {
+				t.Fatalf("%s: no message after the status: %q", tc.name, errOut)
 			}
 		}
 		if n := s.Expect(200, "GET", fmt.Sprintf("/api/device-models/%d/firmware-versions", mid), nil).Map(t)["count"]; n != 0.0 {
