@@ -33,6 +33,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/legacy"
 	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/outbox"
+	"github.com/iotsupport/iotsupport/internal/publicurl"
 	"github.com/iotsupport/iotsupport/internal/testsession"
 )
 
@@ -253,8 +254,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		return nil, err
 	}
 	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: cores, Metrics: reg, AppEnv: cfg.AppEnv,
-		Decoding: a.Queue,
-		Auth:     a.Auth, Tokens: a.Tokens, Audit: a.Audit, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+		Decoding: a.Queue, PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
+		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey,
 		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
 	return a, nil

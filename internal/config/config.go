@@ -255,7 +255,7 @@ var Settings = []Setting{
 	{Name: "MQTT_USERNAME", Default: "", Doc: "MQTT user name.", apply: func(c *Config, v string) error { c.MQTTUsername = v; return nil }},
 	{Name: "MQTT_PASSWORD", Default: "", Secret: true, Doc: "MQTT password.", apply: func(c *Config, v string) error { c.MQTTPassword = v; return nil }},
 	{Name: "MQTT_CLIENT_ID", Default: "", Doc: "MQTT client id; defaults to `MQTT_USERNAME`, else `iotsupport-backend`. Give each replica its own.", apply: func(c *Config, v string) error { c.MQTTClientID = v; return nil }},
-	{Name: "TRUST_PROXY_HEADERS", Default: "false", Doc: "Take the client address from `X-Forwarded-For` (only behind a trusted proxy).", apply: boolSetting(func(c *Config) *bool { return &c.TrustProxyHeaders })},
+	{Name: "TRUST_PROXY_HEADERS", Default: "false", Doc: "Trust the one proxy in front: take the client address from `X-Forwarded-For` and the request's host and scheme from `X-Forwarded-Host`/`-Proto`. Only behind a proxy that sets them.", apply: boolSetting(func(c *Config) *bool { return &c.TrustProxyHeaders })},
 	{Name: "IOTSUPPORT_PPROF_ADDR", Default: "", Doc: "Debugging only: a loopback `host:port` (e.g. `127.0.0.1:6060`) on which `serve` exposes Go's `/debug/pprof/` profiles; any other host is refused. Empty: off. `iotsupport bench --profile` sets it for the server it starts.",
 		apply: func(c *Config, v string) error {
 			if v == "" {
@@ -269,7 +269,7 @@ var Settings = []Setting{
 			c.PprofAddr = v
 			return nil
 		}},
-	{Name: "PUBLIC_BASE_URL", Default: "", Doc: "The URL devices and CI jobs reach this service at (`https://iot.example.com`, optionally with a path prefix), written into the CI upload scripts and provisioning records; empty means derived from the request's validated `Host` (and `X-Forwarded-Proto`/`-Host` only with `TRUST_PROXY_HEADERS`).", apply: func(c *Config, v string) error {
+	{Name: "PUBLIC_BASE_URL", Default: "", Doc: "The URL devices and CI jobs reach this service at (`https://iot.example.com`, optionally with a path prefix), written into the CI upload scripts and provisioning records; empty means derived from each request's `Host` (`X-Forwarded-Host`/`-Proto` only with `TRUST_PROXY_HEADERS`), which must then be a plain host[:port] or the scripts are refused (400).", apply: func(c *Config, v string) error {
 		if v == "" {
 			c.PublicBaseURL = ""
 			return nil

@@ -3,12 +3,10 @@ package httpapi
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/danielgtaylor/huma/v2"
@@ -351,21 +349,4 @@ func (s *Server) registerFirmware() {
 		})
 
 	s.registerScripts()
-}
-
-// baseURL is the externally visible root of this request, honouring one proxy's
-// X-Forwarded-Proto/Host.
-func baseURL(r *http.Request) string {
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
-	if p := r.Header.Get("X-Forwarded-Proto"); p == "http" || p == "https" {
-		proto = p
-	}
-	host := r.Host
-	if h := r.Header.Get("X-Forwarded-Host"); h != "" && !strings.ContainsAny(h, " /\\\"'`$") {
-		host = strings.TrimSpace(strings.Split(h, ",")[0])
-	}
-	return fmt.Sprintf("%s://%s", proto, host)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/publicurl"
 	"github.com/iotsupport/iotsupport/internal/testsession"
 )
 
@@ -62,6 +63,8 @@ type Deps struct {
 	CookieName string
 	// DrainKey is the bearer secret of /health/drain (DRAIN_AUTH_KEY); empty refuses every drain.
 	DrainKey string
+	// PublicURL gives the service's own URL for the CI scripts.
+	PublicURL publicurl.Resolver
 	// Backlog reports queued object deletions (readiness shows it; it never fails readiness).
 	Backlog func(ctx context.Context) (int, *time.Time, error)
 }
