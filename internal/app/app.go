@@ -202,7 +202,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.Audit = auth.NewAudit(d)
 	var verifier *auth.OIDC
 	if cfg.OIDCEnabled {
-		v, err := auth.NewOIDC(ctx, auth.OIDCConfig{IssuerURL: cfg.OIDCIssuerURL, Audience: cfg.Audience(), ClockSkew: cfg.OIDCClockSkew,
+		v, err := auth.NewOIDC(ctx, auth.OIDCConfig{IssuerURL: cfg.OIDCIssuerURL, Audience: cfg.Audience(), ClockSkew: cfg.OIDCClockSkew, JWKSMinRefresh: cfg.OIDCJWKSMinRefresh,
 			ViewerRole: cfg.OIDCViewerRole, EditorRole: cfg.OIDCEditorRole, AdminRole: cfg.OIDCAdminRole, PipelineRole: cfg.OIDCPipelineRole})
 		if err != nil {
 			return nil, err
@@ -210,7 +210,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		verifier = v
 	}
 	a.Auth = auth.NewAuthenticator(a.Tokens, a.Devices, verifier, auth.Options{Mode: cfg.AuthMode, AppEnv: cfg.AppEnv,
-		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute, TrustProxy: cfg.TrustProxyHeaders}, log)
+		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute,
+		UnknownDeviceFailuresPerMinute: cfg.UnknownDeviceFailuresPerMinute, BearerFailuresPerMinute: cfg.BearerFailuresPerMinute,
+		TrustProxy: cfg.TrustProxyHeaders}, log)
 	a.Outbox = outbox.NewWorker(d, store, log, reg)
 	a.Notifier = notify.Nop{}
 	if cfg.MQTTURL != "" {
