@@ -249,7 +249,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	}
 	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: cores, Metrics: reg, AppEnv: cfg.AppEnv,
 		Decoding: a.Queue,
-		Auth:     a.Auth, Tokens: a.Tokens, Audit: a.Audit, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+		Auth:     a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
 	return a, nil
 }

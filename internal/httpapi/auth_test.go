@@ -242,8 +242,9 @@ func TestAuditLogRecordsWrites(t *testing.T) {
 }
 
 // TestAuditLogRecordsDeviceUploadsOnce: a device's core dump upload is audited inside the
-// upload's transaction; every upload request still leaves exactly one entry, with the
-// status it answered, whether it was stored or turned away.
+// upload's transaction, exactly once. Refused device requests (429 from a crash loop, a
+// bad upload, a junk path) and writes that reach no route change nothing: they are
+// counted in iotsupport_refused_writes_total, not stored.
 func TestAuditLogRecordsDeviceUploadsOnce(t *testing.T) {
 	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
 		s := apitest.Start(t, env, "COREDUMP_UPLOADS_PER_HOUR", "1")
@@ -251,27 +252,71 @@ func TestAuditLogRecordsDeviceUploadsOnce(t *testing.T) {
 		count := func() int {
 			return int(s.Expect(200, "GET", "/api/audit?limit=1", nil).Map(t)["count"].(float64))
 		}
-		latest := func() map[string]any {
-			return s.Expect(200, "GET", "/api/audit?limit=1", nil).Map(t)["entries"].([]any)[0].(map[string]any)
-		}
 		before := count()
-		for _, want := range []int{201, 429, 400} {
-			chip := "esp32"
-			if want == 400 {
-				chip = "pic16"
+		if r := dev.upload(s, "esp32", "1.0", []byte("dump")); r.Status != 201 {
+			t.Fatalf("upload: %d %s", r.Status, r.Body)
+		}
+		if n := count(); n != before+1 {
+			t.Fatalf("after a stored upload: %d audit entries, want %d", n, before+1)
+		}
+		e := s.Expect(200, "GET", "/api/audit?limit=1", nil).Map(t)["entries"].([]any)[0].(map[string]any)
+		if e["actor_kind"] != "device" || e["actor"] != dev.key || e["method"] != "POST" || e["path"] != "/api/iot/coredump" ||
+			e["route"] != "/api/iot/coredump" || int(e["status"].(float64)) != 201 || e["request_id"] == "" {
+			t.Fatalf("entry for the upload: %v", e)
+		}
+		for i := 0; i < 5; i++ {
+			if r := dev.upload(s, "esp32", "1.0", []byte("dump")); r.Status != 429 {
+				t.Fatalf("upload over the limit: %d %s", r.Status, r.Body)
 			}
-			if r := dev.upload(s, chip, "1.0", []byte("dump")); r.Status != want {
-				t.Fatalf("upload: %d %s, want %d", r.Status, r.Body, want)
-			}
-			before++
-			if n := count(); n != before {
-				t.Fatalf("after a %d upload: %d audit entries, want %d", want, n, before)
-			}
-			e := latest()
-			if e["actor_kind"] != "device" || e["actor"] != dev.key || e["method"] != "POST" || e["path"] != "/api/iot/coredump" ||
-				e["route"] != "/api/iot/coredump" || int(e["status"].(float64)) != want || e["request_id"] == "" {
-				t.Fatalf("entry for the %d upload: %v", want, e)
+		}
+		if r := dev.upload(s, "pic16", "1.0", []byte("dump")); r.Status != 400 {
+			t.Fatalf("upload with a bad chip: %d %s", r.Status, r.Body)
+		}
+		s.Basic(dev.key, dev.secret).Expect(404, "POST", "/api/iot/no-such-thing", map[string]any{"x": 1})
+		s.Expect(404, "POST", "/api/no-such-thing", map[string]any{"x": 1})
+		if n := count(); n != before+1 {
+			t.Fatalf("refused requests wrote audit rows: %d entries, want %d", n, before+1)
+		}
+		got := map[string]float64{}
+		for _, m := range gather(t, s, "iotsupport_refused_writes_total") {
+			got[m.labels["kind"]+" "+m.labels["route"]+" "+m.labels["status"]] += m.value
+		}
+		want := map[string]float64{"device /api/iot/coredump 429": 5, "device /api/iot/coredump 400": 1,
+			"device unmatched 404": 1, "token unmatched 404": 1}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("refused writes counted %v, want %v", got, want)
 			}
 		}
 	})
 }
+
+// sample is one series of a gathered metric: its labels and value.
+type sample struct {
+	labels map[string]string
+	value  float64
+}
+
+// gather returns the series of the named counter in the server's registry.
+func gather(t *testing.T, s *apitest.Server, name string) []sample {
+	t.Helper()
+	fams, err := s.App.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []sample
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			out = append(out, sample{labels: l, value: m.GetCounter().GetValue()})
+		}
+	}
+	return out
+}
+

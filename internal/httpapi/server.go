@@ -46,6 +46,8 @@ type Deps struct {
 	Auth    *auth.Authenticator
 	Tokens  *auth.Tokens
 	Audit   *auth.Audit
+	// AuditWriteTimeout bounds an audit entry's write after its request (default 10 s).
+	AuditWriteTimeout time.Duration
 	// Firmware serves bundles and downloads.
 	Firmware *firmware.Service
 	// Decoding queues re-parses.
@@ -64,6 +66,7 @@ type Server struct {
 	router       chi.Router
 	api          huma.API
 	shuttingDown atomic.Bool
+	refusals     *prometheus.CounterVec
 }
 
 //go:embed docsui
@@ -80,6 +83,7 @@ func New(deps Deps) *Server {
 	s := &Server{deps: deps}
 	r := chi.NewRouter()
 	m := newHTTPMetrics(deps.Metrics)
+	s.refusals = newRefusals(deps.Metrics)
 	r.Use(withRequestID(deps.Log), m.observe, s.authenticate)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeEnvelope(w, newEnvelope(r.Context(), 404, "RECORD_NOT_FOUND", "Resource not found"))
