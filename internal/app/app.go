@@ -165,6 +165,7 @@ func (a *App) wireDecoding(log *slog.Logger, reg *prometheus.Registry) error {
 func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go a.Outbox.Run(bg)
+	go a.Audit.RunPruner(bg, time.Duration(a.Cfg.AuditRetentionDays)*24*time.Hour, time.Hour, a.Log)
 	if a.Cfg.FsckInterval > 0 {
 		go fsck.NewPeriodic(fsck.New(a.DB, a.Store), a.Cfg.FsckGrace, a.Log, a.Metrics).Run(bg, a.Cfg.FsckInterval)
 	}

@@ -319,4 +319,3 @@ func gather(t *testing.T, s *apitest.Server, name string) []sample {
 	}
 	return out
 }
-
