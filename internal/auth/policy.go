@@ -16,6 +16,8 @@ const (
 	ViewerRole
 	EditorRole
 	AdminRole
+	// TestingAdmin routes exist only in testing mode and need an admin.
+	TestingAdmin
 )
 
 // Policy maps a request to what it needs. Every /api route not named here needs an
@@ -29,6 +31,9 @@ func Policy(method, path string) Need {
 	case path == "/api/pipeline/upload.sh" || path == "/api/pipeline/upload.ps1":
 		// The helper scripts carry no secret; the upload they perform needs a pipeline token.
 		return Public
+	case path == "/api/testing/coredumps":
+		// It writes core dumps and objects like a device upload does.
+		return TestingAdmin
 	case strings.HasPrefix(path, "/api/testing/"):
 		return TestingOnly
 	case strings.HasPrefix(path, "/api/iot/"):
