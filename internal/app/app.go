@@ -167,6 +167,7 @@ func (a *App) wireDecoding(log *slog.Logger, reg *prometheus.Registry) error {
 func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go a.Outbox.Run(bg)
+	go a.Audit.RunPruner(bg, time.Duration(a.Cfg.AuditRetentionDays)*24*time.Hour, time.Hour, a.Log)
 	if a.Cfg.FsckInterval > 0 {
 		go fsck.NewPeriodic(fsck.New(a.DB, a.Store), a.Cfg.FsckGrace, a.Log, a.Metrics).Run(bg, a.Cfg.FsckInterval)
 	}
@@ -204,7 +205,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.Audit = auth.NewAudit(d)
 	var verifier *auth.OIDC
 	if cfg.OIDCEnabled {
-		v, err := auth.NewOIDC(ctx, auth.OIDCConfig{IssuerURL: cfg.OIDCIssuerURL, Audience: cfg.Audience(), ClockSkew: cfg.OIDCClockSkew,
+		v, err := auth.NewOIDC(ctx, auth.OIDCConfig{IssuerURL: cfg.OIDCIssuerURL, Audience: cfg.Audience(), ClockSkew: cfg.OIDCClockSkew, JWKSMinRefresh: cfg.OIDCJWKSMinRefresh,
 			ViewerRole: cfg.OIDCViewerRole, EditorRole: cfg.OIDCEditorRole, AdminRole: cfg.OIDCAdminRole, PipelineRole: cfg.OIDCPipelineRole})
 		if err != nil {
 			return nil, err
@@ -212,7 +213,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		verifier = v
 	}
 	authOpts := auth.Options{Mode: cfg.AuthMode, AppEnv: cfg.AppEnv,
-		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute, TrustProxy: cfg.TrustProxyHeaders}
+		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute,
+		UnknownDeviceFailuresPerMinute: cfg.UnknownDeviceFailuresPerMinute, BearerFailuresPerMinute: cfg.BearerFailuresPerMinute,
+		TrustProxy: cfg.TrustProxyHeaders}
 	var sessions *testsession.Store
 	if cfg.AppEnv == "testing" {
 		sessions = testsession.New(nil)
@@ -255,7 +258,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	}
 	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: cores, Metrics: reg, AppEnv: cfg.AppEnv,
 		Decoding: a.Queue, PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
-		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey,
 		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
 	return a, nil

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"database/sql"
+	"log/slog"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/db"
@@ -114,4 +115,49 @@ func (a *Audit) List(ctx context.Context, limit int, beforeID int64) ([]AuditEnt
 	var total int
 	err = a.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log`).Scan(&total)
 	return out, total, db.Err("count audit log", err)
+}
+
+// Prune deletes entries older than before, batch rows per statement so no statement holds
+// the table for long, and returns how many it deleted. Old entries have the lowest ids, so
+// each batch is found by walking the primary key from its start.
+func (a *Audit) Prune(ctx context.Context, before time.Time, batch int) (int64, error) {
+	var total int64
+	for {
+		res, err := a.db.ExecContext(ctx, `DELETE FROM audit_log WHERE id IN
+			(SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)`, before, batch)
+		if err != nil {
+			return total, db.Err("prune audit log", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, db.Err("prune audit log", err)
+		}
+		total += n
+		if n < int64(batch) {
+			return total, nil
+		}
+	}
+}
+
+// PruneBatch is how many audit entries one pruning statement deletes.
+const PruneBatch = 1000
+
+// RunPruner deletes entries older than retention at once and then every interval, until
+// ctx ends.
+func (a *Audit) RunPruner(ctx context.Context, retention, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := a.Prune(ctx, time.Now().Add(-retention), PruneBatch)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("audit log pruning failed", "error", err)
+		} else if n > 0 {
+			log.Info("pruned the audit log", "deleted", n, "retention_days", int(retention/(24*time.Hour)))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

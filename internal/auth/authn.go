@@ -33,8 +33,13 @@ type Options struct {
 	Mode       string
 	AppEnv     string
 	CookieName string
-	// DeviceFailuresPerMinute limits failed device logins per source address and per key.
+	// DeviceFailuresPerMinute limits failed logins per device key.
 	DeviceFailuresPerMinute int
+	// UnknownDeviceFailuresPerMinute limits logins with unknown device keys per source
+	// address (key guessing); far higher, as a whole site may sit behind one address.
+	UnknownDeviceFailuresPerMinute int
+	// BearerFailuresPerMinute limits failed API token and JWT logins per source address.
+	BearerFailuresPerMinute int
 	// TrustProxy takes the client address from X-Forwarded-For.
 	TrustProxy bool
 	// TestSession, set only with APP_ENV=testing, resolves a session cookie made by
@@ -48,8 +53,10 @@ type Authenticator struct {
 	devices DeviceStore
 	oidc    *OIDC // nil when OIDC is disabled
 	opts    Options
-	limiter *FailureLimiter
-	log     *slog.Logger
+	// keys counts wrong secrets per device key, sources unknown device keys per address,
+	// bearers failed token logins per address.
+	keys, sources, bearers *FailureLimiter
+	log                    *slog.Logger
 }
 
 // NewAuthenticator builds an Authenticator; oidc may be nil.
@@ -60,8 +67,19 @@ func NewAuthenticator(tokens *Tokens, devs DeviceStore, oidc *OIDC, opts Options
 	if opts.DeviceFailuresPerMinute <= 0 {
 		opts.DeviceFailuresPerMinute = 10
 	}
+	if opts.UnknownDeviceFailuresPerMinute <= 0 {
+		opts.UnknownDeviceFailuresPerMinute = 300
+	}
+	if opts.BearerFailuresPerMinute <= 0 {
+		opts.BearerFailuresPerMinute = 30
+	}
+	if log == nil {
+		log = slog.Default()
+	}
 	return &Authenticator{tokens: tokens, devices: devs, oidc: oidc, opts: opts,
-		limiter: NewFailureLimiter(opts.DeviceFailuresPerMinute, time.Minute), log: log}
+		keys:    NewFailureLimiter(opts.DeviceFailuresPerMinute, time.Minute),
+		sources: NewFailureLimiter(opts.UnknownDeviceFailuresPerMinute, time.Minute),
+		bearers: NewFailureLimiter(opts.BearerFailuresPerMinute, time.Minute), log: log}
 }
 
 var deviceClientID = regexp.MustCompile(`^iotdevice-([a-z0-9_]+)-([a-z0-9]{8})$`)
@@ -81,7 +99,6 @@ var dummyHash = Hash("no-such-device")
 // Authenticate returns the caller's identity for a route with the given need. A request
 // without credentials is a 401; bad credentials are a 401 (or 429 when rate-limited).
 func (a *Authenticator) Authenticate(r *http.Request, need Need) (*Identity, error) {
-	ctx := r.Context()
 	if a.opts.Mode == ModeInsecureDev {
 		return a.insecure(r, need)
 	}
@@ -91,17 +108,7 @@ func (a *Authenticator) Authenticate(r *http.Request, need Need) (*Identity, err
 		return a.basicDevice(r)
 	case strings.HasPrefix(authz, "Bearer "):
 		raw := strings.TrimSpace(strings.TrimPrefix(authz, "Bearer "))
-		if strings.HasPrefix(raw, TokenPrefix) {
-			id, err := a.tokens.Authenticate(ctx, raw)
-			if err != nil {
-				return nil, err
-			}
-			if id == nil {
-				return nil, unauthenticated("Invalid or revoked API token")
-			}
-			return id, nil
-		}
-		return a.jwt(ctx, raw, false)
+		return a.bearer(r, raw, false)
 	case authz != "":
 		return nil, unauthenticated("Unsupported Authorization scheme")
 	}
@@ -114,7 +121,7 @@ func (a *Authenticator) Authenticate(r *http.Request, need Need) (*Identity, err
 	}
 	if a.oidc != nil && need != DeviceOnly {
 		if c, err := r.Cookie(a.opts.CookieName); err == nil && c.Value != "" {
-			return a.jwt(ctx, c.Value, true)
+			return a.bearer(r, c.Value, true)
 		}
 	}
 	if need == DeviceOnly {
@@ -123,24 +130,55 @@ func (a *Authenticator) Authenticate(r *http.Request, need Need) (*Identity, err
 	return nil, unauthenticated("Authentication is required")
 }
 
+// bearer checks an API token or a JWT. Failures are counted per source address, and a
+// source over the limit is refused before any work: each failure may cost a database
+// lookup or (for an unknown key id) a JWKS request.
+func (a *Authenticator) bearer(r *http.Request, raw string, fromCookie bool) (*Identity, error) {
+	src := a.clientIP(r)
+	if blocked, wait := a.bearers.Blocked(src); blocked {
+		return nil, rateLimited("Too many failed logins", wait)
+	}
+	var id *Identity
+	var err error
+	if strings.HasPrefix(raw, TokenPrefix) && !fromCookie {
+		id, err = a.tokens.Authenticate(r.Context(), raw)
+		if err == nil && id == nil {
+			err = unauthenticated("Invalid or revoked API token")
+		}
+	} else {
+		id, err = a.jwt(r.Context(), raw, fromCookie)
+	}
+	if apperr.KindOf(err) == apperr.Unauthenticated {
+		a.bearers.Fail(src)
+	}
+	return id, err
+}
+
+// invalidToken is every JWT refusal's text: why a token failed (issuer, audience, key)
+// would tell a forger what to change, so the detail goes to the log only.
+const invalidToken = "Invalid or expired token"
+
 func (a *Authenticator) jwt(ctx context.Context, raw string, fromCookie bool) (*Identity, error) {
 	if a.oidc == nil {
 		return nil, unauthenticated("Invalid API token")
 	}
 	c, err := a.oidc.Verify(ctx, raw)
 	if err != nil {
-		return nil, unauthenticated("Invalid token: " + err.Error())
+		a.log.Info("JWT refused", "error", err)
+		return nil, unauthenticated(invalidToken)
 	}
 	if m := deviceClientID.FindStringSubmatch(c.Azp); m != nil && !fromCookie {
 		d, err := a.devices.GetDeviceByKey(ctx, m[2])
 		if apperr.KindOf(err) == apperr.NotFound {
-			return nil, unauthenticated("Unknown device")
+			a.log.Info("JWT refused", "error", "unknown device", "azp", c.Azp)
+			return nil, unauthenticated(invalidToken)
 		}
 		if err != nil {
 			return nil, err
 		}
 		if d.ModelCode != m[1] {
-			return nil, unauthenticated("Device client id does not match the device's model")
+			a.log.Info("JWT refused", "error", "client id does not match the device's model", "azp", c.Azp)
+			return nil, unauthenticated(invalidToken)
 		}
 		return deviceIdentity(d), nil
 	}
@@ -151,21 +189,19 @@ func deviceIdentity(d *devices.Device) *Identity {
 	return &Identity{Kind: KindDevice, Name: d.Key, DeviceID: d.ID, DeviceKey: d.Key, Active: d.Active}
 }
 
+// basicDevice checks a device's key and secret. A correct login is never refused: limits
+// apply only to failing attempts, so one misconfigured device cannot lock out the others
+// behind its address (a site's NAT), nor can anyone who knows a key lock its device out.
+// Wrong secrets count against their key; unknown keys (guessing) against the source
+// address, with a far higher bound. Once either is over its limit, failures answer 429.
 func (a *Authenticator) basicDevice(r *http.Request) (*Identity, error) {
 	key, secret, ok := r.BasicAuth()
 	if !ok {
 		return nil, unauthenticated("Malformed Basic credentials")
 	}
-	src := "ip:" + a.clientIP(r)
-	validKey := devices.KeyPattern.MatchString(key)
-	// The source address is limited before any work; a key's own lockout is checked only
-	// after a wrong secret, so knowing a device key does not let anyone lock the device out.
-	if blocked, wait := a.limiter.Blocked(src); blocked {
-		return nil, rateLimited(wait)
-	}
 	var d *devices.Device
 	stored := dummyHash
-	if validKey {
+	if devices.KeyPattern.MatchString(key) {
 		dev, h, err := a.devices.Credentials(r.Context(), key)
 		if err != nil && apperr.KindOf(err) != apperr.NotFound {
 			return nil, err
@@ -174,23 +210,29 @@ func (a *Authenticator) basicDevice(r *http.Request) (*Identity, error) {
 			d, stored = dev, h
 		}
 	}
-	match := subtle.ConstantTimeCompare([]byte(Hash(secret)), []byte(stored)) == 1
-	if d == nil || !match {
-		a.limiter.Fail(src)
-		if validKey {
-			a.limiter.Fail("key:" + key)
-			if blocked, wait := a.limiter.Blocked("key:" + key); blocked {
-				return nil, rateLimited(wait)
-			}
-		}
-		return nil, unauthenticated("Invalid device credentials")
+	if subtle.ConstantTimeCompare([]byte(Hash(secret)), []byte(stored)) == 1 && d != nil {
+		return deviceIdentity(d), nil
 	}
-	return deviceIdentity(d), nil
+	src := "ip:" + a.clientIP(r)
+	if d == nil {
+		a.sources.Fail(src)
+	} else {
+		a.keys.Fail(key)
+		if blocked, wait := a.keys.Blocked(key); blocked {
+			return nil, rateLimited("Too many failed device logins", wait)
+		}
+	}
+	// A source over its limit gets 429 for known keys too, or 401 against 429 would tell
+	// which keys exist.
+	if blocked, wait := a.sources.Blocked(src); blocked {
+		return nil, rateLimited("Too many failed device logins", wait)
+	}
+	return nil, unauthenticated("Invalid device credentials")
 }
 
-func rateLimited(wait time.Duration) error {
+func rateLimited(what string, wait time.Duration) error {
 	secs := int(wait.Seconds()) + 1
-	return &apperr.Error{Kind: apperr.RateLimited, Msg: fmt.Sprintf("Too many failed device logins; retry in %d s", secs), RetryAfterSeconds: secs}
+	return &apperr.Error{Kind: apperr.RateLimited, Msg: fmt.Sprintf("%s; retry in %d s", what, secs), RetryAfterSeconds: secs}
 }
 
 func (a *Authenticator) insecure(r *http.Request, need Need) (*Identity, error) {
@@ -236,7 +278,7 @@ func (a *Authenticator) Authorize(r *http.Request, id *Identity, need Need) erro
 		ok = id.Has(Viewer)
 	case EditorRole:
 		ok = id.Has(Editor)
-	case AdminRole:
+	case AdminRole, TestingAdmin:
 		ok = id.Has(Admin)
 	}
 	if !ok {

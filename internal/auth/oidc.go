@@ -13,12 +13,14 @@ type OIDCConfig struct {
 	IssuerURL string
 	Audience  string
 	ClockSkew time.Duration
+	// JWKSMinRefresh is the least time between two JWKS fetches for unknown key ids.
+	JWKSMinRefresh time.Duration
 	// Role names in the IdP that map to our roles.
 	ViewerRole, EditorRole, AdminRole, PipelineRole string
 }
 
-// OIDC verifies JWTs with the issuer's JWKS; go-oidc caches the keys and refetches
-// them when a token names an unknown key id, which is how key rotation is followed.
+// OIDC verifies JWTs with the issuer's JWKS; keySet caches the keys and refetches them
+// (rate-limited) when a token names an unknown key id, which is how key rotation is followed.
 type OIDC struct {
 	cfg      OIDCConfig
 	verifier *oidc.IDTokenVerifier
@@ -30,10 +32,16 @@ func NewOIDC(ctx context.Context, cfg OIDCConfig) (*OIDC, error) {
 	if err != nil {
 		return nil, fmt.Errorf("OIDC discovery at %s: %w", cfg.IssuerURL, err)
 	}
+	var meta struct {
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := p.Claims(&meta); err != nil || meta.JWKSURI == "" {
+		return nil, fmt.Errorf("OIDC discovery at %s: no jwks_uri", cfg.IssuerURL)
+	}
 	skew := cfg.ClockSkew
-	v := p.VerifierContext(context.WithoutCancel(ctx), &oidc.Config{
+	v := oidc.NewVerifier(cfg.IssuerURL, newKeySet(meta.JWKSURI, cfg.JWKSMinRefresh), &oidc.Config{
 		ClientID:             cfg.Audience,
-		SupportedSigningAlgs: []string{"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256"},
+		SupportedSigningAlgs: signingAlgs,
 		// go-oidc has no leeway setting; checking expiry against a clock set back by the
 		// skew gives tokens that much grace.
 		Now: func() time.Time { return time.Now().Add(-skew) },

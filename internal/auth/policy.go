@@ -18,6 +18,8 @@ const (
 	AdminRole
 	// Authenticated is any identity at all: API token, OIDC user, device.
 	Authenticated
+	// TestingAdmin routes exist only in testing mode and need an admin.
+	TestingAdmin
 )
 
 // Policy maps a request to what it needs. Every /api route not named here needs an
@@ -33,6 +35,9 @@ func Policy(method, path string) Need {
 		return Public
 	case path == "/api/auth/self":
 		return Authenticated
+	case path == "/api/testing/coredumps":
+		// It writes core dumps and objects like a device upload does.
+		return TestingAdmin
 	case strings.HasPrefix(path, "/api/testing/"):
 		return TestingOnly
 	case strings.HasPrefix(path, "/api/iot/"):

@@ -67,8 +67,12 @@ type Config struct {
 	OIDCAdminRole           string
 	OIDCPipelineRole        string
 	DeviceFailuresPerMinute int
-	DeviceCacheTTL          time.Duration
-	TrustProxyHeaders       bool
+	// UnknownDeviceFailuresPerMinute bounds logins with unknown device keys per source address.
+	UnknownDeviceFailuresPerMinute int
+	BearerFailuresPerMinute        int
+	OIDCJWKSMinRefresh             time.Duration
+	DeviceCacheTTL                 time.Duration
+	TrustProxyHeaders              bool
 	// PprofAddr is a loopback host:port serving Go's profiles (debugging only); "" for none.
 	PprofAddr string
 	// PublicBaseURL is how devices and CI jobs reach this service (scheme://host[:port][/prefix]),
@@ -90,6 +94,9 @@ type Config struct {
 	SidecarURL        string
 	SidecarXferDir    string
 	SidecarTimeout    time.Duration
+
+	AuditRetentionDays int
+	AuditWriteTimeout  time.Duration
 
 	MQTTURL      string
 	MQTTUsername string
@@ -220,7 +227,10 @@ var Settings = []Setting{
 	{Name: "OIDC_EDITOR_ROLE", Default: "editor", Doc: "IdP role name granting writes.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCEditorRole, v) }},
 	{Name: "OIDC_ADMIN_ROLE", Default: "admin", Doc: "IdP role name granting token management and the audit log.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCAdminRole, v) }},
 	{Name: "OIDC_PIPELINE_ROLE", Default: "pipeline", Doc: "IdP role name granting the pipeline API only.", apply: func(c *Config, v string) error { return nonEmpty(&c.OIDCPipelineRole, v) }},
-	{Name: "DEVICE_AUTH_FAILURES_PER_MINUTE", Default: "10", Doc: "Failed device logins allowed per source address and per device key each minute before 429.", apply: intSetting(1, 100000, func(c *Config) *int { return &c.DeviceFailuresPerMinute })},
+	{Name: "DEVICE_AUTH_FAILURES_PER_MINUTE", Default: "10", Doc: "Wrong secrets allowed per device key each minute; more get 429 with `Retry-After`. The right secret is never refused.", apply: intSetting(1, 100000, func(c *Config) *int { return &c.DeviceFailuresPerMinute })},
+	{Name: "DEVICE_AUTH_UNKNOWN_KEY_FAILURES_PER_MINUTE", Default: "300", Doc: "Device logins with unknown keys allowed per source address each minute (key guessing); past it, failing device logins from that address get 429. High, as a whole site's devices may share one address.", apply: intSetting(1, 1000000, func(c *Config) *int { return &c.UnknownDeviceFailuresPerMinute })},
+	{Name: "BEARER_AUTH_FAILURES_PER_MINUTE", Default: "30", Doc: "Failed API token and JWT logins allowed per source address each minute; past it, every bearer login from that address gets 429 with `Retry-After` until the minute has passed.", apply: intSetting(1, 1000000, func(c *Config) *int { return &c.BearerFailuresPerMinute })},
+	{Name: "OIDC_JWKS_MIN_REFRESH_INTERVAL", Default: "60s", Doc: "Least time between two fetches of the issuer's JWKS for tokens naming an unknown key id (followed key rotation; a forged key id cannot make every request fetch).", apply: durationSetting(func(c *Config) *time.Duration { return &c.OIDCJWKSMinRefresh })},
 	{Name: "DEVICE_CACHE_TTL", Default: "5s", Doc: "How long a replica answers device authentication and firmware checks from memory before asking the database again. Changes made through the same replica apply at once; through other replicas (secret rotation, deactivation, a new current firmware) within this time, and firmware notifications wait for it. 0 disables.",
 		apply: func(c *Config, v string) error {
 			d, err := time.ParseDuration(v)
@@ -245,6 +255,8 @@ var Settings = []Setting{
 	{Name: "PARSE_SIDECAR_URL", Default: "", Doc: "Base URL of the parse sidecar (`DECODER=sidecar`).", apply: func(c *Config, v string) error { c.SidecarURL = strings.TrimRight(v, "/"); return nil }},
 	{Name: "PARSE_SIDECAR_XFER_DIR", Default: "", Doc: "Directory shared with the sidecar; files are named `coredump_{id}.dmp` / `.elf` and removed afterwards.", apply: func(c *Config, v string) error { c.SidecarXferDir = v; return nil }},
 	{Name: "PARSE_SIDECAR_TIMEOUT", Default: "120s", Doc: "Timeout of one sidecar request.", apply: durationSetting(func(c *Config) *time.Duration { return &c.SidecarTimeout })},
+	{Name: "AUDIT_RETENTION_DAYS", Default: "365", Doc: "Audit log entries older than this many days are deleted (hourly, in batches).", apply: intSetting(1, 100000, func(c *Config) *int { return &c.AuditRetentionDays })},
+	{Name: "AUDIT_WRITE_TIMEOUT", Default: "10s", Doc: "Longest an audit log write may take after its request; it does not depend on the client staying connected.", apply: durationSetting(func(c *Config) *time.Duration { return &c.AuditWriteTimeout })},
 	{Name: "MQTT_URL", Default: "", Doc: "Broker for device notifications, `mqtt://host[:1883]` or `mqtts://host[:8883]`; empty disables MQTT.", apply: func(c *Config, v string) error {
 		if v != "" && !strings.HasPrefix(v, "mqtt://") && !strings.HasPrefix(v, "mqtts://") {
 			return fmt.Errorf("must start with mqtt:// or mqtts://")

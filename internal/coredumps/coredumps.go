@@ -8,9 +8,7 @@ package coredumps
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -398,63 +396,47 @@ type SeedInput struct {
 	ParsedOutput    *string
 }
 
-// Seed creates a dump row in any parse state with an object of Size zero bytes, so
-// downloads work (testing mode only; the route is guarded by APP_ENV=testing).
+// Seed creates a dump in any parse state with an object of Size zero bytes, so downloads
+// work (testing mode only). It is stored as an upload of the device is, under the same
+// retention and hourly limit; no decode job is queued.
 func (s *Service) Seed(ctx context.Context, in SeedInput) (*Coredump, error) {
 	switch in.ParseStatus {
 	case StatusPending, StatusParsed, StatusError:
 	default:
 		return nil, apperr.Validationf("parse_status must be PENDING, PARSED or ERROR")
 	}
-	chip, err := CheckUploadParams(in.Chip, in.FirmwareVersion)
-	if err != nil {
+	if _, err := CheckUploadParams(in.Chip, in.FirmwareVersion); err != nil {
 		return nil, err
 	}
 	if in.Size < 1 || in.Size > s.opts.MaxBytes {
 		return nil, apperr.Validationf("size must be between 1 and %d", s.opts.MaxBytes)
+	}
+	key, err := deviceKey(ctx, s.db, in.DeviceID)
+	if err != nil {
+		return nil, db.Err("seed coredump", err)
 	}
 	out := in.ParsedOutput
 	if in.ParseStatus == StatusParsed && out == nil {
 		v := "Test coredump parsed output"
 		out = &v
 	}
-	body := make([]byte, in.Size)
-	h := Inspect(body)
-	sum := sha256.Sum256(body)
-	now := s.now()
-	var parsedAt any
-	if in.ParseStatus != StatusPending {
-		parsedAt = now
-	}
-	var written string
 	var c *Coredump
-	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		key, err := deviceKey(ctx, tx, in.DeviceID)
-		if err != nil {
-			return err
+	setState := func(ctx context.Context, tx *sql.Tx, id int64) error {
+		var parsedAt any
+		if in.ParseStatus != StatusPending {
+			parsedAt = s.now()
 		}
-		var id int64
-		if err := tx.QueryRowContext(ctx, `INSERT INTO coredumps (device_id, chip, firmware_version, size, parse_status, parsed_output,
-			uploaded_at, parsed_at, created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $7, $9, $10, $11, $12, $13, $14, $15) RETURNING id`,
-			in.DeviceID, chip, in.FirmwareVersion, in.Size, in.ParseStatus, out, now, parsedAt,
-			h.Container, versionValue(h), h.ChecksumOK, nullIfEmpty(h.AppELFSHAPrefix), h.Recognized, hex.EncodeToString(sum[:]),
-			nullIfEmpty(h.Problem)).Scan(&id); err != nil {
-			return err
+		if _, err := tx.ExecContext(ctx, `UPDATE coredumps SET parse_status = $1, parsed_output = $2, parsed_at = $3 WHERE id = $4`,
+			in.ParseStatus, out, parsedAt, id); err != nil {
+			return fmt.Errorf("set parse state: %w", err)
 		}
-		k := Key(key, id)
-		if err := s.store.Put(ctx, k, bytes.NewReader(body), in.Size, "application/octet-stream"); err != nil {
-			return storeErr(err)
-		}
-		written = k
+		var err error
 		c, err = getCoredump(ctx, tx, in.DeviceID, id)
 		return err
-	})
-	if err != nil {
-		if written != "" {
-			_ = s.store.Delete(context.WithoutCancel(ctx), written)
-		}
-		return nil, db.Err("seed coredump", err)
+	}
+	if _, err := s.upload(ctx, UploadInput{DeviceID: in.DeviceID, DeviceKey: key, Chip: in.Chip, FirmwareVersion: in.FirmwareVersion,
+		Body: bytes.NewReader(make([]byte, in.Size)), Size: in.Size}, []func(context.Context, *sql.Tx, int64) error{setState}); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

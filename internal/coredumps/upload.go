@@ -25,6 +25,11 @@ import (
 // PostgreSQL the transaction is the device lock, one statement for everything the rows
 // need (insertPostgres), the object, and the decode job.
 func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error) {
+	return s.upload(ctx, in, s.OnCreated)
+}
+
+// upload is Upload with the functions run in its transaction once the row and object exist.
+func (s *Service) upload(ctx context.Context, in UploadInput, onCreated []func(ctx context.Context, tx *sql.Tx, id int64) error) (*Coredump, error) {
 	chip, err := CheckUploadParams(in.Chip, in.FirmwareVersion)
 	if err != nil {
 		return nil, err
@@ -84,7 +89,7 @@ func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error)
 			return storeErr(err)
 		}
 		// Decode jobs go in this transaction: a committed dump always has its job.
-		for _, h := range s.OnCreated {
+		for _, h := range onCreated {
 			if err := h(ctx, tx, c.ID); err != nil {
 				return err
 			}

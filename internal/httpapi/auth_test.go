@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apitest"
 	"github.com/iotsupport/iotsupport/internal/auth/oidctest"
@@ -14,7 +15,10 @@ import (
 func TestOIDCKeyRotationAndCaching(t *testing.T) {
 	env := testenv.New(t, "sqlite+local")
 	is := oidctest.New(t)
-	s := apitest.Start(t, env, "OIDC_ENABLED", "true", "OIDC_ISSUER_URL", is.URL, "OIDC_CLIENT_ID", "iot-api")
+	// Refreshes for unknown key ids are rate-limited (TestForgedKeyIDsDoNotFetchJWKS); here
+	// the limit is made negligible so the rotation is followed at once.
+	s := apitest.Start(t, env, "OIDC_ENABLED", "true", "OIDC_ISSUER_URL", is.URL, "OIDC_CLIENT_ID", "iot-api",
+		"OIDC_JWKS_MIN_REFRESH_INTERVAL", "1ns")
 	tok := func() string {
 		return "Bearer " + is.Token(oidctest.Claims{Subject: "alice", Audience: "iot-api", RealmRoles: []string{"viewer"}})
 	}
@@ -32,6 +36,67 @@ func TestOIDCKeyRotationAndCaching(t *testing.T) {
 	}
 	// A token signed with the retired key no longer verifies.
 	s.As(first).Expect(401, "GET", "/api/device-models", nil)
+}
+
+// TestForgedKeyIDsDoNotFetchJWKS: tokens naming a key id the issuer never published make
+// the server fetch the JWKS at most once per OIDC_JWKS_MIN_REFRESH_INTERVAL.
+func TestForgedKeyIDsDoNotFetchJWKS(t *testing.T) {
+	env := testenv.New(t, "sqlite+local")
+	is := oidctest.New(t)
+	s := apitest.Start(t, env, "OIDC_ENABLED", "true", "OIDC_ISSUER_URL", is.URL, "OIDC_CLIENT_ID", "iot-api",
+		"OIDC_JWKS_MIN_REFRESH_INTERVAL", "1h", "BEARER_AUTH_FAILURES_PER_MINUTE", "1000")
+	good := "Bearer " + is.Token(oidctest.Claims{Subject: "alice", Audience: "iot-api", RealmRoles: []string{"viewer"}})
+	s.As(good).Expect(200, "GET", "/api/device-models", nil)
+	for i := 0; i < 20; i++ {
+		forged := is.Token(oidctest.Claims{Subject: "mallory", Audience: "iot-api", RealmRoles: []string{"admin"}, SignWithForeign: true})
+		s.As("Bearer "+forged).Expect(401, "GET", "/api/device-models", nil)
+	}
+	s.As(good).Expect(200, "GET", "/api/device-models", nil)
+	if is.JWKSHits != 1 {
+		t.Fatalf("JWKS fetched %d times for 1 real key and 20 forged key ids, want 1", is.JWKSHits)
+	}
+}
+
+// TestBearerRefusalsAreGenericAndLimited: a refused JWT's 401 does not say which issuer or
+// audience was expected, and failed bearer logins are limited per source address.
+func TestBearerRefusalsAreGenericAndLimited(t *testing.T) {
+	env := testenv.New(t, "sqlite+local")
+	is := oidctest.New(t)
+	s := apitest.Start(t, env, "OIDC_ENABLED", "true", "OIDC_ISSUER_URL", is.URL, "OIDC_CLIENT_ID", "iot-api",
+		"BEARER_AUTH_FAILURES_PER_MINUTE", "3", "TRUST_PROXY_HEADERS", "true")
+	const src = "X-Forwarded-For"
+	bad := []oidctest.Claims{
+		{Subject: "alice", Audience: "other-api", RealmRoles: []string{"viewer"}},
+		{Subject: "alice", Audience: "iot-api", Issuer: "https://evil.example", RealmRoles: []string{"viewer"}},
+		{Subject: "alice", Audience: "iot-api", Expiry: time.Now().Add(-time.Hour), RealmRoles: []string{"viewer"}},
+	}
+	var texts []string
+	for _, c := range bad {
+		r := s.As("Bearer "+is.Token(c)).Expect(401, "GET", "/api/device-models", nil, src, "10.1.1.1")
+		b := string(r.Body)
+		for _, leak := range []string{is.URL, "iot-api", "other-api", "evil.example", "issuer", "audience"} {
+			if strings.Contains(b, leak) {
+				t.Fatalf("401 body reveals %q: %s", leak, b)
+			}
+		}
+		texts = append(texts, r.Map(t)["details"].(map[string]any)["message"].(string))
+	}
+	if texts[0] != texts[1] || texts[1] != texts[2] {
+		t.Fatalf("401 texts differ by cause: %q", texts)
+	}
+	// Three failures from 10.1.1.1: it is now refused, even with a good token.
+	good := "Bearer " + is.Token(oidctest.Claims{Subject: "alice", Audience: "iot-api", RealmRoles: []string{"viewer"}})
+	r := s.As(good).Expect(429, "GET", "/api/device-models", nil, src, "10.1.1.1")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	s.As(good).Expect(200, "GET", "/api/device-models", nil, src, "10.2.2.2")
+	// Unknown API tokens count the same way.
+	for i := 0; i < 3; i++ {
+		s.As("Bearer iots_not-a-token").Expect(401, "GET", "/api/device-models", nil, src, "10.3.3.3")
+	}
+	s.Role("viewer").Expect(429, "GET", "/api/device-models", nil, src, "10.3.3.3")
+	s.Role("viewer").Expect(200, "GET", "/api/device-models", nil, src, "10.4.4.4")
 }
 
 func TestCookieSessionsNeedSameOriginForWrites(t *testing.T) {
@@ -77,22 +142,56 @@ func TestDeviceCredentialsRotationAndRateLimit(t *testing.T) {
 		s.Basic(key, secret).Expect(401, "GET", "/api/iot/config", nil)
 		s.Basic(key, newSecret).Expect(200, "GET", "/api/iot/config", nil)
 
-		// After 3 failures (one above, two more) from one source, that source is locked out,
-		// even with the right secret.
+		// After 3 wrong secrets (one above, two more) the key is locked for wrong secrets,
+		// from any source; its device (right secret) is not locked out by whoever knows the key.
 		s.Basic(key, "wrong").Expect(401, "GET", "/api/iot/config", nil)
-		s.Basic(key, "wrong").Expect(429, "GET", "/api/iot/config", nil)
-		r := s.Basic(key, newSecret).Expect(429, "GET", "/api/iot/config", nil)
+		r := s.Basic(key, "wrong").Expect(429, "GET", "/api/iot/config", nil)
 		if r.Header.Get("Retry-After") == "" {
 			t.Fatal("429 without Retry-After")
 		}
-		// Wrong secrets for this key from another source are refused with 429 too, but the
-		// device itself (right secret) is not locked out by someone who knows its key.
 		s.Basic(key, "wrong").Expect(429, "GET", "/api/iot/config", nil, "X-Forwarded-For", "10.9.9.9")
+		s.Basic(key, newSecret).Expect(200, "GET", "/api/iot/config", nil)
 		s.Basic(key, newSecret).Expect(200, "GET", "/api/iot/config", nil, "X-Forwarded-For", "10.8.8.8")
 		// Admin API is unaffected.
 		s.Expect(200, "GET", "/api/devices", nil)
-		// Unknown keys also count against the source address (which is locked now).
+	})
+}
+
+// TestDeviceLoginFailuresDoNotLockOutASite: devices of one site share an address (NAT).
+// One misconfigured device failing over and over is limited by its key; the others keep
+// checking in and uploading. Unknown keys are limited per address, at a far higher bound,
+// and even then a correct login from that address goes through.
+func TestDeviceLoginFailuresDoNotLockOutASite(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		s := apitest.Start(t, env, "DEVICE_AUTH_FAILURES_PER_MINUTE", "3", "DEVICE_AUTH_UNKNOWN_KEY_FAILURES_PER_MINUTE", "20")
+		bad := newCoredumpDevice(t, s, "site")
+		good := newCoredumpDevice(t, s, "site")
+		for i := 0; i < 12; i++ {
+			want := 401
+			if i >= 2 {
+				want = 429
+			}
+			s.Basic(bad.key, "stale-secret").Expect(want, "GET", "/api/iot/config", nil)
+		}
+		s.Basic(good.key, good.secret).Expect(200, "GET", "/api/iot/config", nil)
+		s.Basic(good.key, good.secret).Expect(200, "GET", "/api/iot/firmware-version", nil)
+		if r := good.upload(s, "esp32", "1.0", []byte("dump")); r.Status != 201 {
+			t.Fatalf("upload of a good device behind the failing one: %d %s", r.Status, r.Body)
+		}
+		// The failing device itself is let in as soon as it has its right secret.
+		s.Basic(bad.key, bad.secret).Expect(200, "GET", "/api/iot/config", nil)
+
+		// Unknown keys from this address: 19 answered 401, the 20th and later 429 -- for
+		// known keys with a wrong secret too, so the answer does not tell which keys exist.
+		for i := 0; i < 19; i++ {
+			s.Basic(fmt.Sprintf("zz%06d", i), "x").Expect(401, "GET", "/api/iot/config", nil)
+		}
 		s.Basic("zzzzzzzz", "x").Expect(429, "GET", "/api/iot/config", nil)
+		s.Basic(good.key, "wrong").Expect(429, "GET", "/api/iot/config", nil)
+		s.Basic(good.key, good.secret).Expect(200, "GET", "/api/iot/config", nil)
+		if r := good.upload(s, "esp32", "1.1", []byte("dump")); r.Status != 201 {
+			t.Fatalf("upload after key guessing from the same address: %d %s", r.Status, r.Body)
+		}
 	})
 }
 
@@ -143,8 +242,9 @@ func TestAuditLogRecordsWrites(t *testing.T) {
 }
 
 // TestAuditLogRecordsDeviceUploadsOnce: a device's core dump upload is audited inside the
-// upload's transaction; every upload request still leaves exactly one entry, with the
-// status it answered, whether it was stored or turned away.
+// upload's transaction, exactly once. Refused device requests (429 from a crash loop, a
+// bad upload, a junk path) and writes that reach no route change nothing: they are
+// counted in iotsupport_refused_writes_total, not stored.
 func TestAuditLogRecordsDeviceUploadsOnce(t *testing.T) {
 	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
 		s := apitest.Start(t, env, "COREDUMP_UPLOADS_PER_HOUR", "1")
@@ -152,27 +252,70 @@ func TestAuditLogRecordsDeviceUploadsOnce(t *testing.T) {
 		count := func() int {
 			return int(s.Expect(200, "GET", "/api/audit?limit=1", nil).Map(t)["count"].(float64))
 		}
-		latest := func() map[string]any {
-			return s.Expect(200, "GET", "/api/audit?limit=1", nil).Map(t)["entries"].([]any)[0].(map[string]any)
-		}
 		before := count()
-		for _, want := range []int{201, 429, 400} {
-			chip := "esp32"
-			if want == 400 {
-				chip = "pic16"
+		if r := dev.upload(s, "esp32", "1.0", []byte("dump")); r.Status != 201 {
+			t.Fatalf("upload: %d %s", r.Status, r.Body)
+		}
+		if n := count(); n != before+1 {
+			t.Fatalf("after a stored upload: %d audit entries, want %d", n, before+1)
+		}
+		e := s.Expect(200, "GET", "/api/audit?limit=1", nil).Map(t)["entries"].([]any)[0].(map[string]any)
+		if e["actor_kind"] != "device" || e["actor"] != dev.key || e["method"] != "POST" || e["path"] != "/api/iot/coredump" ||
+			e["route"] != "/api/iot/coredump" || int(e["status"].(float64)) != 201 || e["request_id"] == "" {
+			t.Fatalf("entry for the upload: %v", e)
+		}
+		for i := 0; i < 5; i++ {
+			if r := dev.upload(s, "esp32", "1.0", []byte("dump")); r.Status != 429 {
+				t.Fatalf("upload over the limit: %d %s", r.Status, r.Body)
 			}
-			if r := dev.upload(s, chip, "1.0", []byte("dump")); r.Status != want {
-				t.Fatalf("upload: %d %s, want %d", r.Status, r.Body, want)
-			}
-			before++
-			if n := count(); n != before {
-				t.Fatalf("after a %d upload: %d audit entries, want %d", want, n, before)
-			}
-			e := latest()
-			if e["actor_kind"] != "device" || e["actor"] != dev.key || e["method"] != "POST" || e["path"] != "/api/iot/coredump" ||
-				e["route"] != "/api/iot/coredump" || int(e["status"].(float64)) != want || e["request_id"] == "" {
-				t.Fatalf("entry for the %d upload: %v", want, e)
+		}
+		if r := dev.upload(s, "pic16", "1.0", []byte("dump")); r.Status != 400 {
+			t.Fatalf("upload with a bad chip: %d %s", r.Status, r.Body)
+		}
+		s.Basic(dev.key, dev.secret).Expect(404, "POST", "/api/iot/no-such-thing", map[string]any{"x": 1})
+		s.Expect(404, "POST", "/api/no-such-thing", map[string]any{"x": 1})
+		if n := count(); n != before+1 {
+			t.Fatalf("refused requests wrote audit rows: %d entries, want %d", n, before+1)
+		}
+		got := map[string]float64{}
+		for _, m := range gather(t, s, "iotsupport_refused_writes_total") {
+			got[m.labels["kind"]+" "+m.labels["route"]+" "+m.labels["status"]] += m.value
+		}
+		want := map[string]float64{"device /api/iot/coredump 429": 5, "device /api/iot/coredump 400": 1,
+			"device unmatched 404": 1, "token unmatched 404": 1}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("refused writes counted %v, want %v", got, want)
 			}
 		}
 	})
+}
+
+// sample is one series of a gathered metric: its labels and value.
+type sample struct {
+	labels map[string]string
+	value  float64
+}
+
+// gather returns the series of the named counter in the server's registry.
+func gather(t *testing.T, s *apitest.Server, name string) []sample {
+	t.Helper()
+	fams, err := s.App.Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []sample
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			out = append(out, sample{labels: l, value: m.GetCounter().GetValue()})
+		}
+	}
+	return out
 }

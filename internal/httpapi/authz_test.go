@@ -73,9 +73,11 @@ var pathParam = regexp.MustCompile(`\{[a-z_]+\}`)
 func TestEveryRouteAgainstEveryIdentity(t *testing.T) {
 	env := testenv.New(t, "sqlite+local")
 	is := oidctest.New(t)
-	// The wrong-secret identity fails on every route; keep the lockout out of this test's way.
+	// The wrong-secret and bad-token identities fail on every route; keep the lockouts out
+	// of this test's way.
 	s := apitest.Start(t, env, "OIDC_ENABLED", "true", "OIDC_ISSUER_URL", is.URL, "OIDC_AUDIENCE", "iot-api",
-		"DEVICE_AUTH_FAILURES_PER_MINUTE", "100000")
+		"DEVICE_AUTH_FAILURES_PER_MINUTE", "100000", "DEVICE_AUTH_UNKNOWN_KEY_FAILURES_PER_MINUTE", "1000000",
+		"BEARER_AUTH_FAILURES_PER_MINUTE", "1000000")
 
 	m := s.Expect(201, "POST", "/api/device-models", map[string]any{"code": "lamp", "name": "Lamp"}).Map(t)
 	mid := int(m["id"].(float64))

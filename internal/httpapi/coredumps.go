@@ -170,7 +170,9 @@ func (s *Server) registerCoredumps() {
 		}})
 
 	huma.Register(s.api, huma.Operation{OperationID: "testing-create-coredump", Method: http.MethodPost, Path: "/api/testing/coredumps",
-		Summary: "Seed a core dump in any parse state, with an object so downloads work (APP_ENV=testing only)", Tags: []string{"Testing"}, DefaultStatus: 201},
+		Summary:     "Seed a core dump in any parse state, with an object so downloads work (APP_ENV=testing only, admin)",
+		Description: "Stored like a device upload: it counts against COREDUMP_UPLOADS_PER_HOUR (429 with Retry-After) and MAX_COREDUMPS.",
+		Tags:        []string{"Testing"}, DefaultStatus: 201},
 		func(ctx context.Context, in *struct {
 			Body struct {
 				DeviceID        int64   `json:"device_id" minimum:"1"`
@@ -184,7 +186,7 @@ func (s *Server) registerCoredumps() {
 			c, err := s.deps.Coredumps.Seed(ctx, coredumps.SeedInput{DeviceID: in.Body.DeviceID, Chip: in.Body.Chip,
 				FirmwareVersion: in.Body.FirmwareVersion, Size: in.Body.Size, ParseStatus: in.Body.ParseStatus, ParsedOutput: in.Body.ParsedOutput})
 			if err != nil {
-				return nil, err
+				return nil, fromError(ctx, err) // the envelope carries Retry-After for huma
 			}
 			return &struct{ Body *CoredumpDetail }{Body: coredumpDetail(c)}, nil
 		})

@@ -519,7 +519,15 @@ func TestTestingCoredumpSeed(t *testing.T) {
 	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
 		s := apitest.Start(t, env, "APP_ENV", "testing")
 		dev := newCoredumpDevice(t, s, "lamp")
-		c := s.As("").Expect(201, "POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id}).Map(t)
+		// It writes core dumps: an admin's job, not anyone's who can reach a testing server.
+		seed := map[string]any{"device_id": dev.id}
+		s.As("").Expect(401, "POST", "/api/testing/coredumps", seed)
+		s.Role("editor").Expect(403, "POST", "/api/testing/coredumps", seed)
+		s.Basic(dev.key, dev.secret).Expect(403, "POST", "/api/testing/coredumps", seed)
+		if n := testenv.Count(t, env.DB, "coredumps"); n != 0 {
+			t.Fatalf("refused seeds stored %d dumps", n)
+		}
+		c := s.Expect(201, "POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id}).Map(t)
 		if c["chip"] != "esp32s3" || c["firmware_version"] != "0.0.0-test" || c["size"].(float64) != 262144 || c["parse_status"] != "PARSED" ||
 			c["parsed_output"] != "Test coredump parsed output" || c["parsed_at"] == nil {
 			t.Fatalf("seeded: %v", c)
@@ -528,17 +536,48 @@ func TestTestingCoredumpSeed(t *testing.T) {
 		if dl := s.Expect(200, "GET", fmt.Sprintf("/api/devices/%d/coredumps/%d/download", dev.id, id), nil); len(dl.Body) != 262144 {
 			t.Fatalf("download of seeded dump: %d bytes", len(dl.Body))
 		}
-		p := s.As("").Expect(201, "POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id, "parse_status": "PENDING", "size": 10}).Map(t)
+		p := s.Expect(201, "POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id, "parse_status": "PENDING", "size": 10}).Map(t)
 		if p["parse_status"] != "PENDING" || p["parsed_at"] != nil || p["parsed_output"] != nil {
 			t.Fatalf("pending seed: %v", p)
 		}
-		s.As("").Expect(400, "POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id, "parse_status": "DONE"})
-		s.As("").Expect(404, "POST", "/api/testing/coredumps", map[string]any{"device_id": 999999})
+		s.Expect(400, "POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id, "parse_status": "DONE"})
+		s.Expect(404, "POST", "/api/testing/coredumps", map[string]any{"device_id": 999999})
 
 		// Outside testing mode the route does not exist for anyone.
 		prod := apitest.Start(t, testenv.New(t, env.Name))
 		if r := prod.Do("POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id}).Map(t); r["code"] != "ROUTE_NOT_AVAILABLE" {
 			t.Fatalf("production: %v", r)
+		}
+	})
+}
+
+// TestTestingCoredumpSeedKeepsUploadRules: seeded dumps count against the device's hourly
+// upload limit and its retention like uploads do.
+func TestTestingCoredumpSeedKeepsUploadRules(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		s := apitest.Start(t, env, "APP_ENV", "testing", "COREDUMP_UPLOADS_PER_HOUR", "3", "MAX_COREDUMPS", "2")
+		dev := newCoredumpDevice(t, s, "lamp")
+		var ids []int
+		for i := 0; i < 3; i++ {
+			c := s.Expect(201, "POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id, "size": 16}).Map(t)
+			ids = append(ids, int(c["id"].(float64)))
+		}
+		l := s.Expect(200, "GET", fmt.Sprintf("/api/devices/%d/coredumps", dev.id), nil).Map(t)
+		if l["count"].(float64) != 2 {
+			t.Fatalf("MAX_COREDUMPS=2 but %v dumps kept", l["count"])
+		}
+		s.Expect(404, "GET", fmt.Sprintf("/api/devices/%d/coredumps/%d", dev.id, ids[0]), nil)
+		r := s.Expect(429, "POST", "/api/testing/coredumps", map[string]any{"device_id": dev.id, "size": 16})
+		if r.Header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+		// Uploads and seeds share the limit.
+		if r := dev.upload(s, "esp32", "1.0", []byte("dump")); r.Status != 429 {
+			t.Fatalf("device upload after 3 seeds: %d %s", r.Status, r.Body)
+		}
+		drainCoredumpOutbox(t, s)
+		if keys := coredumpObjectKeys(t, env, "coredumps/"+dev.key+"/"); len(keys) != 2 {
+			t.Fatalf("objects after retention: %v", keys)
 		}
 	})
 }

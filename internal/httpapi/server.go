@@ -49,6 +49,8 @@ type Deps struct {
 	Auth    *auth.Authenticator
 	Tokens  *auth.Tokens
 	Audit   *auth.Audit
+	// AuditWriteTimeout bounds an audit entry's write after its request (default 10 s).
+	AuditWriteTimeout time.Duration
 	// Firmware serves bundles and downloads.
 	Firmware *firmware.Service
 	// Decoding queues re-parses.
@@ -75,6 +77,7 @@ type Server struct {
 	router       chi.Router
 	api          huma.API
 	shuttingDown atomic.Bool
+	refusals     *prometheus.CounterVec
 }
 
 //go:embed docsui
@@ -91,6 +94,7 @@ func New(deps Deps) *Server {
 	s := &Server{deps: deps}
 	r := chi.NewRouter()
 	m := newHTTPMetrics(deps.Metrics)
+	s.refusals = newRefusals(deps.Metrics)
 	r.Use(securityHeaders, withRequestID(deps.Log), m.observe, headAsGet, s.authenticate)
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
