@@ -88,7 +88,7 @@ func openApp() (*app.App, func(), error) {
 	log := app.NewLogger(cfg, os.Stderr)
 	ctx, stop := signalContext()
 	defer stop()
-	d, err := app.OpenDB(ctx, cfg, true, log)
+	d, err := openExisting(ctx, cfg, true, log)
 	if err != nil {
 		return nil, nil, err
 	}

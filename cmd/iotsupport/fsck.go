@@ -36,7 +36,7 @@ func fsckCmd() *cobra.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			log := app.NewLogger(cfg, os.Stderr)
-			d, err := app.OpenDB(ctx, cfg, false, log)
+			d, err := openExisting(ctx, cfg, false, log)
 			if err != nil {
 				return &exitErr{code: 2, err: err}
 			}

@@ -1,9 +1,11 @@
 package main_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/proctest"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -115,6 +118,9 @@ func TestInvalidSettingStopsStartupWithOneLine(t *testing.T) {
 
 func TestTokenCommands(t *testing.T) {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "DATABASE_URL=sqlite:" + filepath.Join(t.TempDir(), "x.db")}
+	if out, errOut, code := proctest.Run(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s%s", out, errOut)
+	}
 	out, _, code := proctest.Run(t, env, "token", "create", "--name", "ci", "--role", "pipeline")
 	if code != 0 || !regexp.MustCompile(`^iots_[A-Za-z0-9_-]{43}\n$`).MatchString(out) {
 		t.Fatalf("create: %d %q", code, out)
@@ -135,5 +141,64 @@ func TestTokenCommands(t *testing.T) {
 	}
 	if _, _, code := proctest.Run(t, env, "token", "revoke", "ci"); code == 0 {
 		t.Fatal("second revoke succeeded")
+	}
+}
+
+// Only serve and migrate create a database: every other command run outside the
+// service's directory or with a mistyped DATABASE_URL refuses it, naming it, instead of
+// writing into a new empty database the server never sees.
+func TestCommandsRefuseAMissingDatabase(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "elsewhere")
+	path := filepath.Join(dir, "iotsupport.db")
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "DATABASE_URL=sqlite:" + path, "STORAGE_DIR=" + t.TempDir()}
+	for _, args := range [][]string{
+		{"token", "create", "--name", "ci", "--role", "pipeline"},
+		{"token", "list"},
+		{"fsck"},
+		{"coredump", "reparse"},
+		{"worker"},
+	} {
+		out, errOut, code := proctest.Run(t, env, args...)
+		if code == 0 || strings.Contains(out, "iots_") || !strings.Contains(errOut, path+" does not exist") ||
+			!strings.Contains(errOut, "database: sqlite:"+path+"\n") || !strings.Contains(errOut, "iotsupport migrate") {
+			t.Fatalf("%v on a missing database: exit %d\n%s%s", args, code, out, errOut)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Fatalf("%v created %s: %v", args, dir, err)
+		}
+	}
+	// Once the service made it, the same command works and says which database it used.
+	if out, errOut, code := proctest.Run(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s%s", out, errOut)
+	}
+	out, errOut, code := proctest.Run(t, env, "token", "create", "--name", "ci", "--role", "pipeline")
+	if code != 0 || !strings.HasPrefix(out, "iots_") || !strings.Contains(errOut, "database: sqlite:"+path+"\n") {
+		t.Fatalf("token create after migrate: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// On PostgreSQL a database without our schema (a mistyped database name that happens to
+// exist) is refused and left empty; the password never reaches the output.
+func TestCommandsRefuseAPostgresDatabaseWithoutSchema(t *testing.T) {
+	dsn := testenv.PostgresURL(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), "hunter2") // trust auth ignores it
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "DATABASE_URL=" + u.String()}
+	out, errOut, code := proctest.Run(t, env, "token", "create", "--name", "ci", "--role", "admin")
+	if code == 0 || strings.Contains(out, "iots_") || !strings.Contains(errOut, "holds no IoT Support schema") ||
+		strings.Contains(errOut, "hunter2") || !strings.Contains(errOut, "database: postgres://") || !strings.Contains(errOut, ":****@") {
+		t.Fatalf("token create on an empty database: exit %d\n%s%s", code, out, errOut)
+	}
+	d, err := db.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var n int
+	if err := d.QueryRowContext(context.Background(), `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the refused database got %d table(s) (%v)", n, err)
 	}
 }

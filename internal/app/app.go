@@ -66,16 +66,43 @@ func OpenStore(ctx context.Context, cfg *config.Config) (blob.Store, error) {
 }
 
 // OpenDB opens the database and brings the schema up to date, or refuses when
-// migrate is false and migrations are pending.
+// migrate is false and migrations are pending. It creates a missing database: only
+// `serve` and `migrate` call it.
 func OpenDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Logger) (*db.DB, error) {
-	d, err := db.OpenWith(ctx, cfg.DatabaseURL, db.Options{MaxConns: cfg.DatabaseMaxConns})
+	return openDB(ctx, cfg, migrate, false, log)
+}
+
+// OpenExistingDB is OpenDB for every other command: a missing database (no SQLite file,
+// or a database without our schema) is refused instead of created, so a command run
+// from another directory or with a mistyped DATABASE_URL cannot write into a new empty
+// database the server never sees.
+func OpenExistingDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Logger) (*db.DB, error) {
+	return openDB(ctx, cfg, migrate, true, log)
+}
+
+func openDB(ctx context.Context, cfg *config.Config, migrate, mustExist bool, log *slog.Logger) (*db.DB, error) {
+	d, err := db.OpenWith(ctx, cfg.DatabaseURL, db.Options{MaxConns: cfg.DatabaseMaxConns, MustExist: mustExist})
 	if err != nil {
+		if errors.Is(err, db.ErrNoDatabase) {
+			return nil, fmt.Errorf("%w; create it with `iotsupport migrate` (or `serve`), or set DATABASE_URL to the service's database", err)
+		}
 		return nil, err
 	}
 	// An older service's database is adopted only by `iotsupport migrate`, never silently.
 	if err := legacy.CheckAdopted(ctx, d); err != nil {
 		d.Close()
 		return nil, err
+	}
+	if mustExist {
+		ok, err := d.HasSchema(ctx)
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: %s holds no IoT Support schema; create it with `iotsupport migrate` (or `serve`), or set DATABASE_URL to the service's database",
+				db.ErrNoDatabase, cfg.DatabaseLabel())
+		}
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	if migrate {
 		n, err := d.Migrate(ctx)

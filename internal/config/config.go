@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -378,8 +379,9 @@ func mask(s Setting, v string) string {
 	}
 	if u, err := url.Parse(v); err == nil && u.User != nil {
 		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "****")
-			return u.String()
+			u.User = url.UserPassword(u.User.Username(), "xxxx")
+			// Readable as masked: "****" itself would be escaped to %2A%2A%2A%2A.
+			return strings.Replace(u.String(), ":xxxx@", ":****@", 1)
 		}
 		return v
 	}
@@ -410,6 +412,19 @@ func Names() []string {
 	}
 	sort.Strings(n)
 	return n
+}
+
+// DatabaseLabel names the database for people: a SQLite path made absolute (so a
+// command run from another directory shows which file it used), a PostgreSQL URL
+// with its password masked.
+func (c *Config) DatabaseLabel() string {
+	if p, ok := strings.CutPrefix(c.DatabaseURL, "sqlite:"); ok {
+		if a, err := filepath.Abs(p); err == nil && p != ":memory:" {
+			return "sqlite:" + a
+		}
+		return c.DatabaseURL
+	}
+	return mask(Setting{Secret: true}, c.DatabaseURL)
 }
 
 // Addr is the listen address.
