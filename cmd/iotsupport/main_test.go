@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -200,5 +202,52 @@ func TestCommandsRefuseAPostgresDatabaseWithoutSchema(t *testing.T) {
 	var n int
 	if err := d.QueryRowContext(context.Background(), `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("the refused database got %d table(s) (%v)", n, err)
+	}
+}
+
+// serve checks storage before it changes anything: each problem is one line and the
+// database is not even created, let alone migrated.
+func TestServeChecksStorageBeforeMigrating(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "afile")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"storage dir under a file", []string{"STORAGE_DIR=" + filepath.Join(file, "blobs")}, "STORAGE_DIR=" + filepath.Join(file, "blobs") + ": " + file + " is not a directory"},
+		{"storage dir unwritable", []string{"STORAGE_DIR=/proc/iotsupport-blobs"}, "STORAGE_DIR=/proc/iotsupport-blobs: /proc is not writable"},
+		{"temp dir a file", []string{"STORAGE_DIR=" + t.TempDir(), "TEMP_DIR=" + file}, "TEMP_DIR=" + file + ": not an existing directory"},
+		{"S3 unreachable", []string{"STORAGE_BACKEND=s3", "S3_ENDPOINT_URL=http://" + closed, "S3_ACCESS_KEY_ID=k", "S3_SECRET_ACCESS_KEY=s"},
+			"object storage: S3 endpoint http://" + closed + " is unreachable: connection refused"},
+		{"S3 without endpoint", []string{"STORAGE_BACKEND=s3"}, "S3_ENDPOINT_URL is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "x.db")
+			env := append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "DATABASE_URL=sqlite:" + path}, tc.env...)
+			// Bounded: a serve that passes its checks would run forever.
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, proctest.Binary(t), "serve")
+			cmd.Env = append(env, "FIRMWARE_CACHE_DIR="+t.TempDir())
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			code, errOut := cmd.ProcessState.ExitCode(), stderr.String()
+			if err == nil || ctx.Err() != nil || strings.Count(strings.TrimSpace(errOut), "\n") != 0 || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d, want one line with %q:\n%s", code, tc.want, errOut)
+			}
+			if _, err := os.Stat(path); !os.IsNotExist(err) {
+				t.Fatalf("the database was created before the check failed: %v", err)
+			}
+		})
 	}
 }

@@ -99,6 +99,10 @@ func serveCmd() *cobra.Command {
 			log := app.NewLogger(cfg, os.Stderr)
 			ctx, stop := signalContext()
 			defer stop()
+			// Everything is checked before migrations or a created directory change anything.
+			if err := app.Preflight(ctx, cfg); err != nil {
+				return err
+			}
 			d, err := app.OpenDB(ctx, cfg, !noMigrate, log)
 			if err != nil {
 				return err

@@ -53,7 +53,7 @@ func OpenStore(ctx context.Context, cfg *config.Config) (blob.Store, error) {
 		s, err := blob.NewS3(ctx, blob.S3Config{Endpoint: cfg.S3Endpoint, AccessKeyID: cfg.S3AccessKey, SecretAccessKey: cfg.S3SecretKey,
 			Bucket: cfg.S3Bucket, Region: cfg.S3Region, UseSSL: cfg.S3UseSSL, PathStyle: cfg.S3PathStyle})
 		if err != nil {
-			return nil, fmt.Errorf("object storage (S3 %s, bucket %s): %w", cfg.S3Endpoint, cfg.S3Bucket, err)
+			return nil, fmt.Errorf("object storage (S3 %s, bucket %s): %w", cfg.S3Endpoint, cfg.S3Bucket, storeCause(err))
 		}
 		return s, nil
 	default:
