@@ -112,6 +112,7 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			app.CleanSpools(cfg, log)
 			a, err := app.New(ctx, cfg, log, d, store)
 			if err != nil {
 				return err

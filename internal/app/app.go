@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -131,6 +132,28 @@ func openDB(ctx context.Context, cfg *config.Config, migrate, mustExist bool, lo
 		return nil, fmt.Errorf("database schema is behind by %d migration(s); run `iotsupport migrate` or start without --no-migrate", pending)
 	}
 	return d, nil
+}
+
+// CleanSpools removes the upload spool files a crash left in TEMP_DIR (older than
+// SPOOL_MAX_AGE, so other replicas' uploads in flight stay) and returns how many.
+func CleanSpools(cfg *config.Config, log *slog.Logger) int {
+	stale, err := firmware.StaleSpools(cfg.TempDir, cfg.SpoolMaxAge, time.Now())
+	if err != nil {
+		log.Warn("spool cleanup skipped", "error", err)
+		return 0
+	}
+	n := 0
+	for _, p := range stale {
+		if err := os.Remove(p); err == nil {
+			n++
+		} else if !errors.Is(err, os.ErrNotExist) {
+			log.Warn("remove stale spool file", "path", p, "error", err)
+		}
+	}
+	if n > 0 {
+		log.Info("removed upload spool files left by a crash", "count", n)
+	}
+	return n
 }
 
 // App is a running service's parts.

@@ -77,6 +77,7 @@ type Config struct {
 	FirmwareMaxTotalBytes  int64
 	FirmwareMaxRatio       int64
 	TempDir                string
+	SpoolMaxAge            time.Duration
 	FirmwareCacheDir       string
 	FirmwareCacheMaxBytes  int64
 
@@ -230,6 +231,7 @@ var Settings = []Setting{
 	{Name: "FIRMWARE_MAX_TOTAL_BYTES", Default: "268435456", Doc: "Largest uncompressed size of a whole bundle (ZIP bomb guard).", apply: int64Setting(1024, 1<<40, func(c *Config) *int64 { return &c.FirmwareMaxTotalBytes })},
 	{Name: "FIRMWARE_MAX_COMPRESSION_RATIO", Default: "200", Doc: "Largest uncompressed/compressed ratio of a bundle member over 1 MiB (ZIP bomb guard).", apply: int64Setting(2, 100000, func(c *Config) *int64 { return &c.FirmwareMaxRatio })},
 	{Name: "TEMP_DIR", Default: "", Doc: "Where uploads are spooled while validated; empty means the system temp directory.", apply: func(c *Config, v string) error { c.TempDir = v; return nil }},
+	{Name: "SPOOL_MAX_AGE", Default: "1h", Doc: "Upload spool files (`iotsupport-bundle-*` in `TEMP_DIR`) not written for this long are left over from a crash: `serve` removes them at start, `fsck` counts them (`--repair` removes them). Keep it above the longest upload, so other replicas' uploads in flight are safe.", apply: durationSetting(func(c *Config) *time.Duration { return &c.SpoolMaxAge })},
 	{Name: "FIRMWARE_CACHE_DIR", Default: "./data/cache", Doc: "Only with `STORAGE_BACKEND=s3`: local directory caching firmware artifacts by SHA-256, so downloads are sent from disk instead of proxied from S3. Disposable; may be shared by replicas.", apply: func(c *Config, v string) error { return nonEmpty(&c.FirmwareCacheDir, v) }},
 	{Name: "FIRMWARE_CACHE_MAX_BYTES", Default: "1073741824", Doc: "Bound of `FIRMWARE_CACHE_DIR` (1 GiB; least recently used artifacts are evicted, larger ones are never cached); `0` turns the cache off.", apply: int64Setting(0, 1<<50, func(c *Config) *int64 { return &c.FirmwareCacheMaxBytes })},
 	{Name: "DECODER", Default: "native", Doc: "`native` (built-in Go decoder) or `sidecar` (the older service's HTTP parse sidecar).",
