@@ -251,3 +251,18 @@ func TestServeChecksStorageBeforeMigrating(t *testing.T) {
 		})
 	}
 }
+
+// `iotsupport config` marks settings left at their default and ends saying whether the
+// settings are valid (exit 1 when not).
+func TestConfigCommandSaysValidityAndMarksDefaults(t *testing.T) {
+	base := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	out, errOut, code := proctest.Run(t, append(base, "MAX_FIRMWARES=7", "PORT=3101"), "config")
+	if code != 0 || !strings.HasSuffix(out, "\nsettings are valid\n") || !strings.Contains(out, "\nMAX_FIRMWARES=7\n") ||
+		!strings.Contains(out, "\nPORT=3101  # default\n") || !strings.Contains(out, "\nMAX_COREDUMPS=20  # default\n") {
+		t.Fatalf("valid settings: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = proctest.Run(t, append(base, "MAX_FIRMWARES=0"), "config")
+	if code != 1 || !strings.HasSuffix(out, "\nsettings are NOT valid: invalid MAX_FIRMWARES=\"0\": must be between 1 and 10000\n") || strings.Contains(out, "settings are valid") {
+		t.Fatalf("invalid settings: exit %d\n%s%s", code, out, errOut)
+	}
+}

@@ -205,11 +205,17 @@ func configCmd() *cobra.Command {
 				fmt.Fprint(cmd.OutOrStdout(), config.MarkdownTable())
 				return nil
 			}
+			out := cmd.OutOrStdout()
 			for _, l := range config.Effective(os.LookupEnv) {
-				fmt.Fprintln(cmd.OutOrStdout(), l)
+				fmt.Fprintln(out, l)
 			}
-			_, err := loadConfig()
-			return err
+			if _, err := loadConfig(); err != nil {
+				fmt.Fprintln(out, "settings are NOT valid:", err)
+				cmd.SilenceErrors = true // said on stdout already
+				return &exitErr{code: 1, err: err}
+			}
+			fmt.Fprintln(out, "settings are valid")
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&markdown, "markdown", false, "print the settings table of the README instead")

@@ -396,7 +396,8 @@ func mask(s Setting, v string) string {
 	return "****"
 }
 
-// Effective returns NAME=value lines for every setting, secrets masked, sorted as in Settings.
+// Effective returns NAME=value lines for every setting, secrets masked, sorted as in
+// Settings; a setting left at its default (unset, empty or equal to it) ends in "  # default".
 func Effective(lookup func(string) (string, bool)) []string {
 	out := make([]string, 0, len(Settings))
 	for _, s := range Settings {
@@ -404,7 +405,11 @@ func Effective(lookup func(string) (string, bool)) []string {
 		if !ok || v == "" {
 			v = s.Default
 		}
-		out = append(out, s.Name+"="+mask(s, v))
+		l := s.Name + "=" + mask(s, v)
+		if v == s.Default {
+			l += "  # default"
+		}
+		out = append(out, l)
 	}
 	return out
 }
