@@ -88,6 +88,10 @@ func pathErr(err error) error {
 // clear line instead of the SDK's retry report.
 func reachS3(ctx context.Context, cfg *config.Config) error {
 	endpoint := cfg.S3Endpoint
+	if endpoint == "" && cfg.S3AccessKey == "" {
+		// Neither a server nor AWS credentials: almost surely settings that did not arrive.
+		return fmt.Errorf("STORAGE_BACKEND=s3: S3_ENDPOINT_URL is required (or, for AWS, S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)")
+	}
 	if endpoint == "" {
 		endpoint = "https://s3." + cfg.S3Region + ".amazonaws.com"
 	}

@@ -355,9 +355,6 @@ func Load(lookup func(string) (string, bool)) (*Config, error) {
 			return nil, fmt.Errorf("invalid %s: %v", s.Name, err)
 		}
 	}
-	if c.StorageBackend == "s3" && c.S3Endpoint == "" && c.S3AccessKey == "" {
-		return nil, fmt.Errorf("invalid STORAGE_BACKEND=s3: S3_ENDPOINT_URL is required (or, for AWS, S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)")
-	}
 	if c.StorageBackend == "s3" && c.S3AccessKey == "" != (c.S3SecretKey == "") {
 		return nil, fmt.Errorf("invalid S3_ACCESS_KEY_ID/S3_SECRET_ACCESS_KEY: set both or neither")
 	}
