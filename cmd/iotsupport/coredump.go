@@ -87,7 +87,10 @@ func openApp() (*app.App, func(), error) {
 	log := app.NewLogger(cfg, os.Stderr)
 	ctx, stop := signalContext()
 	defer stop()
-	d, err := app.OpenDB(ctx, cfg, true, log)
+	if err := app.Preflight(ctx, cfg); err != nil {
+		return nil, nil, err
+	}
+	d, err := openExisting(ctx, cfg, true, log)
 	if err != nil {
 		return nil, nil, err
 	}

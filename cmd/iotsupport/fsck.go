@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/iotsupport/iotsupport/internal/app"
+	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/fsck"
 )
 
@@ -36,7 +37,7 @@ func fsckCmd() *cobra.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			log := app.NewLogger(cfg, os.Stderr)
-			d, err := app.OpenDB(ctx, cfg, false, log)
+			d, err := openExisting(ctx, cfg, false, log)
 			if err != nil {
 				return &exitErr{code: 2, err: err}
 			}
@@ -56,13 +57,35 @@ func fsckCmd() *cobra.Command {
 					return &exitErr{code: 2, err: fmt.Errorf("fsck repair: %w", err)}
 				}
 			}
+			spools, err := firmware.StaleSpools(cfg.TempDir, cfg.SpoolMaxAge, time.Now())
+			if err != nil {
+				return &exitErr{code: 2, err: fmt.Errorf("fsck: %w", err)}
+			}
+			removed := 0
+			if repair {
+				for _, p := range spools {
+					if os.Remove(p) == nil {
+						removed++
+					}
+				}
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				_ = enc.Encode(rep)
+				_ = enc.Encode(struct {
+					*fsck.Report
+					StaleSpools        int `json:"stale_spool_files"`
+					StaleSpoolsRemoved int `json:"stale_spool_files_removed"`
+				}{rep, len(spools), removed})
 			} else {
 				printFsckReport(cmd, rep, repair)
+				// Uploads cut off by a crash; they hold no data of the service's and do not change the exit status.
+				fmt.Fprintf(out, "stale upload spool files (older than SPOOL_MAX_AGE %s): %d", cfg.SpoolMaxAge, len(spools))
+				if repair {
+					fmt.Fprintf(out, ", removed %d", removed)
+				}
+				fmt.Fprintln(out)
 			}
 			if !rep.Clean() {
 				cmd.SilenceErrors = asJSON

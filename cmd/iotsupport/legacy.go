@@ -121,7 +121,7 @@ func migrateToS3Cmd() *cobra.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			log := app.NewLogger(cfg, os.Stderr)
-			d, err := app.OpenDB(ctx, cfg, false, log)
+			d, err := openExisting(ctx, cfg, false, log)
 			if err != nil {
 				return fmt.Errorf("cannot use the database: %w", err)
 			}

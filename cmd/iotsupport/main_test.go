@@ -1,16 +1,21 @@
 package main_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/proctest"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -115,6 +120,9 @@ func TestInvalidSettingStopsStartupWithOneLine(t *testing.T) {
 
 func TestTokenCommands(t *testing.T) {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "DATABASE_URL=sqlite:" + filepath.Join(t.TempDir(), "x.db")}
+	if out, errOut, code := proctest.Run(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s%s", out, errOut)
+	}
 	out, _, code := proctest.Run(t, env, "token", "create", "--name", "ci", "--role", "pipeline")
 	if code != 0 || !regexp.MustCompile(`^iots_[A-Za-z0-9_-]{43}\n$`).MatchString(out) {
 		t.Fatalf("create: %d %q", code, out)
@@ -163,5 +171,126 @@ func TestTokenCommands(t *testing.T) {
 	}
 	if st := state(); st["3 2"] != "revoked" {
 		t.Fatalf("revoke 2 (by name): %v", st)
+	}
+}
+
+// Only serve and migrate create a database: every other command run outside the
+// service's directory or with a mistyped DATABASE_URL refuses it, naming it, instead of
+// writing into a new empty database the server never sees.
+func TestCommandsRefuseAMissingDatabase(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "elsewhere")
+	path := filepath.Join(dir, "iotsupport.db")
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "DATABASE_URL=sqlite:" + path, "STORAGE_DIR=" + t.TempDir()}
+	for _, args := range [][]string{
+		{"token", "create", "--name", "ci", "--role", "pipeline"},
+		{"token", "list"},
+		{"fsck"},
+		{"coredump", "reparse"},
+		{"worker"},
+	} {
+		out, errOut, code := proctest.Run(t, env, args...)
+		if code == 0 || strings.Contains(out, "iots_") || !strings.Contains(errOut, path+" does not exist") ||
+			!strings.Contains(errOut, "database: sqlite:"+path+"\n") || !strings.Contains(errOut, "iotsupport migrate") {
+			t.Fatalf("%v on a missing database: exit %d\n%s%s", args, code, out, errOut)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Fatalf("%v created %s: %v", args, dir, err)
+		}
+	}
+	// Once the service made it, the same command works and says which database it used.
+	if out, errOut, code := proctest.Run(t, env, "migrate"); code != 0 {
+		t.Fatalf("migrate: %s%s", out, errOut)
+	}
+	out, errOut, code := proctest.Run(t, env, "token", "create", "--name", "ci", "--role", "pipeline")
+	if code != 0 || !strings.HasPrefix(out, "iots_") || !strings.Contains(errOut, "database: sqlite:"+path+"\n") {
+		t.Fatalf("token create after migrate: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// On PostgreSQL a database without our schema (a mistyped database name that happens to
+// exist) is refused and left empty; the password never reaches the output.
+func TestCommandsRefuseAPostgresDatabaseWithoutSchema(t *testing.T) {
+	dsn := testenv.PostgresURL(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), "hunter2") // trust auth ignores it
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "DATABASE_URL=" + u.String()}
+	out, errOut, code := proctest.Run(t, env, "token", "create", "--name", "ci", "--role", "admin")
+	if code == 0 || strings.Contains(out, "iots_") || !strings.Contains(errOut, "holds no IoT Support schema") ||
+		strings.Contains(errOut, "hunter2") || !strings.Contains(errOut, "database: postgres://") || !strings.Contains(errOut, ":****@") {
+		t.Fatalf("token create on an empty database: exit %d\n%s%s", code, out, errOut)
+	}
+	d, err := db.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var n int
+	if err := d.QueryRowContext(context.Background(), `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("the refused database got %d table(s) (%v)", n, err)
+	}
+}
+
+// serve checks storage before it changes anything: each problem is one line and the
+// database is not even created, let alone migrated.
+func TestServeChecksStorageBeforeMigrating(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "afile")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"storage dir under a file", []string{"STORAGE_DIR=" + filepath.Join(file, "blobs")}, "STORAGE_DIR=" + filepath.Join(file, "blobs") + ": " + file + " is not a directory"},
+		{"storage dir unwritable", []string{"STORAGE_DIR=/proc/iotsupport-blobs"}, "STORAGE_DIR=/proc/iotsupport-blobs: /proc is not writable"},
+		{"temp dir a file", []string{"STORAGE_DIR=" + t.TempDir(), "TEMP_DIR=" + file}, "TEMP_DIR=" + file + ": not an existing directory"},
+		{"S3 unreachable", []string{"STORAGE_BACKEND=s3", "S3_ENDPOINT_URL=http://" + closed, "S3_ACCESS_KEY_ID=k", "S3_SECRET_ACCESS_KEY=s"},
+			"object storage: S3 endpoint http://" + closed + " is unreachable: connection refused"},
+		{"S3 without endpoint", []string{"STORAGE_BACKEND=s3"}, "S3_ENDPOINT_URL is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "x.db")
+			env := append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "DATABASE_URL=sqlite:" + path}, tc.env...)
+			// Bounded: a serve that passes its checks would run forever.
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, proctest.Binary(t), "serve")
+			cmd.Env = append(env, "FIRMWARE_CACHE_DIR="+t.TempDir())
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			code, errOut := cmd.ProcessState.ExitCode(), stderr.String()
+			if err == nil || ctx.Err() != nil || strings.Count(strings.TrimSpace(errOut), "\n") != 0 || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d, want one line with %q:\n%s", code, tc.want, errOut)
+			}
+			if _, err := os.Stat(path); !os.IsNotExist(err) {
+				t.Fatalf("the database was created before the check failed: %v", err)
+			}
+		})
+	}
+}
+
+// `iotsupport config` marks settings left at their default and ends saying whether the
+// settings are valid (exit 1 when not).
+func TestConfigCommandSaysValidityAndMarksDefaults(t *testing.T) {
+	base := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	out, errOut, code := proctest.Run(t, append(base, "MAX_FIRMWARES=7", "PORT=3101"), "config")
+	if code != 0 || !strings.HasSuffix(out, "\nsettings are valid\n") || !strings.Contains(out, "\nMAX_FIRMWARES=7\n") ||
+		!strings.Contains(out, "\nPORT=3101  # default\n") || !strings.Contains(out, "\nMAX_COREDUMPS=20  # default\n") {
+		t.Fatalf("valid settings: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = proctest.Run(t, append(base, "MAX_FIRMWARES=0"), "config")
+	if code != 1 || !strings.HasSuffix(out, "\nsettings are NOT valid: invalid MAX_FIRMWARES=\"0\": must be between 1 and 10000\n") || strings.Contains(out, "settings are valid") {
+		t.Fatalf("invalid settings: exit %d\n%s%s", code, out, errOut)
 	}
 }

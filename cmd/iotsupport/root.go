@@ -99,6 +99,10 @@ func serveCmd() *cobra.Command {
 			log := app.NewLogger(cfg, os.Stderr)
 			ctx, stop := signalContext()
 			defer stop()
+			// Everything is checked before migrations or a created directory change anything.
+			if err := app.Preflight(ctx, cfg); err != nil {
+				return err
+			}
 			d, err := app.OpenDB(ctx, cfg, !noMigrate, log)
 			if err != nil {
 				return err
@@ -108,6 +112,7 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			app.CleanSpools(cfg, log)
 			a, err := app.New(ctx, cfg, log, d, store)
 			if err != nil {
 				return err
@@ -200,11 +205,17 @@ func configCmd() *cobra.Command {
 				fmt.Fprint(cmd.OutOrStdout(), config.MarkdownTable())
 				return nil
 			}
+			out := cmd.OutOrStdout()
 			for _, l := range config.Effective(os.LookupEnv) {
-				fmt.Fprintln(cmd.OutOrStdout(), l)
+				fmt.Fprintln(out, l)
 			}
-			_, err := loadConfig()
-			return err
+			if _, err := loadConfig(); err != nil {
+				fmt.Fprintln(out, "settings are NOT valid:", err)
+				cmd.SilenceErrors = true // said on stdout already
+				return &exitErr{code: 1, err: err}
+			}
+			fmt.Fprintln(out, "settings are valid")
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&markdown, "markdown", false, "print the settings table of the README instead")

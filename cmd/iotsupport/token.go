@@ -22,7 +22,7 @@ func tokenCmd() *cobra.Command {
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			d, err := app.OpenDB(ctx, cfg, true, app.NewLogger(cfg, os.Stderr))
+			d, err := openExisting(ctx, cfg, true, app.NewLogger(cfg, os.Stderr))
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -55,7 +56,7 @@ func OpenStore(ctx context.Context, cfg *config.Config) (blob.Store, error) {
 		s, err := blob.NewS3(ctx, blob.S3Config{Endpoint: cfg.S3Endpoint, AccessKeyID: cfg.S3AccessKey, SecretAccessKey: cfg.S3SecretKey,
 			Bucket: cfg.S3Bucket, Region: cfg.S3Region, UseSSL: cfg.S3UseSSL, PathStyle: cfg.S3PathStyle})
 		if err != nil {
-			return nil, fmt.Errorf("object storage (S3 %s, bucket %s): %w", cfg.S3Endpoint, cfg.S3Bucket, err)
+			return nil, fmt.Errorf("object storage (S3 %s, bucket %s): %w", cfg.S3Endpoint, cfg.S3Bucket, storeCause(err))
 		}
 		return s, nil
 	default:
@@ -68,16 +69,43 @@ func OpenStore(ctx context.Context, cfg *config.Config) (blob.Store, error) {
 }
 
 // OpenDB opens the database and brings the schema up to date, or refuses when
-// migrate is false and migrations are pending.
+// migrate is false and migrations are pending. It creates a missing database: only
+// `serve` and `migrate` call it.
 func OpenDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Logger) (*db.DB, error) {
-	d, err := db.OpenWith(ctx, cfg.DatabaseURL, db.Options{MaxConns: cfg.DatabaseMaxConns})
+	return openDB(ctx, cfg, migrate, false, log)
+}
+
+// OpenExistingDB is OpenDB for every other command: a missing database (no SQLite file,
+// or a database without our schema) is refused instead of created, so a command run
+// from another directory or with a mistyped DATABASE_URL cannot write into a new empty
+// database the server never sees.
+func OpenExistingDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Logger) (*db.DB, error) {
+	return openDB(ctx, cfg, migrate, true, log)
+}
+
+func openDB(ctx context.Context, cfg *config.Config, migrate, mustExist bool, log *slog.Logger) (*db.DB, error) {
+	d, err := db.OpenWith(ctx, cfg.DatabaseURL, db.Options{MaxConns: cfg.DatabaseMaxConns, MustExist: mustExist})
 	if err != nil {
+		if errors.Is(err, db.ErrNoDatabase) {
+			return nil, fmt.Errorf("%w; create it with `iotsupport migrate` (or `serve`), or set DATABASE_URL to the service's database", err)
+		}
 		return nil, err
 	}
 	// An older service's database is adopted only by `iotsupport migrate`, never silently.
 	if err := legacy.CheckAdopted(ctx, d); err != nil {
 		d.Close()
 		return nil, err
+	}
+	if mustExist {
+		ok, err := d.HasSchema(ctx)
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: %s holds no IoT Support schema; create it with `iotsupport migrate` (or `serve`), or set DATABASE_URL to the service's database",
+				db.ErrNoDatabase, cfg.DatabaseLabel())
+		}
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	if migrate {
 		n, err := d.Migrate(ctx)
@@ -106,6 +134,28 @@ func OpenDB(ctx context.Context, cfg *config.Config, migrate bool, log *slog.Log
 		return nil, fmt.Errorf("database schema is behind by %d migration(s); run `iotsupport migrate` or start without --no-migrate", pending)
 	}
 	return d, nil
+}
+
+// CleanSpools removes the upload spool files a crash left in TEMP_DIR (older than
+// SPOOL_MAX_AGE, so other replicas' uploads in flight stay) and returns how many.
+func CleanSpools(cfg *config.Config, log *slog.Logger) int {
+	stale, err := firmware.StaleSpools(cfg.TempDir, cfg.SpoolMaxAge, time.Now())
+	if err != nil {
+		log.Warn("spool cleanup skipped", "error", err)
+		return 0
+	}
+	n := 0
+	for _, p := range stale {
+		if err := os.Remove(p); err == nil {
+			n++
+		} else if !errors.Is(err, os.ErrNotExist) {
+			log.Warn("remove stale spool file", "path", p, "error", err)
+		}
+	}
+	if n > 0 {
+		log.Info("removed upload spool files left by a crash", "count", n)
+	}
+	return n
 }
 
 // App is a running service's parts.

@@ -282,12 +282,26 @@ func (a *Authenticator) Authorize(r *http.Request, id *Identity, need Need) erro
 		ok = id.Has(Admin)
 	}
 	if !ok {
-		return forbidden("Your role does not allow this operation")
+		return forbidden("Your role does not allow this operation; it needs " + needed(need))
 	}
 	if id.FromCookie && !safeMethod(r.Method) && !sameOrigin(r, a.opts.TrustProxy) {
 		return forbidden("Cross-site request refused (Origin/Referer does not match)")
 	}
 	return nil
+}
+
+// needed names the role a refused caller lacks (higher roles include lower ones).
+func needed(need Need) string {
+	switch need {
+	case PipelineOnly:
+		return "the pipeline role"
+	case ViewerRole:
+		return "the viewer role (or editor, admin)"
+	case EditorRole:
+		return "the editor role (or admin)"
+	default:
+		return "the admin role"
+	}
 }
 
 func safeMethod(m string) bool {

@@ -78,6 +78,12 @@ func TestBenchSmoke(t *testing.T) {
 		if r.Baseline == nil || r.Baseline.Requests <= 0 || r.Baseline.Errors != 0 || r.Ratio <= 0 {
 			t.Errorf("%s: baseline %+v, ratio %v", r.Scenario, r.Baseline, r.Ratio)
 		}
+		// Downloads compare with a plain static file server over loopback HTTP (the ratio's
+		// baseline) and with reading the stored file in-process.
+		if (name == "download" || name == "ranged") && (!strings.Contains(r.Note, "http.FileServer") || len(r.Other) != 1 ||
+			!strings.Contains(r.Other[0].Name, "in-process") || r.Other[0].Baseline.Requests <= 0 || r.Other[0].Baseline.Errors != 0 || r.Other[0].Ratio <= 0) {
+			t.Errorf("%s: baselines %q %+v", r.Scenario, r.Note, r.Other)
+		}
 		if name == "ingest" && (len(r.Other) != 1 || r.Other[0].Baseline.Requests <= 0 || r.Other[0].Baseline.Errors != 0 || r.Other[0].Ratio <= 0) {
 			t.Errorf("ingest: other baselines %+v", r.Other)
 		}
@@ -100,7 +106,8 @@ func TestBenchSmoke(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, col := range []string{"req/s", "p50", "p90", "p99", "errors", "peak RSS", "baseline p99", "ratio", "idle RSS", "ingest: against", "synced to disk before each of"} {
+	for _, col := range []string{"req/s", "p50", "p90", "p99", "errors", "peak RSS", "baseline p99", "ratio", "idle RSS", "ingest: against", "synced to disk before each of",
+		"download-1MiB: baseline: the same file over loopback HTTP from Go's http.FileServer", "ranged: against the stored file read in-process"} {
 		if !strings.Contains(table.String(), col) {
 			t.Errorf("table lacks %q:\n%s", col, table.String())
 		}

@@ -126,8 +126,20 @@ func (r *runner) download(ctx context.Context) ([]Result, error) {
 				return io.Copy(io.Discard, rc)
 			}
 		}
-		srv, base, peak := r.compare(ctx, name, conc, srvOp, baseOp)
-		out = append(out, Result{Scenario: name, Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base, Note: note})
+		if baseOp != nil {
+			res, err := r.withFileServer(ctx, name, conc, fw.key, fw.size, srvOp, baseOp, func(url string) op {
+				return func(ctx context.Context, _ int) (int64, error) {
+					return r.plainGet(ctx, url, nil, http.StatusOK, want)
+				}
+			})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, res)
+		} else {
+			srv, base, peak := r.compare(ctx, name, conc, srvOp, baseOp)
+			out = append(out, Result{Scenario: name, Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base, Note: note})
+		}
 		if r.fx.external {
 			break
 		}
@@ -178,6 +190,19 @@ func (r *runner) ranged(ctx context.Context) ([]Result, error) {
 			defer rc.Close()
 			return io.Copy(io.Discard, rc)
 		}
+	}
+	if baseOp != nil {
+		res, err := r.withFileServer(ctx, "ranged", conc, fw.key, fw.size, srvOp, baseOp, func(url string) op {
+			return func(ctx context.Context, w int) (int64, error) {
+				off := next(w+2000, counter(w+2000)) // its own cursors, same walk
+				h := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, off+chunk-1)}}
+				return r.plainGet(ctx, url, h, http.StatusPartialContent, chunk)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		return []Result{res}, nil
 	}
 	srv, base, peak := r.compare(ctx, "ranged", conc, srvOp, baseOp)
 	return []Result{{Scenario: "ranged", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base, Note: note}}, nil

@@ -323,7 +323,9 @@ func (v *validator) run(size int64) (*Bundle, error) {
 		v.warn("%s", msg)
 	}
 	fv := v.b.FirmwareVersion
-	if byObj[ObjVersionJSON] != nil && fv != "" && fv != "unknown" && fv != im.Version {
+	// A placeholder ("unknown", empty, null) is a mismatch too: version.json must name the
+	// version the image carries. Legacy imports, which may lack version.json, only warn.
+	if byObj[ObjVersionJSON] != nil && fv != im.Version {
 		msg := fmt.Sprintf("version.json firmware_version %s does not match the app image version %s",
 			strconv.Quote(fv), strconv.Quote(im.Version))
 		if v.mode != Legacy {

@@ -82,11 +82,9 @@ func TestValidateAccepts(t *testing.T) {
 		fv   string
 	}{
 		{"stored instead of deflated", bundletest.Options{Store: true}, "1.2.3"},
-		{"firmware_version unknown", bundletest.Options{VersionJSON: []byte(`{"git_commit":"x","idf_version":"v5","firmware_version":"unknown"}`)}, "unknown"},
-		{"firmware_version empty", bundletest.Options{VersionJSON: []byte(`{"git_commit":"x","idf_version":"v5","firmware_version":""}`)}, ""},
-		{"field values null", bundletest.Options{VersionJSON: []byte(`{"git_commit":null,"idf_version":null,"firmware_version":null}`)}, ""},
 		{"version.json with UTF-8 BOM", bundletest.Options{VersionJSON: append([]byte{0xEF, 0xBB, 0xBF}, `{"git_commit":"x","idf_version":"v5","firmware_version":"1.2.3"}`...)}, "1.2.3"},
 		{"version.json in UTF-16LE with BOM", bundletest.Options{VersionJSON: utf16le(`{"git_commit":"x","idf_version":"v5","firmware_version":"1.2.3"}`)}, "1.2.3"},
+		{"other field values null", bundletest.Options{VersionJSON: []byte(`{"git_commit":null,"idf_version":null,"firmware_version":"1.2.3"}`)}, "1.2.3"},
 		{"version.json extra fields", bundletest.Options{VersionJSON: []byte(`{"git_commit":"x","idf_version":"v5","firmware_version":"1.2.3","built_by":"ci"}`)}, "1.2.3"},
 		{"empty map and sdkconfig", bundletest.Options{Replace: map[string][]byte{"m1.map": {}, "sdkconfig": {}}}, "1.2.3"},
 	}
@@ -238,6 +236,12 @@ func TestValidateRejects(t *testing.T) {
 			msg: "Invalid firmware ZIP: version.json is too large"},
 		{name: "firmware_version differs from the image", zip: c3(vj(`{"git_commit":"x","idf_version":"v5","firmware_version":"1.2.4"}`)),
 			msg: `Invalid firmware ZIP: version.json firmware_version "1.2.4" does not match the app image version "1.2.3"`},
+		{name: "firmware_version unknown", zip: c3(vj(`{"git_commit":"x","idf_version":"v5","firmware_version":"unknown"}`)),
+			msg: `Invalid firmware ZIP: version.json firmware_version "unknown" does not match the app image version "1.2.3"`},
+		{name: "firmware_version empty", zip: c3(vj(`{"git_commit":"x","idf_version":"v5","firmware_version":""}`)),
+			msg: `Invalid firmware ZIP: version.json firmware_version "" does not match the app image version "1.2.3"`},
+		{name: "firmware_version null", zip: c3(vj(`{"git_commit":"x","idf_version":"v5","firmware_version":null}`)),
+			msg: `Invalid firmware ZIP: version.json firmware_version "" does not match the app image version "1.2.3"`},
 		{name: "image checksum mismatch", zip: c3(bundletest.Options{Image: espimagetest.Options{NoHash: true, Break: func(b []byte) { b[0x140] ^= 1 }}}),
 			msg: "Invalid firmware: image checksum mismatch (stored 0x"},
 		{name: "image without app descriptor", zip: c3(bundletest.Options{Image: espimagetest.Options{Edit: func(b []byte) { b[0x20] = 0 }}}),

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,6 +85,7 @@ type Config struct {
 	FirmwareMaxTotalBytes  int64
 	FirmwareMaxRatio       int64
 	TempDir                string
+	SpoolMaxAge            time.Duration
 	FirmwareCacheDir       string
 	FirmwareCacheMaxBytes  int64
 
@@ -245,6 +247,7 @@ var Settings = []Setting{
 	{Name: "FIRMWARE_MAX_TOTAL_BYTES", Default: "268435456", Doc: "Largest uncompressed size of a whole bundle (ZIP bomb guard).", apply: int64Setting(1024, 1<<40, func(c *Config) *int64 { return &c.FirmwareMaxTotalBytes })},
 	{Name: "FIRMWARE_MAX_COMPRESSION_RATIO", Default: "200", Doc: "Largest uncompressed/compressed ratio of a bundle member over 1 MiB (ZIP bomb guard).", apply: int64Setting(2, 100000, func(c *Config) *int64 { return &c.FirmwareMaxRatio })},
 	{Name: "TEMP_DIR", Default: "", Doc: "Where uploads are spooled while validated; empty means the system temp directory.", apply: func(c *Config, v string) error { c.TempDir = v; return nil }},
+	{Name: "SPOOL_MAX_AGE", Default: "1h", Doc: "Upload spool files (`iotsupport-bundle-*` in `TEMP_DIR`) not written for this long are left over from a crash: `serve` removes them at start, `fsck` counts them (`--repair` removes them). Keep it above the longest upload, so other replicas' uploads in flight are safe.", apply: durationSetting(func(c *Config) *time.Duration { return &c.SpoolMaxAge })},
 	{Name: "FIRMWARE_CACHE_DIR", Default: "./data/cache", Doc: "Only with `STORAGE_BACKEND=s3`: local directory caching firmware artifacts by SHA-256, so downloads are sent from disk instead of proxied from S3. Disposable; may be shared by replicas.", apply: func(c *Config, v string) error { return nonEmpty(&c.FirmwareCacheDir, v) }},
 	{Name: "FIRMWARE_CACHE_MAX_BYTES", Default: "1073741824", Doc: "Bound of `FIRMWARE_CACHE_DIR` (1 GiB; least recently used artifacts are evicted, larger ones are never cached); `0` turns the cache off.", apply: int64Setting(0, 1<<50, func(c *Config) *int64 { return &c.FirmwareCacheMaxBytes })},
 	{Name: "DECODER", Default: "native", Doc: "`native` (built-in Go decoder) or `sidecar` (the older service's HTTP parse sidecar).",
@@ -409,8 +412,9 @@ func mask(s Setting, v string) string {
 	}
 	if u, err := url.Parse(v); err == nil && u.User != nil {
 		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "****")
-			return u.String()
+			u.User = url.UserPassword(u.User.Username(), "xxxx")
+			// Readable as masked: "****" itself would be escaped to %2A%2A%2A%2A.
+			return strings.Replace(u.String(), ":xxxx@", ":****@", 1)
 		}
 		return v
 	}
@@ -420,7 +424,8 @@ func mask(s Setting, v string) string {
 	return "****"
 }
 
-// Effective returns NAME=value lines for every setting, secrets masked, sorted as in Settings.
+// Effective returns NAME=value lines for every setting, secrets masked, sorted as in
+// Settings; a setting left at its default (unset, empty or equal to it) ends in "  # default".
 func Effective(lookup func(string) (string, bool)) []string {
 	out := make([]string, 0, len(Settings))
 	for _, s := range Settings {
@@ -428,7 +433,11 @@ func Effective(lookup func(string) (string, bool)) []string {
 		if !ok || v == "" {
 			v = s.Default
 		}
-		out = append(out, s.Name+"="+mask(s, v))
+		l := s.Name + "=" + mask(s, v)
+		if v == s.Default {
+			l += "  # default"
+		}
+		out = append(out, l)
 	}
 	return out
 }
@@ -441,6 +450,19 @@ func Names() []string {
 	}
 	sort.Strings(n)
 	return n
+}
+
+// DatabaseLabel names the database for people: a SQLite path made absolute (so a
+// command run from another directory shows which file it used), a PostgreSQL URL
+// with its password masked.
+func (c *Config) DatabaseLabel() string {
+	if p, ok := strings.CutPrefix(c.DatabaseURL, "sqlite:"); ok {
+		if a, err := filepath.Abs(p); err == nil && p != ":memory:" {
+			return "sqlite:" + a
+		}
+		return c.DatabaseURL
+	}
+	return mask(Setting{Secret: true}, c.DatabaseURL)
 }
 
 // Addr is the listen address.

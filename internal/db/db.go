@@ -58,7 +58,13 @@ type DB struct {
 type Options struct {
 	// MaxConns bounds the open connections; 0 means 20 on PostgreSQL, 8 on SQLite.
 	MaxConns int
+	// MustExist refuses a SQLite file that does not exist instead of creating it
+	// (PostgreSQL refuses a missing database by itself).
+	MustExist bool
 }
+
+// ErrNoDatabase marks a database that does not exist or holds no schema of ours.
+var ErrNoDatabase = errors.New("no database")
 
 // sqliteBusyTimeout is how long a SQLite writer waits for the write lock.
 const sqliteBusyTimeout = 30 * time.Second
@@ -83,14 +89,19 @@ func OpenWith(ctx context.Context, dsn string, o Options) (*DB, error) {
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
 		path := strings.TrimPrefix(dsn, "sqlite:")
-		if path != ":memory:" {
+		q := url.Values{}
+		if o.MustExist && path != ":memory:" {
+			if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
+				return nil, fmt.Errorf("%w: %s does not exist", ErrNoDatabase, absPath(path))
+			}
+			q.Set("mode", "rw") // and SQLite must not create it either
+		} else if path != ":memory:" {
 			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 				return nil, fmt.Errorf("create database directory: %w", err)
 			}
 		}
 		// WAL lets readers run beside the single writer; immediate transactions take the
 		// write lock up front so concurrent writers wait (busy_timeout) instead of failing.
-		q := url.Values{}
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
 		q.Add("_pragma", "foreign_keys(1)")
@@ -134,6 +145,35 @@ func OpenWith(ctx context.Context, dsn string, o Options) (*DB, error) {
 		return nil, fmt.Errorf("connect to database: %w: %v", ErrUnavailable, err)
 	}
 	return &DB{DB: sqldb, Dialect: dialect, URL: dsn, gate: make(chan struct{}, gate), gateWait: gateWait}, nil
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// HasSchema reports whether at least one of our migrations has been applied, i.e. the
+// database was made by `iotsupport migrate` or `serve` and is not just any database.
+func (d *DB) HasSchema(ctx context.Context) (bool, error) {
+	var exists bool
+	var err error
+	if d.Dialect == Postgres {
+		err = d.QueryRowContext(ctx, `SELECT to_regclass('goose_db_version') IS NOT NULL`).Scan(&exists)
+	} else {
+		var n int
+		err = d.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'goose_db_version'`).Scan(&n)
+		exists = n > 0
+	}
+	if err != nil || !exists {
+		return false, Classify(err)
+	}
+	var n int
+	if err := d.QueryRowContext(ctx, `SELECT count(*) FROM goose_db_version WHERE version_id > 0 AND is_applied`).Scan(&n); err != nil {
+		return false, Classify(err)
+	}
+	return n > 0, nil
 }
 
 func (d *DB) provider() (*goose.Provider, error) {

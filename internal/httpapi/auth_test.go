@@ -319,3 +319,24 @@ func gather(t *testing.T, s *apitest.Server, name string) []sample {
 	}
 	return out
 }
+
+// A role refusal says which role the route needs.
+func TestRoleRefusalNamesTheRoleNeeded(t *testing.T) {
+	env := testenv.New(t, "sqlite+local")
+	s := apitest.Start(t, env)
+	for _, tc := range []struct{ role, method, path, want string }{
+		{"viewer", "POST", "/api/device-models", "it needs the editor role (or admin)"},
+		{"editor", "GET", "/api/tokens", "it needs the admin role"},
+		{"pipeline", "GET", "/api/device-models", "it needs the viewer role (or editor, admin)"},
+		{"admin", "GET", "/api/pipeline/models/x/firmware-version", "it needs the pipeline role"},
+	} {
+		var body any
+		if tc.method == "POST" {
+			body = map[string]any{"code": "a2", "name": "A"}
+		}
+		r := s.Role(tc.role).Expect(403, tc.method, tc.path, body).Map(t)
+		if msg, _ := r["error"].(string); r["code"] != "AUTHORIZATION_FAILED" || !strings.Contains(msg, tc.want) {
+			t.Errorf("%s %s %s as %s: %v, want %q", tc.role, tc.method, tc.path, tc.role, r, tc.want)
+		}
+	}
+}

@@ -16,9 +16,9 @@ type DeviceSummary struct {
 	Key             string     `json:"key"`
 	DeviceModelID   int64      `json:"device_model_id"`
 	Active          bool       `json:"active"`
-	DeviceName      *string    `json:"device_name"`
-	DeviceEntityID  *string    `json:"device_entity_id"`
-	EnableOTA       *bool      `json:"enable_ota"`
+	DeviceName      *string    `json:"device_name" doc:"Copied from the config's deviceName; written through config"`
+	DeviceEntityID  *string    `json:"device_entity_id" doc:"Copied from the config's deviceEntityId; written through config"`
+	EnableOTA       *bool      `json:"enable_ota" doc:"Copied from the config's boolean enableOTA (null without it); written through config"`
 	RotationState   string     `json:"rotation_state" enum:"OK,QUEUED,PENDING,TIMEOUT" doc:"OK unless a credential rotation is pending"`
 	SecretCreatedAt *time.Time `json:"secret_created_at" doc:"When the current device secret was issued"`
 	LastCoredumpAt  *time.Time `json:"last_coredump_at"`
@@ -141,7 +141,7 @@ func (s *Server) registerDevices() {
 		func(ctx context.Context, in *struct {
 			DeviceIDPath
 			Body struct {
-				Config string `json:"config"`
+				Config string `json:"config" doc:"Device configuration as JSON text; its deviceName, deviceEntityId and enableOTA set device_name, device_entity_id and enable_ota"`
 				Active bool   `json:"active"`
 			}
 		}) (*deviceOut, error) {

@@ -125,7 +125,44 @@ func New(deps Deps) *Server {
 	s.registerFirmware()
 	s.registerDecoding()
 	s.registerSession()
+	declareSecurity(s.api.OpenAPI())
 	return s
+}
+
+// Security scheme names in the OpenAPI document.
+const (
+	schemeBearer = "bearerAuth"
+	schemeDevice = "deviceBasic"
+)
+
+// declareSecurity adds the security schemes and gives every operation the ones its
+// route accepts (auth.Policy, the same table the middleware enforces), so the docs
+// page's "Authorize" sends credentials.
+func declareSecurity(oapi *huma.OpenAPI) {
+	if oapi.Components == nil {
+		oapi.Components = &huma.Components{}
+	}
+	oapi.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		schemeBearer: {Type: "http", Scheme: "bearer",
+			Description: "An API token (`iots_…`, roles viewer, editor, admin or pipeline) or, with OIDC, a JWT; devices may also send their OIDC JWT."},
+		schemeDevice: {Type: "http", Scheme: "basic", Description: "A device: its key as user name and its secret as password."},
+	}
+	for path, item := range oapi.Paths {
+		for method, op := range map[string]*huma.Operation{http.MethodGet: item.Get, http.MethodHead: item.Head, http.MethodPost: item.Post,
+			http.MethodPut: item.Put, http.MethodPatch: item.Patch, http.MethodDelete: item.Delete} {
+			if op == nil {
+				continue
+			}
+			switch auth.Policy(method, path) {
+			case auth.Public, auth.TestingOnly:
+				op.Security = []map[string][]string{}
+			case auth.DeviceOnly:
+				op.Security = []map[string][]string{{schemeDevice: {}}, {schemeBearer: {}}}
+			default:
+				op.Security = []map[string][]string{{schemeBearer: {}}}
+			}
+		}
+	}
 }
 
 // RegisterCollectors adds the Go runtime and process collectors to reg.
