@@ -25,6 +25,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/provisioning"
 )
 
 // Version is reported in the OpenAPI document; set by the binary.
@@ -52,6 +53,8 @@ type Deps struct {
 	Decoding *decoding.Queue
 	// Coredumps stores and serves core dumps.
 	Coredumps *coredumps.Service
+	// Provisioning issues devices' provisioning records (NVS images).
+	Provisioning *provisioning.Service
 	// InsecureDev logs a warning on every request.
 	InsecureDev bool
 	// Backlog reports queued object deletions (readiness shows it; it never fails readiness).
@@ -110,6 +113,7 @@ func New(deps Deps) *Server {
 	s.registerCoredumps()
 	s.registerFirmware()
 	s.registerDecoding()
+	s.registerProvisioning()
 	return s
 }
 

@@ -256,7 +256,7 @@ func ParseSize(s string) (int, error) {
 	t := strings.TrimSpace(s)
 	digits := strings.TrimLeft(t, "+-")
 	// Python refuses a decimal with a leading zero ("012"); Go would read it as octal.
-	if len(digits) > 1 && digits[0] == '0' && strings.IndexAny(digits[1:2], "xXoObB") < 0 && strings.Trim(digits, "0_") != "" {
+	if len(digits) > 1 && digits[0] == '0' && !strings.ContainsAny(digits[1:2], "xXoObB") && strings.Trim(digits, "0_") != "" {
 		return 0, fmt.Errorf("partition size %q is not a number", s)
 	}
 	n, err := strconv.ParseInt(t, 0, 64)
