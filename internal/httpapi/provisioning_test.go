@@ -218,3 +218,23 @@ func TestProvisioningBatchIsAllOrNothing(t *testing.T) {
 		}
 	})
 }
+
+// Without PUBLIC_BASE_URL the record names the address the request came to, and unset
+// optional settings leave their keys out of image and JSON alike.
+func TestProvisioningRecordWithoutOptionalSettings(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		s := apitest.Start(t, env)
+		m := s.Expect(201, "POST", "/api/device-models", map[string]any{"code": "lamp", "name": "Lamp"}).Map(t)
+		d := s.Expect(201, "POST", "/api/devices", map[string]any{"device_model_id": m["id"], "config": `{}`}).Map(t)
+		key := d["key"].(string)
+		v := provValues(t, s.Expect(200, "POST", fmt.Sprintf("/api/devices/%d/provisioning", int(d["id"].(float64))), nil).Body)
+		if len(v) != 4 || v["base_url"] != s.URL || v["model"] != "lamp" || v["device_key"] != key {
+			t.Fatalf("record %v (server %s)", v, s.URL)
+		}
+		var rec map[string]any
+		s.Basic(key, v["device_secret"]).Expect(200, "GET", "/api/iot/provisioning", nil).JSON(t, &rec)
+		if len(rec) != 4 || rec["base_url"] != s.URL || rec["device_secret"] != v["device_secret"] {
+			t.Fatalf("iot record %v", rec)
+		}
+	})
+}
