@@ -70,7 +70,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: false,
 	}
 	httpapi.Version = buildVersion()
-	root.AddCommand(serveCmd(), migrateCmd(), configCmd(), versionCmd(), tokenCmd(), coredumpCmd(), workerCmd(), migrateToS3Cmd(), storageCmd(), fsckCmd(), benchCmd())
+	root.AddCommand(serveCmd(), migrateCmd(), configCmd(), versionCmd(), tokenCmd(), coredumpCmd(), workerCmd(), migrateToS3Cmd(), storageCmd(), fsckCmd(), benchCmd(), nvsCmd())
 	return root
 }
 

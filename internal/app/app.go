@@ -34,6 +34,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/legacy"
 	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/outbox"
+	"github.com/iotsupport/iotsupport/internal/provisioning"
 	"github.com/iotsupport/iotsupport/internal/publicurl"
 	"github.com/iotsupport/iotsupport/internal/testsession"
 )
@@ -178,6 +179,9 @@ type App struct {
 	Jobs      *jobs.Client
 	Decoding  *decoding.Service
 	Queue     *decoding.Queue
+
+	// Provisioning issues provisioning records; BeforeImage is its test hook.
+	Provisioning *provisioning.Service
 }
 
 // wireDecoding connects ingestion, firmware and the decoder through River jobs.
@@ -306,10 +310,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	if err := a.wireDecoding(log, reg); err != nil {
 		return nil, err
 	}
+	a.Provisioning = provisioning.NewService(a.Devices, provisioning.Config{BaseURL: cfg.PublicBaseURL, MQTTURL: cfg.DeviceMQTTURL,
+		WiFiSSID: cfg.ProvisioningWiFiSSID, WiFiPassword: cfg.ProvisioningWiFiPassword,
+		BatchMax: cfg.ProvisioningBatchMax, MaxPartitionSize: cfg.ProvisioningMaxPartitionSize})
 	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: cores, Metrics: reg, AppEnv: cfg.AppEnv,
 		Decoding: a.Queue, PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
 		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
-		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey,
+		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
 		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
 	return a, nil
 }

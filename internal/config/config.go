@@ -80,6 +80,13 @@ type Config struct {
 	// used wherever the service writes its own address into something it hands out.
 	PublicBaseURL string
 
+	// Provisioning records (NVS images) handed to new devices.
+	DeviceMQTTURL                string
+	ProvisioningWiFiSSID         string
+	ProvisioningWiFiPassword     string
+	ProvisioningBatchMax         int
+	ProvisioningMaxPartitionSize int
+
 	FirmwareMaxBundleBytes int64
 	FirmwareMaxMemberBytes int64
 	FirmwareMaxTotalBytes  int64
@@ -296,7 +303,35 @@ var Settings = []Setting{
 		c.PublicBaseURL = strings.TrimRight(u.String(), "/")
 		return nil
 	}},
+	{Name: "DEVICE_MQTT_URL", Default: "", Doc: "Broker address written into provisioning records as `mqtt_url` (`mqtt://` or `mqtts://`); empty leaves the key out.", apply: func(c *Config, v string) error {
+		if v != "" && !strings.HasPrefix(v, "mqtt://") && !strings.HasPrefix(v, "mqtts://") {
+			return fmt.Errorf("must start with mqtt:// or mqtts://")
+		}
+		if len(v) > 1000 || strings.ContainsFunc(v, isControl) {
+			return fmt.Errorf("must be at most 1000 characters without control characters")
+		}
+		c.DeviceMQTTURL = v
+		return nil
+	}},
+	{Name: "PROVISIONING_WIFI_SSID", Default: "", Doc: "Wi-Fi network written into provisioning records as `wifi_ssid` (at most 32 bytes); empty leaves it out.", apply: func(c *Config, v string) error {
+		if len(v) > 32 || strings.ContainsFunc(v, isControl) {
+			return fmt.Errorf("must be at most 32 bytes without control characters")
+		}
+		c.ProvisioningWiFiSSID = v
+		return nil
+	}},
+	{Name: "PROVISIONING_WIFI_PASSWORD", Default: "", Secret: true, Doc: "Wi-Fi passphrase written into provisioning records as `wifi_password` (8 to 64 printable ASCII characters); empty leaves it out.", apply: func(c *Config, v string) error {
+		if v != "" && (len(v) < 8 || len(v) > 64 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e })) {
+			return fmt.Errorf("must be 8 to 64 printable ASCII characters")
+		}
+		c.ProvisioningWiFiPassword = v
+		return nil
+	}},
+	{Name: "PROVISIONING_BATCH_MAX", Default: "1000", Doc: "Most devices one `POST /api/device-models/{id}/provisioning-batch` creates; the whole ZIP is built in memory before it is sent.", apply: intSetting(1, 100000, func(c *Config) *int { return &c.ProvisioningBatchMax })},
+	{Name: "PROVISIONING_MAX_PARTITION_SIZE", Default: "1048576", Doc: "Largest `partition_size` of a provisioning image in bytes (1 MiB); the smallest is 0x3000, as ESP-IDF's generator requires.", apply: intSetting(0x3000, 1<<30, func(c *Config) *int { return &c.ProvisioningMaxPartitionSize })},
 }
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 func nonEmpty(dst *string, v string) error {
 	if strings.TrimSpace(v) == "" {

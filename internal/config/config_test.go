@@ -99,3 +99,26 @@ func TestPprofAddrAcceptsLoopbackOnly(t *testing.T) {
 		t.Fatalf("default: %v %+v", err, c)
 	}
 }
+
+func TestProvisioningSettingsAreChecked(t *testing.T) {
+	for _, tc := range []struct{ name, value, want string }{
+		{"DEVICE_MQTT_URL", "http://broker", "invalid DEVICE_MQTT_URL=\"http://broker\": must start with mqtt://"},
+		{"PROVISIONING_WIFI_SSID", strings.Repeat("s", 33), "invalid PROVISIONING_WIFI_SSID"},
+		{"PROVISIONING_WIFI_SSID", "two\nlines", "invalid PROVISIONING_WIFI_SSID"},
+		{"PROVISIONING_WIFI_PASSWORD", "short", "invalid PROVISIONING_WIFI_PASSWORD=\"****\": must be 8 to 64"},
+		{"PROVISIONING_BATCH_MAX", "0", "invalid PROVISIONING_BATCH_MAX"},
+		{"PROVISIONING_MAX_PARTITION_SIZE", "4096", "invalid PROVISIONING_MAX_PARTITION_SIZE"},
+	} {
+		if _, err := Load(env(tc.name, tc.value)); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s=%q: got %v, want %q", tc.name, tc.value, err, tc.want)
+		}
+	}
+	c, err := Load(env("PROVISIONING_WIFI_PASSWORD", "correct horse", "DEVICE_MQTT_URL", "mqtts://b:8883", "PROVISIONING_WIFI_SSID", "Café"))
+	if err != nil || c.ProvisioningWiFiPassword != "correct horse" || c.DeviceMQTTURL != "mqtts://b:8883" || c.ProvisioningBatchMax != 1000 ||
+		c.ProvisioningMaxPartitionSize != 1<<20 || c.ProvisioningWiFiSSID != "Café" {
+		t.Fatalf("%v %+v", err, c)
+	}
+	if lines := strings.Join(Effective(env("PROVISIONING_WIFI_PASSWORD", "correct horse")), "\n"); strings.Contains(lines, "correct horse") {
+		t.Fatal("Wi-Fi password printed")
+	}
+}

@@ -66,6 +66,11 @@ var routeNeeds = map[string]struct {
 	"GET /api/pipeline/models/{code}/firmware-version":                         {"pipeline", 404},
 	"GET /api/pipeline/upload.sh":                                              {"public", 200},
 	"GET /api/pipeline/upload.ps1":                                             {"public", 200},
+
+	// Provisioning.
+	"POST /api/devices/{device_id}/provisioning":            {"editor", 404},
+	"POST /api/device-models/{model_id}/provisioning-batch": {"editor", 400},
+	"GET /api/iot/provisioning":                             {"device", 200},
 }
 
 var pathParam = regexp.MustCompile(`\{[a-z_]+\}`)

@@ -26,6 +26,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/provisioning"
 	"github.com/iotsupport/iotsupport/internal/publicurl"
 	"github.com/iotsupport/iotsupport/internal/testsession"
 )
@@ -57,6 +58,8 @@ type Deps struct {
 	Decoding *decoding.Queue
 	// Coredumps stores and serves core dumps.
 	Coredumps *coredumps.Service
+	// Provisioning issues devices' provisioning records (NVS images).
+	Provisioning *provisioning.Service
 	// InsecureDev logs a warning on every request.
 	InsecureDev bool
 	// TestSessions holds /api/testing/auth sessions; set only with APP_ENV=testing.
@@ -125,6 +128,7 @@ func New(deps Deps) *Server {
 	s.registerFirmware()
 	s.registerDecoding()
 	s.registerSession()
+	s.registerProvisioning()
 	declareSecurity(s.api.OpenAPI())
 	return s
 }
