@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -39,6 +40,16 @@ func helmBin(t *testing.T) string {
 
 func helm(t *testing.T, args ...string) string {
 	t.Helper()
+	out, err := helmRun(t, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// helmRun returns helm's stdout, or an error carrying its output.
+func helmRun(t *testing.T, args ...string) (string, error) {
+	t.Helper()
 	cmd := exec.Command(helmBin(t), args...)
 	// Keep helm's own cache/config out of the developer's home.
 	tmp := t.TempDir()
@@ -46,9 +57,9 @@ func helm(t *testing.T, args ...string) string {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+		return "", fmt.Errorf("%v\n%s%s", err, out.String(), errb.String())
 	}
-	return out.String()
+	return out.String(), nil
 }
 
 type obj = map[string]any
@@ -164,6 +175,10 @@ func TestHelmRendersEveryPart(t *testing.T) {
 	docs = render(t, "serve.replicaCount=1", "worker.enabled=false", "serve.decodeWorkers=2")
 	if find(docs, "PodDisruptionBudget", "rel-iotsupport-serve") != nil || find(docs, "Deployment", "rel-iotsupport-worker") != nil {
 		t.Errorf("single replica without worker renders %v", kinds(docs))
+	}
+	// Without the worker and without decoders in serve nothing would decode: refused.
+	if _, err := helmRun(t, "template", "rel", chartDir, "--set", "worker.enabled=false"); err == nil || !strings.Contains(err.Error(), "never decoded") {
+		t.Errorf("worker.enabled=false with serve.decodeWorkers=0 rendered: %v", err)
 	}
 }
 
