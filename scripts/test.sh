@@ -9,12 +9,15 @@ bin="${XDG_CACHE_HOME:-$HOME/.cache}/iotsupport/bin"
 mkdir -p "$bin"
 VERSITYGW_BIN="$(bash scripts/install-versitygw.sh)"
 export VERSITYGW_BIN
+# deploy/helm_test.go lints and renders the Helm chart with it.
+HELM_BIN="$(bash scripts/install-helm.sh)"
+export HELM_BIN
 if [ ! -x "$bin/staticcheck" ]; then
   echo "installing staticcheck into $bin" >&2
   GOBIN="$bin" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
 
-unformatted=$(gofmt -l cmd internal)
+unformatted=$(gofmt -l cmd internal deploy)
 if [ -n "$unformatted" ]; then
   echo "not gofmt-formatted:" >&2
   echo "$unformatted" >&2

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -15,36 +14,6 @@ import (
 	"github.com/iotsupport/iotsupport/internal/config"
 	"github.com/iotsupport/iotsupport/internal/httpapi"
 )
-
-// version is set with -ldflags "-X main.version=…"; otherwise taken from the build info.
-var version = ""
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		rev, dirty := "", false
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				dirty = s.Value == "true"
-			}
-		}
-		if rev != "" {
-			if len(rev) > 12 {
-				rev = rev[:12]
-			}
-			if dirty {
-				rev += "-dirty"
-			}
-			return "dev-" + rev
-		}
-	}
-	return "dev"
-}
 
 // exitErr carries a specific exit status.
 type exitErr struct {
@@ -69,8 +38,8 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	httpapi.Version = buildVersion()
-	root.AddCommand(serveCmd(), migrateCmd(), configCmd(), versionCmd(), tokenCmd(), coredumpCmd(), workerCmd(), migrateToS3Cmd(), storageCmd(), fsckCmd(), benchCmd(), nvsCmd())
+	httpapi.Version = readBuildInfo().Version
+	root.AddCommand(serveCmd(), migrateCmd(), configCmd(), versionCmd(), healthcheckCmd(), tokenCmd(), coredumpCmd(), workerCmd(), migrateToS3Cmd(), storageCmd(), fsckCmd(), benchCmd(), nvsCmd())
 	return root
 }
 
@@ -220,14 +189,4 @@ func configCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&markdown, "markdown", false, "print the settings table of the README instead")
 	return cmd
-}
-
-func versionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "iotsupport", buildVersion())
-		},
-	}
 }

@@ -250,6 +250,12 @@ func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 // New builds every service over an open database and store. It contacts the OIDC
 // issuer when OIDC is enabled.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store) (*App, error) {
+	if cfg.TempDir != "" {
+		// In the container images TEMP_DIR sits on a fresh volume (an emptyDir on /data).
+		if err := os.MkdirAll(cfg.TempDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create TEMP_DIR: %w", err)
+		}
+	}
 	reg := prometheus.NewRegistry()
 	httpapi.RegisterCollectors(reg)
 	a := &App{Cfg: cfg, Log: log, DB: d, Store: store, Metrics: reg}
