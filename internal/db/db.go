@@ -364,7 +364,10 @@ func isNetErr(err error) bool {
 	}
 	s := err.Error()
 	return strings.Contains(s, "connection refused") || strings.Contains(s, "broken pipe") ||
-		strings.Contains(s, "connection reset") || strings.Contains(s, "unexpected EOF") || strings.Contains(s, "driver: bad connection")
+		strings.Contains(s, "connection reset") || strings.Contains(s, "unexpected EOF") || strings.Contains(s, "driver: bad connection") ||
+		// pgconn's error for a pooled connection whose socket was closed under it (an outage
+		// that starts between two requests); database/sql hands such a connection to BeginTx.
+		strings.Contains(s, "conn closed")
 }
 
 // Now is the database timestamp for "now": UTC, microsecond precision (what PostgreSQL keeps).

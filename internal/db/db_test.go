@@ -155,3 +155,15 @@ func TestTxGivesUpOnALockedSQLite(t *testing.T) {
 		t.Errorf("after the holder committed: %v", err)
 	}
 }
+
+// Connection-level failures answer 503, whatever layer reports them; query errors do not.
+func TestClassifyConnectionFailures(t *testing.T) {
+	for _, msg := range []string{"begin transaction: conn closed", "read: connection reset by peer", "unexpected EOF"} {
+		if err := db.Classify(errors.New(msg)); !errors.Is(err, db.ErrUnavailable) {
+			t.Errorf("%q: %v is not ErrUnavailable", msg, err)
+		}
+	}
+	if err := db.Classify(errors.New("no such column: x")); errors.Is(err, db.ErrUnavailable) {
+		t.Errorf("a query error became ErrUnavailable: %v", err)
+	}
+}

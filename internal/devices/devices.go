@@ -254,15 +254,8 @@ func (s *Service) CreateDevice(ctx context.Context, modelID int64, config string
 		var id int64
 		now := db.Now()
 		err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-			if s.db.Dialect == db.Postgres {
-				// Conflicts with DeleteModel's lock: the model cannot vanish under a new device.
-				var one int
-				if err := tx.QueryRowContext(ctx, `SELECT 1 FROM device_models WHERE id = $1 FOR SHARE`, modelID).Scan(&one); err != nil {
-					if errors.Is(err, sql.ErrNoRows) {
-						return apperr.NotFoundf("DeviceModel %d was not found", modelID)
-					}
-					return err
-				}
+			if err := s.lockModelShared(ctx, tx, modelID); err != nil {
+				return err
 			}
 			return tx.QueryRowContext(ctx, `INSERT INTO devices (key, device_model_id, config, device_name, device_entity_id,
 				enable_ota, active, secret_hash, secret_created_at, created_at, updated_at)
@@ -396,4 +389,20 @@ func (s *Service) DeleteDevice(ctx context.Context, id int64) error {
 	})
 	s.forget()
 	return db.Err("delete device", err)
+}
+
+// lockModelShared keeps the model from being deleted under the transaction's new
+// devices (it conflicts with DeleteModel's lock); SQLite transactions already run one at a time.
+func (s *Service) lockModelShared(ctx context.Context, tx *sql.Tx, modelID int64) error {
+	if s.db.Dialect != db.Postgres {
+		return nil
+	}
+	var one int
+	if err := tx.QueryRowContext(ctx, `SELECT 1 FROM device_models WHERE id = $1 FOR SHARE`, modelID).Scan(&one); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return apperr.NotFoundf("DeviceModel %d was not found", modelID)
+		}
+		return err
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/db"
 )
 
@@ -47,15 +46,8 @@ func (s *Service) CreateDevices(ctx context.Context, modelID int64, n int, confi
 		return err
 	}
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		if s.db.Dialect == db.Postgres {
-			// As in CreateDevice: the model cannot vanish under its new devices.
-			var one int
-			if err := tx.QueryRowContext(ctx, `SELECT 1 FROM device_models WHERE id = $1 FOR SHARE`, modelID).Scan(&one); err != nil {
-				if errors.Is(err, sql.ErrNoRows) {
-					return apperr.NotFoundf("DeviceModel %d was not found", modelID)
-				}
-				return err
-			}
+		if err := s.lockModelShared(ctx, tx, modelID); err != nil {
+			return err
 		}
 		devs := make([]NewDevice, 0, n)
 		now := db.Now()
