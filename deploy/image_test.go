@@ -268,9 +268,11 @@ func TestImageBinaryRunsOnReadOnlyRoot(t *testing.T) {
 			if err := srv.Start(); err != nil {
 				t.Fatal(err)
 			}
-			exited := make(chan error, 1)
-			go func() { exited <- srv.Wait() }()
-			t.Cleanup(func() { _ = srv.Process.Kill(); <-exited })
+			// done is closed (never read from) so the clean-up and the checks can both wait on it.
+			done := make(chan struct{})
+			var waitErr error
+			go func() { waitErr = srv.Wait(); close(done) }()
+			t.Cleanup(func() { _ = srv.Process.Kill(); <-done })
 
 			// The image's HEALTHCHECK, as the container engine would run it.
 			hc := img.healthcheck[1:]
@@ -281,8 +283,8 @@ func TestImageBinaryRunsOnReadOnlyRoot(t *testing.T) {
 					break
 				}
 				select {
-				case err := <-exited:
-					t.Fatalf("server exited: %v\n%s", err, logs.String())
+				case <-done:
+					t.Fatalf("server exited: %v\n%s", waitErr, logs.String())
 				default:
 				}
 				if time.Now().After(deadline) {
@@ -338,10 +340,10 @@ func TestImageBinaryRunsOnReadOnlyRoot(t *testing.T) {
 			if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
-			if err := <-exited; err != nil {
-				t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
+			<-done
+			if waitErr != nil {
+				t.Fatalf("exit after SIGTERM: %v\n%s", waitErr, logs.String())
 			}
-			exited <- nil
 			if name != "postgres+s3" {
 				if _, err := os.Stat(filepath.Join(data, "iotsupport.db")); err != nil {
 					t.Errorf("database not on the volume: %v", err)

@@ -253,7 +253,7 @@ func TestServeChecksStorageBeforeMigrating(t *testing.T) {
 	}{
 		{"storage dir under a file", []string{"STORAGE_DIR=" + filepath.Join(file, "blobs")}, "STORAGE_DIR=" + filepath.Join(file, "blobs") + ": " + file + " is not a directory"},
 		{"storage dir unwritable", []string{"STORAGE_DIR=/proc/iotsupport-blobs"}, "STORAGE_DIR=/proc/iotsupport-blobs: /proc is not writable"},
-		{"temp dir a file", []string{"STORAGE_DIR=" + t.TempDir(), "TEMP_DIR=" + file}, "TEMP_DIR=" + file + ": not an existing directory"},
+		{"temp dir a file", []string{"STORAGE_DIR=" + t.TempDir(), "TEMP_DIR=" + file}, "TEMP_DIR=" + file + ": " + file + " is not a directory"},
 		{"S3 unreachable", []string{"STORAGE_BACKEND=s3", "S3_ENDPOINT_URL=http://" + closed, "S3_ACCESS_KEY_ID=k", "S3_SECRET_ACCESS_KEY=s"},
 			"object storage: S3 endpoint http://" + closed + " is unreachable: connection refused"},
 		{"S3 without endpoint", []string{"STORAGE_BACKEND=s3"}, "S3_ENDPOINT_URL is required"},

@@ -29,9 +29,7 @@ func Preflight(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("STORAGE_DIR=%s: %w", cfg.StorageDir, err)
 	}
 	if cfg.TempDir != "" {
-		if fi, err := os.Stat(cfg.TempDir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("TEMP_DIR=%s: not an existing directory", cfg.TempDir)
-		}
+		// Like STORAGE_DIR it may be missing (New creates it, e.g. on a fresh /data volume).
 		if err := writableDir(cfg.TempDir); err != nil {
 			return fmt.Errorf("TEMP_DIR=%s: %w", cfg.TempDir, err)
 		}
