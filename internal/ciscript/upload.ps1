@@ -24,9 +24,13 @@ function Upload-Firmware {
             $out = git rev-parse --verify --quiet HEAD 2>$null
             if ($LASTEXITCODE -eq 0 -and "$out" -cmatch '^[0-9a-f]+$') { $commit = "$out" }
         } catch { }
-        $idf = "unknown"; $fw = "unknown"
+        # The firmware version is the image's own (esp_app_desc_t at offset 32): the service refuses any other.
+        $img = [System.IO.File]::ReadAllBytes((Resolve-Path $Bin))
+        if ($img.Length -lt 80 -or [System.BitConverter]::ToUInt32($img, 32) -ne 0xABCD5432) { throw "$Bin is not an ESP-IDF app image (no app descriptor at offset 32)" }
+        $fw = [System.Text.Encoding]::ASCII.GetString($img, 48, 32).Split([char]0)[0]
+        if ($fw -cnotmatch '^[A-Za-z0-9._+-]+$') { throw "the app version in $Bin is not a valid firmware version: $fw" }
+        $idf = "unknown"
         if ($desc -and $desc.git_revision) { $idf = "$($desc.git_revision)" }
-        if ($desc -and $desc.project_version) { $fw = "$($desc.project_version)" }
         # ConvertTo-Json does the escaping.
         @{ git_commit = $commit; idf_version = $idf; firmware_version = $fw } | ConvertTo-Json | Set-Content "$work/version.json"
         Copy-Item $Bin "$work/$Model.bin"; Copy-Item "$base.elf" "$work/$Model.elf"; Copy-Item "$base.map" "$work/$Model.map"; Copy-Item sdkconfig "$work/sdkconfig"

@@ -42,11 +42,19 @@ git_commit=$(git rev-parse --verify --quiet HEAD 2>/dev/null || true)
 case "$git_commit" in
   ''|*[!0-9a-f]*) git_commit=unknown ;;
 esac
+# The firmware version is the one in the image's app descriptor (esp_app_desc_t, after the
+# 24-byte image header and the first 8-byte segment header): the service refuses any other.
+if [ "$(od -An -tx1 -j32 -N4 "$bin" | tr -d ' \n')" != "3254cdab" ]; then
+  echo "$bin is not an ESP-IDF app image (no app descriptor at offset 32)" >&2; exit 1
+fi
+fw=$(dd if="$bin" bs=1 skip=48 count=32 2>/dev/null | tr -d '\000')
+case "$fw" in
+  ''|*[!A-Za-z0-9._+-]*) echo "the app version in $bin is not a valid firmware version: $fw" >&2; exit 1 ;;
+esac
+fw_version="\"$fw\""
 idf_version='"unknown"'
-fw_version='"unknown"'
 if [ -f "$desc" ]; then
   idf_version=$(project git_revision)
-  fw_version=$(project project_version)
 fi
 printf '{"git_commit":"%s","idf_version":%s,"firmware_version":%s}\n' "$git_commit" "$idf_version" "$fw_version" > "$work/version.json"
 cp "$bin" "$work/$model.bin"; cp "$base.elf" "$work/$model.elf"; cp "$base.map" "$work/$model.map"; cp sdkconfig "$work/sdkconfig"

@@ -267,6 +267,12 @@ func TestUploadShUploadsABuild(t *testing.T) {
 			t.Fatalf("stored version: %v", v)
 		}
 
+		// The project description's version (9.9.9) is not the image's: the image's is uploaded.
+		c = newCICheckout(t, s, "thermo", "2.0.2", map[string]string{"project_name": "thermo", "project_version": "9.9.9"})
+		if out, errOut, err := c.upload(t); err != nil || strings.TrimSpace(out) != "2.0.2" {
+			t.Fatalf("upload.sh with a stale project_version: %v, stdout %q, stderr %s", err, out, errOut)
+		}
+
 		// With a commit, explicit arguments and no project description.
 		c = newCICheckout(t, s, "thermo", "2.0.1", nil)
 		c.git(t, "init", "-q")
@@ -292,7 +298,15 @@ func TestUploadShShowsTheServiceError(t *testing.T) {
 			want string
 		}{
 			{"unknown model", func() (string, string, error) { return c.upload(t, "nosuch", "build/thermo.bin") }, "DeviceModel nosuch was not found"},
-			{"version.json disagrees with the image", func() (string, string, error) { return c.upload(t) }, `"9.9.9"`},
+			{"not an app image", func() (string, string, error) {
+				// The version comes from the image's app descriptor; a file without one stops the script.
+				for _, ext := range []string{".bin", ".elf", ".map"} {
+					if err := os.WriteFile(filepath.Join(c.dir, "build", "junk"+ext), []byte("not an image, but long enough to have 80 bytes in it..........................."), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return c.upload(t, "thermo", "build/junk.bin")
+			}, "build/junk.bin is not an ESP-IDF app image"},
 			{"wrong token", func() (string, string, error) {
 				return c.run(t, []string{"IOTSUPPORT_TOKEN=wrong"}, "bash", c.script)
 			}, "upload failed (HTTP 401): "},

@@ -160,7 +160,7 @@ func declareSecurity(oapi *huma.OpenAPI) {
 			switch auth.Policy(method, path) {
 			case auth.Public, auth.TestingOnly:
 				op.Security = []map[string][]string{}
-			case auth.DeviceOnly:
+			case auth.DeviceOnly, auth.Authenticated:
 				op.Security = []map[string][]string{{schemeDevice: {}}, {schemeBearer: {}}}
 			default:
 				op.Security = []map[string][]string{{schemeBearer: {}}}
