@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -42,29 +41,7 @@ func (r *runner) fileServer(key string, size int64) (url string, stop func(), er
 
 // plainGet is a GET without credentials that checks the status and byte count.
 func (r *runner) plainGet(ctx context.Context, url string, hdr http.Header, status int, want int64) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	resp, err := r.hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	n, err := io.Copy(io.Discard, resp.Body)
-	if err != nil {
-		return n, err
-	}
-	if resp.StatusCode != status {
-		return n, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	if want >= 0 && n != want {
-		return n, fmt.Errorf("GET %s: %d bytes, want %d", url, n, want)
-	}
-	return n, nil
+	return r.get(ctx, url, url, nil, hdr, status, want)
 }
 
 // withFileServer measures srv against the file-server baseline (the ratio's) and the

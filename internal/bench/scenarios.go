@@ -36,14 +36,22 @@ func numCPU() int { return runtime.NumCPU() }
 // deviceGet is a device's GET with Basic auth; it drains the body and
 // checks the status and, when want >= 0, the byte count.
 func (r *runner) deviceGet(ctx context.Context, d device, path string, hdr http.Header, status int, want int64) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.api.base+path, nil)
+	return r.get(ctx, r.api.base+path, path, &d, hdr, status, want)
+}
+
+// get sends a GET (with d's Basic auth unless d is nil), drains the body and checks the
+// status and, when want >= 0, the byte count; errors name the request by label.
+func (r *runner) get(ctx context.Context, url, label string, d *device, hdr http.Header, status int, want int64) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
 	}
 	for k, v := range hdr {
 		req.Header[k] = v
 	}
-	req.SetBasicAuth(d.Key, d.Secret)
+	if d != nil {
+		req.SetBasicAuth(d.Key, d.Secret)
+	}
 	resp, err := r.hc.Do(req)
 	if err != nil {
 		return 0, err
@@ -54,10 +62,10 @@ func (r *runner) deviceGet(ctx context.Context, d device, path string, hdr http.
 		return n, err
 	}
 	if resp.StatusCode != status {
-		return n, fmt.Errorf("GET %s: %s", path, resp.Status)
+		return n, fmt.Errorf("GET %s: %s", label, resp.Status)
 	}
 	if want >= 0 && n != want {
-		return n, fmt.Errorf("GET %s: %d bytes, want %d", path, n, want)
+		return n, fmt.Errorf("GET %s: %d bytes, want %d", label, n, want)
 	}
 	return n, nil
 }
