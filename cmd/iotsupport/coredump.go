@@ -38,7 +38,7 @@ func coredumpCmd() *cobra.Command {
 				return err
 			}
 			defer cleanup()
-			n, err := a.Queue.ReparseWhere(cmd.Context(), status, model)
+			n, err := a.Coredumps.ReparseWhere(cmd.Context(), status, model)
 			if err != nil {
 				return err
 			}

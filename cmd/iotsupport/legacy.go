@@ -18,9 +18,8 @@ import (
 	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/config"
 	"github.com/iotsupport/iotsupport/internal/db"
-	"github.com/iotsupport/iotsupport/internal/devices"
-	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/legacy"
+	"github.com/iotsupport/iotsupport/internal/notify"
 )
 
 // adoptLegacy records the older service's revision as the baseline before our migrations
@@ -137,8 +136,13 @@ func migrateToS3Cmd() *cobra.Command {
 				o.Progress = cmd.OutOrStdout()
 			}
 			if !dryRun {
-				o.Firmware = firmware.NewService(d, store, devices.NewService(d, nil), nil, log, firmware.Config{
-					MaxFirmwares: cfg.MaxFirmwares, MaxBundleBytes: cfg.FirmwareMaxBundleBytes, TempDir: cfg.TempDir, Limits: o.Limits})
+				// The same service graph as the server's: imported versions are kept while
+				// PENDING dumps need them, and dumps waiting for them are re-queued.
+				svc, err := app.Assemble(cfg, log, d, store, notify.Nop{}, nil)
+				if err != nil {
+					return err
+				}
+				o.Firmware = svc.Firmware
 			}
 			// Crash test hook: IOTSUPPORT_TEST_KILL_AFTER=N exits with 137 as SIGKILL would,
 			// after N committed files, at the worst moment: the next core dump's object is

@@ -4,7 +4,6 @@ package app
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -159,61 +158,71 @@ func CleanSpools(cfg *config.Config, log *slog.Logger) int {
 	return n
 }
 
-// App is a running service's parts.
+// Services is the domain service graph: each table's owner, wired to the owners it
+// depends on through its constructor. Assemble is the one place that builds it; every
+// command that touches tables or objects gets its services from there.
+type Services struct {
+	Devices   *devices.Service
+	Firmware  *firmware.Service
+	Coredumps *coredumps.Service
+	Audit     *auth.Audit
+	// Queue inserts decode jobs (insert-only: it needs no workers).
+	Queue *decoding.Queue
+	// Decoding decodes dumps; Jobs runs it as River workers when started.
+	Decoding *decoding.Service
+	Jobs     *jobs.Client
+	Fsck     *fsck.Checker
+}
+
+// Assemble builds the service graph over an open database and store. notifier tells
+// devices about changes (notify.Nop{} for commands that send nothing); reg may be nil.
+func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, notifier notify.Notifier, reg prometheus.Registerer) (*Services, error) {
+	s := &Services{Audit: auth.NewAudit(d)}
+	s.Devices = devices.NewService(d, auth.Hash, firmware.ModelObjects{}, coredumps.DeviceObjects{}, notifier)
+	s.Devices.CacheCredentials(cfg.DeviceCacheTTL)
+	inserts, err := jobs.New(d, nil, jobs.Config{Timeout: cfg.DecodeTimeout}, log)
+	if err != nil {
+		return nil, err
+	}
+	if s.Queue, err = decoding.NewQueue(d, inserts, log); err != nil {
+		return nil, err
+	}
+	s.Coredumps = coredumps.NewService(d, store, s.Queue, s.Audit, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
+		UploadsPerHour: cfg.CoredumpUploadsPerHour}, log)
+	s.Firmware = firmware.NewService(d, store, s.Devices, s.Coredumps, notifier, log, firmware.Config{
+		MaxFirmwares: cfg.MaxFirmwares, MaxBundleBytes: cfg.FirmwareMaxBundleBytes, TempDir: cfg.TempDir,
+		Limits: bundle.Limits{MaxMemberBytes: cfg.FirmwareMaxMemberBytes, MaxTotalBytes: cfg.FirmwareMaxTotalBytes, MaxRatio: cfg.FirmwareMaxRatio},
+	})
+	s.Firmware.CacheCurrent(cfg.DeviceCacheTTL)
+	var dec decoding.Decoder
+	if cfg.Decoder == "sidecar" {
+		dec = decoding.NewSidecar(cfg.SidecarURL, cfg.SidecarXferDir, cfg.SidecarTimeout)
+	}
+	s.Decoding = decoding.NewService(d, s.Coredumps, s.Firmware, dec, decoding.Config{CacheBytes: cfg.DecoderCacheBytes,
+		MaxDumpBytes: int64(cfg.CoredumpMaxBytes) * 2}, log, reg)
+	if s.Jobs, err = jobs.New(d, decoding.Workers(s.Decoding), jobs.Config{Workers: cfg.DecodeWorkers, Timeout: cfg.DecodeTimeout}, log); err != nil {
+		return nil, err
+	}
+	s.Fsck = fsck.New(d, store)
+	return s, nil
+}
+
+// App is a running service's parts: the service graph and what serves it.
 type App struct {
+	*Services
 	Cfg      *config.Config
 	Log      *slog.Logger
 	DB       *db.DB
 	Store    blob.Store
 	Metrics  *prometheus.Registry
-	Devices  *devices.Service
 	Tokens   *auth.Tokens
-	Audit    *auth.Audit
 	Auth     *auth.Authenticator
 	Outbox   *outbox.Worker
 	Notifier notify.Notifier
-	Firmware *firmware.Service
 	HTTP     *httpapi.Server
 
-	Coredumps *coredumps.Service
-	Jobs      *jobs.Client
-	Decoding  *decoding.Service
-	Queue     *decoding.Queue
-
-	// Provisioning issues provisioning records; BeforeImage is its test hook.
+	// Provisioning issues provisioning records.
 	Provisioning *provisioning.Service
-}
-
-// wireDecoding connects ingestion, firmware and the decoder through River jobs.
-func (a *App) wireDecoding(log *slog.Logger, reg *prometheus.Registry) error {
-	var dec decoding.Decoder
-	if a.Cfg.Decoder == "sidecar" {
-		dec = decoding.NewSidecar(a.Cfg.SidecarURL, a.Cfg.SidecarXferDir, a.Cfg.SidecarTimeout)
-	}
-	a.Decoding = decoding.NewService(a.DB, a.Store, dec, decoding.Config{CacheBytes: a.Cfg.DecoderCacheBytes,
-		MaxDumpBytes: int64(a.Cfg.CoredumpMaxBytes) * 2}, log, reg)
-	client, err := jobs.New(a.DB, decoding.Workers(a.Decoding), jobs.Config{Workers: a.Cfg.DecodeWorkers, Timeout: a.Cfg.DecodeTimeout}, log)
-	if err != nil {
-		return err
-	}
-	a.Jobs = client
-	if a.Queue, err = decoding.NewQueue(a.DB, client, log); err != nil {
-		return err
-	}
-	a.Coredumps.OnCreated = append(a.Coredumps.OnCreated, a.Queue.EnqueueTx,
-		// The device's upload is audited in its own transaction: one commit fewer per upload.
-		func(ctx context.Context, tx *sql.Tx, _ int64) error {
-			return a.Audit.RecordPendingTx(ctx, tx, http.StatusCreated)
-		})
-	a.Firmware.Protected = decoding.NeededVersions
-	a.Firmware.AfterUpload = append(a.Firmware.AfterUpload, func(ctx context.Context, modelID int64, v *firmware.Version) {
-		if n, err := a.Queue.FirmwareArrived(ctx, modelID, v.Version, v.ELFSHA256); err != nil {
-			log.Warn("re-queue decodes after firmware upload", "error", err)
-		} else if n > 0 {
-			log.Info("re-queued core dumps waiting for this firmware", "version", v.Version, "count", n)
-		}
-	})
-	return nil
 }
 
 // StartBackground runs the outbox drain and, when DECODE_WORKERS > 0, the decode
@@ -223,7 +232,7 @@ func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 	go a.Outbox.Run(bg)
 	go a.Audit.RunPruner(bg, time.Duration(a.Cfg.AuditRetentionDays)*24*time.Hour, time.Hour, a.Log)
 	if a.Cfg.FsckInterval > 0 {
-		go fsck.NewPeriodic(fsck.New(a.DB, a.Store), a.Cfg.FsckGrace, a.Log, a.Metrics).Run(bg, a.Cfg.FsckInterval)
+		go fsck.NewPeriodic(a.Fsck, a.Cfg.FsckGrace, a.Log, a.Metrics).Run(bg, a.Cfg.FsckInterval)
 	}
 	workers := a.Cfg.DecodeWorkers > 0
 	if workers {
@@ -232,7 +241,7 @@ func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 			return nil, fmt.Errorf("start decode workers: %w", err)
 		}
 		// Every retry schedule ends well within 30 minutes; older PENDING rows lost their job.
-		go a.Queue.RunSweeper(bg, 5*time.Minute, 30*time.Minute, a.Log)
+		go a.Coredumps.RunSweeper(bg, 5*time.Minute, 30*time.Minute, a.Log)
 	}
 	return func() {
 		if workers {
@@ -259,10 +268,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	reg := prometheus.NewRegistry()
 	httpapi.RegisterCollectors(reg)
 	a := &App{Cfg: cfg, Log: log, DB: d, Store: store, Metrics: reg}
-	a.Devices = devices.NewService(d, auth.Hash)
-	a.Devices.CacheCredentials(cfg.DeviceCacheTTL)
 	a.Tokens = auth.NewTokens(d)
-	a.Audit = auth.NewAudit(d)
 	var verifier *auth.OIDC
 	if cfg.OIDCEnabled {
 		v, err := auth.NewOIDC(ctx, auth.OIDCConfig{IssuerURL: cfg.OIDCIssuerURL, Audience: cfg.Audience(), ClockSkew: cfg.OIDCClockSkew, JWKSMinRefresh: cfg.OIDCJWKSMinRefresh,
@@ -281,8 +287,6 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		sessions = testsession.New(nil)
 		authOpts.TestSession = sessions.Identity
 	}
-	a.Auth = auth.NewAuthenticator(a.Tokens, a.Devices, verifier, authOpts, log)
-	a.Outbox = outbox.NewWorker(d, store, log, reg)
 	a.Notifier = notify.Nop{}
 	if cfg.MQTTURL != "" {
 		n, err := notify.New(ctx, notify.Config{URL: cfg.MQTTURL, Username: cfg.MQTTUsername, Password: cfg.MQTTPassword, ClientID: cfg.MQTTClientID}, log, reg)
@@ -291,13 +295,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		}
 		a.Notifier = n
 	}
-	a.Devices.AfterConfigChange = append(a.Devices.AfterConfigChange, func(ctx context.Context, dev *devices.Device) {
-		a.Notifier.ConfigChanged(ctx, dev.ClientID())
-	})
-	a.Firmware = firmware.NewService(d, store, a.Devices, a.Notifier, log, firmware.Config{
-		MaxFirmwares: cfg.MaxFirmwares, MaxBundleBytes: cfg.FirmwareMaxBundleBytes, TempDir: cfg.TempDir,
-		Limits: bundle.Limits{MaxMemberBytes: cfg.FirmwareMaxMemberBytes, MaxTotalBytes: cfg.FirmwareMaxTotalBytes, MaxRatio: cfg.FirmwareMaxRatio},
-	})
+	svc, err := Assemble(cfg, log, d, store, a.Notifier, reg)
+	if err != nil {
+		return nil, err
+	}
+	a.Services = svc
+	a.Auth = auth.NewAuthenticator(a.Tokens, a.Devices, verifier, authOpts, log)
+	a.Outbox = outbox.NewWorker(d, store, log, reg)
 	if cfg.StorageBackend == "s3" && cfg.FirmwareCacheMaxBytes > 0 {
 		// Downloads then go out of a local file (sendfile) instead of through the process.
 		fc, err := blobcache.New(store, cfg.FirmwareCacheDir, cfg.FirmwareCacheMaxBytes, blobcache.Options{Log: log, Registerer: reg})
@@ -307,21 +311,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 			a.Firmware.Cache = fc
 		}
 	}
-	a.Firmware.CacheCurrent(cfg.DeviceCacheTTL)
-	a.Devices.BeforeModelDelete = append(a.Devices.BeforeModelDelete, firmware.BeforeModelDelete)
-	cores := coredumps.NewService(d, store, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
-		UploadsPerHour: cfg.CoredumpUploadsPerHour}, log)
-	a.Coredumps = cores
-	a.Devices.BeforeDeviceDelete = append(a.Devices.BeforeDeviceDelete, coredumps.BeforeDeviceDelete)
-	if err := a.wireDecoding(log, reg); err != nil {
-		return nil, err
-	}
 	a.Provisioning = provisioning.NewService(a.Devices, provisioning.Config{BaseURL: cfg.PublicBaseURL, MQTTURL: cfg.DeviceMQTTURL,
 		WiFiSSID: cfg.ProvisioningWiFiSSID, WiFiPassword: cfg.ProvisioningWiFiPassword,
 		BatchMax: cfg.ProvisioningBatchMax, MaxPartitionSize: cfg.ProvisioningMaxPartitionSize})
-	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: cores, Metrics: reg, AppEnv: cfg.AppEnv,
-		Decoding: a.Queue, PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
-		Auth: a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: a.Coredumps, Metrics: reg, AppEnv: cfg.AppEnv,
+		PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
+		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
 		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
 	return a, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/naming"
 )
 
 // Mode values.
@@ -201,7 +202,7 @@ func (a *Authenticator) basicDevice(r *http.Request) (*Identity, error) {
 	}
 	var d *devices.Device
 	stored := dummyHash
-	if devices.KeyPattern.MatchString(key) {
+	if naming.ValidDeviceKey(key) {
 		dev, h, err := a.devices.Credentials(r.Context(), key)
 		if err != nil && apperr.KindOf(err) != apperr.NotFound {
 			return nil, err

@@ -17,7 +17,6 @@ import (
 	"hash"
 	"io"
 	"io/fs"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/iotsupport/iotsupport/internal/espimage"
+	"github.com/iotsupport/iotsupport/internal/naming"
 )
 
 // Object names under which the artifacts are stored.
@@ -151,7 +151,7 @@ func (r *sizedReader) Close() error { return r.rc.Close() }
 // Bundle is a validated firmware bundle.
 type Bundle struct {
 	ModelCode string
-	Version   string // from the app descriptor; satisfies espimage.ValidVersion
+	Version   string // from the app descriptor; satisfies naming.ValidVersion
 	Image     *espimage.Image
 
 	// From version.json; non-string values are kept as JSON text, null as "".
@@ -176,15 +176,13 @@ func (b *Bundle) Artifact(name string) *Artifact {
 	return nil
 }
 
-var modelCodeRE = regexp.MustCompile(`^[a-z0-9_]{1,50}$`)
-
 const zipPrefix = "Invalid firmware ZIP: "
 
 // Validate checks the bundle ZIP in r (size bytes) for the model modelCode.
 // Bad content yields a *ValidationError; read errors from r are returned
 // wrapped. The returned artifacts read from r, so keep it open while using them.
 func Validate(r io.ReaderAt, size int64, modelCode string, limits Limits, mode Mode) (*Bundle, error) {
-	if !modelCodeRE.MatchString(modelCode) {
+	if !naming.ValidModelCode(modelCode) {
 		return nil, fmt.Errorf("validate bundle: invalid model code %q", modelCode)
 	}
 	limits = limits.withDefaults()
@@ -407,7 +405,7 @@ func (v *validator) readImage(f *zip.File) error {
 		}
 		return v.readFailure(f, err)
 	}
-	if !espimage.ValidVersion(im.Version) {
+	if !naming.ValidVersion(im.Version) {
 		m.rc.Close()
 		return invalid("Invalid firmware: version %s is not allowed (use 1 to 32 characters of A-Z, a-z, 0-9, '.', '_', '+', '-')", strconv.Quote(im.Version))
 	}

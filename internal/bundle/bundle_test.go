@@ -17,6 +17,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
 	"github.com/iotsupport/iotsupport/internal/espimage"
 	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
+	"github.com/iotsupport/iotsupport/internal/naming"
 )
 
 func validate(z []byte, code string, l bundle.Limits, mode bundle.Mode) (*bundle.Bundle, error) {
@@ -35,7 +36,7 @@ func TestValidateBundlesOfTestELFs(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
-			if !espimage.ValidVersion(b.Version) || b.Version != b.Image.Version || b.FirmwareVersion != b.Version {
+			if !naming.ValidVersion(b.Version) || b.Version != b.Image.Version || b.FirmwareVersion != b.Version {
 				t.Errorf("version %q, version.json %q", b.Version, b.FirmwareVersion)
 			}
 			if b.GitCommit != "abc123" || b.IDFVersion != b.Image.IDFVersion || len(b.Warnings) != 0 {

@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +22,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/naming"
 	"github.com/iotsupport/iotsupport/internal/outbox"
 )
 
@@ -32,10 +33,7 @@ const (
 	StatusError   = "ERROR"
 )
 
-// VersionPattern is the firmware version rule of DESIGN.md (versions become key segments elsewhere).
-var VersionPattern = regexp.MustCompile(`^[A-Za-z0-9._+-]{1,32}$`)
-
-var deviceKeyPattern = devices.KeyPattern
+var deviceKeyPattern = naming.DeviceKeyPattern
 
 // Coredump is one stored core dump and what ingest found in it.
 type Coredump struct {
@@ -76,22 +74,38 @@ type Options struct {
 	UploadsPerHour int
 }
 
-// Service implements core dump operations.
+// DecodeQueue queues a core dump for decoding inside the transaction that stored or
+// reset its row, so a committed PENDING dump always has its job (decoding.Queue).
+type DecodeQueue interface {
+	EnqueueTx(ctx context.Context, tx *sql.Tx, coredumpID int64) error
+}
+
+// UploadAudit records a device's upload in the upload's own transaction (auth.Audit).
+type UploadAudit interface {
+	RecordPendingTx(ctx context.Context, tx *sql.Tx, status int) error
+}
+
+// Service implements core dump operations: it is the only writer of the coredumps and
+// coredump_uploads tables and of the objects under coredumps/.
 type Service struct {
-	db    *db.DB
-	store blob.Store
-	opts  Options
-	log   *slog.Logger
+	db      *db.DB
+	store   blob.Store
+	decodes DecodeQueue
+	audit   UploadAudit
+	opts    Options
+	log     *slog.Logger
 	// now is the clock (tests move it).
 	now func() time.Time
-	// OnCreated runs inside the upload transaction after the row and object exist.
-	OnCreated []func(ctx context.Context, tx *sql.Tx, id int64) error
 	// refused remembers devices this replica turned away for the rate limit.
 	refused refusals
 }
 
-// NewService returns a Service.
-func NewService(d *db.DB, store blob.Store, opts Options, log *slog.Logger) *Service {
+// NewService returns a Service. decodes and audit are required: every stored dump gets
+// its decode job and every upload its audit entry.
+func NewService(d *db.DB, store blob.Store, decodes DecodeQueue, audit UploadAudit, opts Options, log *slog.Logger) *Service {
+	if decodes == nil || audit == nil {
+		panic("coredumps.NewService: a decode queue and an audit log are required")
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -104,21 +118,60 @@ func NewService(d *db.DB, store blob.Store, opts Options, log *slog.Logger) *Ser
 	if opts.UploadsPerHour <= 0 {
 		opts.UploadsPerHour = 30
 	}
-	return &Service{db: d, store: store, opts: opts, log: log, now: db.Now, refused: refusals{until: map[int64]refusal{}}}
+	return &Service{db: d, store: store, decodes: decodes, audit: audit, opts: opts, log: log, now: db.Now,
+		refused: refusals{until: map[int64]refusal{}}}
 }
 
 // SetClock replaces the clock (tests).
 func (s *Service) SetClock(now func() time.Time) { s.now = now }
 
+// The object-key layout of core dumps: coredumps/{device_key}/{id}.dmp. Root, Key,
+// DevicePrefix and keySQL are the only places it is spelled out.
+const (
+	// Root is the prefix of every core dump object.
+	Root      = "coredumps/"
+	keySuffix = ".dmp"
+)
+
 // Key is the object key of a core dump.
-func Key(deviceKey string, id int64) string { return fmt.Sprintf("coredumps/%s/%d.dmp", deviceKey, id) }
+func Key(deviceKey string, id int64) string {
+	return DevicePrefix(deviceKey) + strconv.FormatInt(id, 10) + keySuffix
+}
 
 // DevicePrefix is the prefix holding every core dump object of a device.
-func DevicePrefix(deviceKey string) string { return "coredumps/" + deviceKey + "/" }
+func DevicePrefix(deviceKey string) string { return Root + deviceKey + "/" }
 
-// BeforeDeviceDelete is the devices.Service hook that queues, in the deletion's
-// transaction, every core dump object of the device (the rows go by ON DELETE CASCADE).
-func BeforeDeviceDelete(ctx context.Context, tx *sql.Tx, d *devices.Device) error {
+// keySQL is Key as an SQL expression, for statements that handle many dumps at once:
+// prefix is an SQL expression for DevicePrefix, id one for the dump's id.
+func keySQL(prefix, id string) string {
+	return "CAST(" + prefix + " AS TEXT) || " + id + " || '" + keySuffix + "'"
+}
+
+// ParseKey splits a core dump object key into its device key and id (ok false for any
+// other key).
+func ParseKey(key string) (deviceKey string, id int64, ok bool) {
+	rest, found := strings.CutPrefix(key, Root)
+	if !found {
+		return "", 0, false
+	}
+	deviceKey, name, found := strings.Cut(rest, "/")
+	num, isDump := strings.CutSuffix(name, keySuffix)
+	if !found || !isDump || !naming.ValidDeviceKey(deviceKey) {
+		return "", 0, false
+	}
+	id, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != num {
+		return "", 0, false
+	}
+	return deviceKey, id, true
+}
+
+// DeviceObjects removes a device's core dump objects with the device: devices.Service
+// calls it in the deletion's transaction (the rows go by ON DELETE CASCADE).
+type DeviceObjects struct{}
+
+// DeviceDeleting queues every core dump object of the device for deletion, inside tx.
+func (DeviceObjects) DeviceDeleting(ctx context.Context, tx *sql.Tx, d *devices.Device) error {
 	if !deviceKeyPattern.MatchString(d.Key) {
 		return fmt.Errorf("coredumps: invalid device key %q", d.Key)
 	}
@@ -150,7 +203,7 @@ func CheckUploadParams(chip, version string) (string, error) {
 	if !KnownChip(chip) {
 		return "", apperr.Validationf("Unknown chip %q: expected an ESP32-family name such as esp32, esp32s3 or esp32c6", chip)
 	}
-	if !VersionPattern.MatchString(version) {
+	if !naming.ValidVersion(version) {
 		return "", apperr.Validationf("Invalid firmware_version: 1-32 characters of A-Z, a-z, 0-9, '.', '_', '+' and '-'")
 	}
 	return chip, nil
@@ -435,7 +488,7 @@ func (s *Service) Seed(ctx context.Context, in SeedInput) (*Coredump, error) {
 		return err
 	}
 	if _, err := s.upload(ctx, UploadInput{DeviceID: in.DeviceID, DeviceKey: key, Chip: in.Chip, FirmwareVersion: in.FirmwareVersion,
-		Body: bytes.NewReader(make([]byte, in.Size)), Size: in.Size}, []func(context.Context, *sql.Tx, int64) error{setState}); err != nil {
+		Body: bytes.NewReader(make([]byte, in.Size)), Size: in.Size}, setState); err != nil {
 		return nil, err
 	}
 	return c, nil

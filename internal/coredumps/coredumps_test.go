@@ -49,7 +49,7 @@ func TestMigrationAdoptsLegacyTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewService(d, store, Options{}, nil)
+	s := newTestService(d, store, Options{})
 	old, err := s.Get(ctx, 1, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestUploadWaitsForFirmwareChange(t *testing.T) {
 		VALUES ('lock2345', $1, '{}', true, now(), now()) RETURNING id`, mid).Scan(&did); err != nil {
 		t.Fatal(err)
 	}
-	s := NewService(env.DB, env.Store, Options{MaxBytes: 1 << 20, Keep: 5, UploadsPerHour: 100}, nil)
+	s := newTestService(env.DB, env.Store, Options{MaxBytes: 1 << 20, Keep: 5, UploadsPerHour: 100})
 
 	tx, err := env.DB.BeginTx(ctx, nil)
 	if err != nil {

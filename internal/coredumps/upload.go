@@ -8,10 +8,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/db"
@@ -19,17 +18,25 @@ import (
 )
 
 // Upload stores a device's core dump: the row (PENDING) and its object in one transaction,
-// with per-device retention and the hourly rate limit. It returns the new row.
+// with per-device retention and the hourly rate limit, the decode job and the device's
+// audit entry. It returns the new row.
 //
-// Uploads are the hot write path (whole fleets crash at once after a bad release), so on
-// PostgreSQL the transaction is the device lock, one statement for everything the rows
-// need (insertPostgres), the object, and the decode job.
+// Uploads are the hot write path (whole fleets crash at once after a bad release): the
+// transaction is one batch of statements (one round trip on PostgreSQL, see insert), the
+// object, and the decode job.
 func (s *Service) Upload(ctx context.Context, in UploadInput) (*Coredump, error) {
-	return s.upload(ctx, in, s.OnCreated)
+	return s.upload(ctx, in, func(ctx context.Context, tx *sql.Tx, id int64) error {
+		// Decode jobs go in this transaction: a committed dump always has its job.
+		if err := s.decodes.EnqueueTx(ctx, tx, id); err != nil {
+			return err
+		}
+		// The device's upload is audited in its own transaction: one commit fewer per upload.
+		return s.audit.RecordPendingTx(ctx, tx, http.StatusCreated)
+	})
 }
 
-// upload is Upload with the functions run in its transaction once the row and object exist.
-func (s *Service) upload(ctx context.Context, in UploadInput, onCreated []func(ctx context.Context, tx *sql.Tx, id int64) error) (*Coredump, error) {
+// upload is Upload with the function run in its transaction once the row and object exist.
+func (s *Service) upload(ctx context.Context, in UploadInput, created func(ctx context.Context, tx *sql.Tx, id int64) error) (*Coredump, error) {
 	chip, err := CheckUploadParams(in.Chip, in.FirmwareVersion)
 	if err != nil {
 		return nil, err
@@ -62,12 +69,7 @@ func (s *Service) upload(ctx context.Context, in UploadInput, onCreated []func(c
 		var st deviceState
 		var queued bool
 		var err error
-		if s.db.Dialect == db.Postgres {
-			c, st, queued, err = s.insertPostgres(ctx, tx, row)
-		} else {
-			c, st, queued, err = s.insertSQLite(ctx, tx, row)
-		}
-		if err != nil {
+		if c, st, queued, err = s.insert(ctx, tx, row); err != nil {
 			return err
 		}
 		if st.recent >= s.opts.UploadsPerHour {
@@ -88,13 +90,7 @@ func (s *Service) upload(ctx context.Context, in UploadInput, onCreated []func(c
 		if err := s.store.Put(ctx, key, bytes.NewReader(body), int64(len(body)), "application/octet-stream"); err != nil {
 			return storeErr(err)
 		}
-		// Decode jobs go in this transaction: a committed dump always has its job.
-		for _, h := range onCreated {
-			if err := h(ctx, tx, c.ID); err != nil {
-				return err
-			}
-		}
-		return nil
+		return created(ctx, tx, c.ID)
 	})
 	if err != nil {
 		if written != "" {
@@ -115,7 +111,6 @@ func (s *Service) upload(ctx context.Context, in UploadInput, onCreated []func(c
 type deviceState struct {
 	recent  int  // uploads in the last hour
 	expired bool // the upload log holds entries older than that
-	dumps   int  // stored core dumps (SQLite only)
 }
 
 // newRow is an upload's coredumps row.
@@ -137,104 +132,65 @@ func (r newRow) args() []any {
 		nullIfEmpty(r.reportedChip)}
 }
 
-const insertRow = `INSERT INTO coredumps AS c (device_id, chip, firmware_version, size, parse_status, uploaded_at,
+const insertRow = `INSERT INTO coredumps (device_id, chip, firmware_version, size, parse_status, uploaded_at,
 	created_at, updated_at, container, dump_version, checksum_ok, app_elf_sha_prefix, recognized, sha256, parse_error, reported_chip)
 	VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING ` + columns
 
-// insertPostgres locks the device, then in one statement reads the rate-limit counts,
-// records the upload, deletes the dumps beyond the newest Keep (never the new one) and
-// queues their objects, and inserts the row, returning it with the counts and whether
-// the outbox holds a deletion covering its key. Over the limit, the caller refuses and
-// the transaction's rollback undoes all of it.
+// beyondNewest selects the ids of a device's dumps past its newest keep ones (device id
+// and keep are the statement's placeholders).
+func beyondNewest(device, keep string) string {
+	return `SELECT id FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY uploaded_at DESC, id DESC) AS n FROM coredumps
+		WHERE device_id = ` + device + `) AS ranked WHERE n > ` + keep
+}
+
+// insert locks the device, reads the rate-limit counts, records the upload, deletes the
+// dumps beyond the newest Keep (never the new one) and queues their objects, and inserts
+// the row, returning it with the counts and whether the outbox holds a deletion covering
+// its key. Over the limit, the caller refuses and the transaction's rollback undoes all of
+// it. The statements go as one batch: a single round trip on PostgreSQL.
 //
 // The device row is held for the rest of the transaction, so concurrent uploads of one
 // device (on any replica) count and prune one after another; its model's row is shared,
 // which firmware changes lock exclusively: firmware retention then either sees this
-// PENDING dump and keeps the version it needs, or commits before the dump exists. The
-// lock is its own statement: a statement that waited for it would still read from the
-// snapshot of before the wait and miss a concurrent upload of the same device. Every part
-// of the second statement reads one snapshot, from before the upload. The two are sent
-// in one round trip (a pgx pipeline on the transaction's connection): statements in a
-// pipeline still run, and take their snapshots, one after another.
-func (s *Service) insertPostgres(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, deviceState, bool, error) {
+// PENDING dump and keeps the version it needs, or commits before the dump exists. (On
+// SQLite the transaction holds the database's write lock from its start.)
+func (s *Service) insert(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, deviceState, bool, error) {
 	var st deviceState
-	args := append(r.args(), r.now.Add(-time.Hour), DevicePrefix(r.deviceKey), s.opts.Keep-1, db.Now())
-	covering, more := outbox.Covering(`CAST($16 AS TEXT) || c.id || '.dmp'`, Key(r.deviceKey, 0), len(args)+1)
-	args = append(args, more...)
-	// $15 window start, $16 the device's key prefix, $17 Keep-1, $18 the outbox's clock.
-	// Object keys are Key(): $16 || id || '.dmp'.
-	q := `WITH window_counts AS (
-			SELECT (SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $15) AS recent,
-				EXISTS (SELECT 1 FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $15) AS expired),
-		logged AS (INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $6)),
-		doomed AS (SELECT id FROM coredumps WHERE device_id = $1 ORDER BY uploaded_at DESC, id DESC OFFSET $17),
-		gone AS (DELETE FROM coredumps g USING doomed WHERE g.id = doomed.id RETURNING g.id),
-		queued AS (INSERT INTO blob_deletions (key, is_prefix, created_at, next_attempt_at)
-			SELECT CAST($16 AS TEXT) || id || '.dmp', false, $18, $18 FROM gone)
-		` + insertRow + `,
-		(SELECT recent FROM window_counts), (SELECT expired FROM window_counts),
-		EXISTS (SELECT 1 FROM blob_deletions b WHERE ` + covering + `)`
 	var c *Coredump
-	var queued bool
-	err := s.db.WithPgx(tx, func(conn *pgx.Conn) error {
-		var b pgx.Batch
-		b.Queue(lockDevice, r.deviceID)
-		b.Queue(q, args...)
-		br := conn.SendBatch(ctx, &b)
-		var id int64
-		err := br.QueryRow().Scan(&id)
-		if err == nil {
-			if c, err = scan(extraScanner{br.QueryRow(), []any{&st.recent, &st.expired, &queued}}); err != nil {
-				err = fmt.Errorf("insert coredump: %w", err)
-			}
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
-		return err
-	})
-	if errors.Is(err, sql.ErrNoRows) { // pgx.ErrNoRows is sql.ErrNoRows too
+	var queued, found bool
+	prefix, keep := DevicePrefix(r.deviceKey), s.opts.Keep-1
+	rowArgs := append(r.args(), prefix)
+	covering, more := outbox.Covering(keySQL("$15", "coredumps.id"), Key(r.deviceKey, 0), len(rowArgs)+1)
+	err := s.db.Batch(ctx, tx,
+		db.Query{SQL: `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1` +
+			s.db.LockOf(db.ForUpdate, "d") + s.db.LockOf(db.ForShare, "m"),
+			Args: []any{r.deviceID}, Scan: func(row db.Row) error {
+				var id int64
+				err := row.Scan(&id)
+				found = err == nil
+				return err
+			}},
+		db.Query{SQL: `SELECT (SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2),
+			EXISTS (SELECT 1 FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $2)`,
+			Args: []any{r.deviceID, r.now.Add(-time.Hour)}, Scan: func(row db.Row) error { return row.Scan(&st.recent, &st.expired) }},
+		db.Query{SQL: `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, Args: []any{r.deviceID, r.now}},
+		db.Query{SQL: outbox.EnqueueSelected(`SELECT `+keySQL("$2", "id")+` AS key FROM (`+beyondNewest("$1", "$3")+`) AS doomed`, "$4"),
+			Args: []any{r.deviceID, prefix, keep, r.now}},
+		db.Query{SQL: `DELETE FROM coredumps WHERE id IN (` + beyondNewest("$1", "$2") + `)`, Args: []any{r.deviceID, keep}},
+		db.Query{SQL: insertRow + `, EXISTS (SELECT 1 FROM blob_deletions b WHERE ` + covering + `)`, Args: append(rowArgs, more...),
+			Scan: func(row db.Row) error {
+				var err error
+				c, err = scan(extraScanner{row, []any{&queued}})
+				return err
+			}},
+	)
+	if !found && errors.Is(err, sql.ErrNoRows) { // pgx.ErrNoRows is sql.ErrNoRows too
 		return nil, st, false, apperr.NotFoundf("Device %d was not found", r.deviceID)
 	}
-	if err != nil {
-		return nil, st, false, err
-	}
-	return c, st, queued, nil
-}
-
-// lockDevice holds the device for the rest of the upload's transaction and shares its model.
-const lockDevice = `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1
-	FOR UPDATE OF d FOR SHARE OF m`
-
-// insertSQLite does what insertPostgres does in several statements (in-process, they are
-// cheap); the transaction holds SQLite's write lock from its start. Over the limit it
-// returns before writing.
-func (s *Service) insertSQLite(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, deviceState, bool, error) {
-	var st deviceState
-	err := tx.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2),
-		EXISTS (SELECT 1 FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $2),
-		(SELECT COUNT(*) FROM coredumps WHERE device_id = $1)
-		FROM devices WHERE id = $1`, r.deviceID, r.now.Add(-time.Hour)).Scan(&st.recent, &st.expired, &st.dumps)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, st, false, apperr.NotFoundf("Device %d was not found", r.deviceID)
-	}
-	if err != nil || st.recent >= s.opts.UploadsPerHour {
-		return nil, st, false, err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, r.deviceID, r.now); err != nil {
-		return nil, st, false, fmt.Errorf("record upload: %w", err)
-	}
-	if st.dumps >= s.opts.Keep {
-		if err := s.prune(ctx, tx, r.deviceID, r.deviceKey); err != nil {
-			return nil, st, false, err
-		}
-	}
-	c, err := scan(tx.QueryRowContext(ctx, insertRow, r.args()...))
 	if err != nil {
 		return nil, st, false, fmt.Errorf("insert coredump: %w", err)
 	}
-	queued, err := outbox.Queued(ctx, tx, Key(r.deviceKey, c.ID))
-	return c, st, queued, err
+	return c, st, queued, nil
 }
 
 // extraScanner scans trailing columns into extra.
@@ -308,18 +264,4 @@ func (r *refusals) check(id int64, key string, now time.Time) (time.Duration, bo
 		return 0, false
 	}
 	return v.until.Sub(now), true
-}
-
-// prune deletes the device's dumps beyond the newest Keep-1, to make room for the one
-// being inserted, and queues their objects in the outbox (SQLite; insertPostgres does
-// this in its statement).
-func (s *Service) prune(ctx context.Context, tx *sql.Tx, deviceID int64, deviceKey string) error {
-	ids, err := db.Int64s(ctx, tx, `SELECT id FROM coredumps WHERE device_id = $1 ORDER BY uploaded_at DESC, id DESC`, deviceID)
-	if err != nil {
-		return fmt.Errorf("retention: %w", err)
-	}
-	if len(ids) < s.opts.Keep {
-		return nil
-	}
-	return deleteRows(ctx, tx, deviceKey, ids[s.opts.Keep-1:])
 }

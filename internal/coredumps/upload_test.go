@@ -54,7 +54,7 @@ func TestUploadRateLimitRetentionAndOutbox(t *testing.T) {
 		opts := Options{MaxBytes: 1 << 20, Keep: 2, UploadsPerHour: 3}
 		clock := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 		now := func() time.Time { return clock }
-		s, replica := NewService(env.DB, env.Store, opts, nil), NewService(env.DB, env.Store, opts, nil)
+		s, replica := newTestService(env.DB, env.Store, opts), newTestService(env.DB, env.Store, opts)
 		s.SetClock(now)
 		replica.SetClock(now)
 		upload := func(s *Service, body io.Reader) (*Coredump, error) {

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -21,20 +20,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/elfsym"
 	"github.com/iotsupport/iotsupport/internal/espcore"
+	"github.com/iotsupport/iotsupport/internal/firmware"
 )
 
-// Error kinds stored in coredumps.parse_error.
+// Error kinds recorded in coredumps.parse_error (defined by their owner, coredumps).
 const (
-	KindNoFirmware    = "no_firmware"
-	KindELFMismatch   = "elf_mismatch"
-	KindCorrupt       = "corrupt"
-	KindUnsupported   = "unsupported"
-	KindDecoderFailed = "decoder_failed"
-	KindTimeout       = "timeout"
-	KindMissingObject = "missing_object"
+	KindNoFirmware    = coredumps.KindNoFirmware
+	KindELFMismatch   = coredumps.KindELFMismatch
+	KindCorrupt       = coredumps.KindCorrupt
+	KindUnsupported   = coredumps.KindUnsupported
+	KindDecoderFailed = coredumps.KindDecoderFailed
+	KindTimeout       = coredumps.KindTimeout
+	KindMissingObject = coredumps.KindMissingObject
 )
 
 // Failure is a permanent decode failure: the row ends in ERROR with Kind and Msg.
@@ -86,14 +87,31 @@ type Config struct {
 	MaxDumpBytes int64
 }
 
+// Dumps is what decoding needs of the core-dump owner (coredumps.Service): the dump to
+// decode, its bytes, and where its result goes.
+type Dumps interface {
+	DecodeTarget(ctx context.Context, id int64) (*coredumps.DecodeTarget, error)
+	ReadDump(ctx context.Context, t *coredumps.DecodeTarget, limit int64) ([]byte, error)
+	RecordResult(ctx context.Context, tx *sql.Tx, id int64, r coredumps.Result) error
+	PendingCount(ctx context.Context) (int, error)
+}
+
+// Firmware is what decoding needs of the firmware owner (firmware.Service): which stored
+// ELF belongs to a dump, and its bytes.
+type Firmware interface {
+	VersionELF(ctx context.Context, q db.Querier, modelID int64, version string) (firmware.ELFRef, bool, error)
+	ELFByPrefix(ctx context.Context, q db.Querier, modelID int64, prefix string) (firmware.ELFRef, bool, error)
+	ReadELF(ctx context.Context, modelCode, version string) ([]byte, error)
+}
+
 // Service decodes core dumps.
 type Service struct {
-	db      *db.DB
-	store   blob.Store
-	log     *slog.Logger
-	decoder Decoder
-	cfg     Config
-	now     func() time.Time
+	db       *db.DB
+	dumps    Dumps
+	firmware Firmware
+	log      *slog.Logger
+	decoder  Decoder
+	cfg      Config
 
 	// Invocations counts decoder calls (tests assert each dump is decoded once).
 	Invocations atomic.Int64
@@ -102,9 +120,13 @@ type Service struct {
 	outcomes *prometheus.CounterVec
 }
 
-// NewService returns the service; decoder nil means the native decoder.
-func NewService(d *db.DB, store blob.Store, decoder Decoder, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Service {
-	s := &Service{db: d, store: store, log: log, cfg: cfg, now: db.Now,
+// NewService returns the service; decoder nil means the native decoder. d is used only
+// for the transaction that records a missing firmware under the model's lock.
+func NewService(d *db.DB, dumps Dumps, fw Firmware, decoder Decoder, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Service {
+	if dumps == nil || fw == nil {
+		panic("decoding.NewService: the core dump and firmware owners are required")
+	}
+	s := &Service{db: d, dumps: dumps, firmware: fw, log: log, cfg: cfg,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "iotsupport_decode_duration_seconds",
 			Help: "Core dump decode time by decoder.", Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"decoder"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "iotsupport_decode_outcomes_total",
@@ -120,40 +142,11 @@ func NewService(d *db.DB, store blob.Store, decoder Decoder, cfg Config, log *sl
 			Help: "Core dumps waiting to be decoded (PENDING)."}, func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			var n int
-			_ = d.QueryRowContext(ctx, `SELECT COUNT(*) FROM coredumps WHERE parse_status = 'PENDING'`).Scan(&n)
+			n, _ := dumps.PendingCount(ctx)
 			return float64(n)
 		}))
 	}
 	return s
-}
-
-// dumpRow is what decoding needs of a core dump.
-type dumpRow struct {
-	id        int64
-	deviceKey string
-	modelID   int64
-	modelCode string
-	chip      string
-	reported  string
-	prefix    string
-	status    string
-}
-
-func (s *Service) load(ctx context.Context, id int64) (*dumpRow, error) {
-	var r dumpRow
-	var prefix sql.NullString
-	err := s.db.QueryRowContext(ctx, `SELECT c.id, d.key, m.id, m.code, c.chip, c.firmware_version, c.app_elf_sha_prefix, c.parse_status
-		FROM coredumps c JOIN devices d ON d.id = c.device_id JOIN device_models m ON m.id = d.device_model_id WHERE c.id = $1`, id).
-		Scan(&r.id, &r.deviceKey, &r.modelID, &r.modelCode, &r.chip, &r.reported, &prefix, &r.status)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, transient(fmt.Errorf("load core dump %d: %w", id, db.Classify(err)))
-	}
-	r.prefix = strings.ToLower(prefix.String)
-	return &r, nil
 }
 
 func transient(err error) error { return fmt.Errorf("%w: %w", ErrTransient, err) }
@@ -165,51 +158,40 @@ type firmwareChoice struct {
 	note    string // said in the report, e.g. the reported version's ELF differs
 }
 
-type querier interface {
-	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
-}
-
 // pick chooses the ELF: by the dump's SHA prefix among this model's versions whatever
 // version the device reported (the reported version first when it matches), else the
 // reported version. A reported version whose ELF hash is unknown (adopted from the older
-// service) is used as it is.
-func (s *Service) pick(ctx context.Context, q querier, r *dumpRow) (*firmwareChoice, error) {
-	var reportedSHA sql.NullString
-	err := q.QueryRowContext(ctx, `SELECT elf_sha256 FROM firmware_versions WHERE device_model_id = $1 AND version = $2`,
-		r.modelID, r.reported).Scan(&reportedSHA)
-	reportedExists := err == nil
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, transient(db.Classify(err))
+// service) is used as it is. q is the database or the caller's transaction.
+func (s *Service) pick(ctx context.Context, q db.Querier, r *coredumps.DecodeTarget) (*firmwareChoice, error) {
+	reported, reportedExists, err := s.firmware.VersionELF(ctx, q, r.ModelID, r.Version)
+	if err != nil {
+		return nil, transient(err)
 	}
-	reportedSHA.String = strings.ToLower(strings.TrimSpace(reportedSHA.String))
-	if r.prefix == "" || (reportedExists && (!reportedSHA.Valid || reportedSHA.String == "")) {
+	if r.ELFPrefix == "" || (reportedExists && reported.SHA256 == "") {
 		if !reportedExists {
-			return nil, fail(KindNoFirmware, "no firmware %s of model %s is stored (the dump names no ELF SHA-256)", r.reported, r.modelCode)
+			return nil, fail(KindNoFirmware, "no firmware %s of model %s is stored (the dump names no ELF SHA-256)", r.Version, r.ModelCode)
 		}
-		return &firmwareChoice{version: r.reported, sha: reportedSHA.String}, nil
+		return &firmwareChoice{version: r.Version, sha: reported.SHA256}, nil
 	}
-	if reportedExists && strings.HasPrefix(reportedSHA.String, r.prefix) {
-		return &firmwareChoice{version: r.reported, sha: reportedSHA.String}, nil
+	if reportedExists && strings.HasPrefix(reported.SHA256, r.ELFPrefix) {
+		return &firmwareChoice{version: r.Version, sha: reported.SHA256}, nil
 	}
-	var version, sha string
-	err = q.QueryRowContext(ctx, `SELECT version, elf_sha256 FROM firmware_versions WHERE device_model_id = $1 AND elf_sha256 IS NOT NULL
-		AND substr(elf_sha256, 1, $2) = $3 ORDER BY uploaded_at DESC LIMIT 1`, r.modelID, len(r.prefix), r.prefix).Scan(&version, &sha)
+	match, ok, err := s.firmware.ELFByPrefix(ctx, q, r.ModelID, r.ELFPrefix)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		if reportedExists {
-			return nil, fail(KindELFMismatch, "the dump was made by an ELF whose SHA-256 starts with %s, but firmware %s of model %s has ELF %s and no stored version matches",
-				r.prefix, r.reported, r.modelCode, short(reportedSHA.String))
-		}
-		return nil, fail(KindNoFirmware, "no firmware of model %s has an ELF whose SHA-256 starts with %s (device reported %s)", r.modelCode, r.prefix, r.reported)
 	case err != nil:
-		return nil, transient(db.Classify(err))
+		return nil, transient(err)
+	case !ok && reportedExists:
+		return nil, fail(KindELFMismatch, "the dump was made by an ELF whose SHA-256 starts with %s, but firmware %s of model %s has ELF %s and no stored version matches",
+			r.ELFPrefix, r.Version, r.ModelCode, short(reported.SHA256))
+	case !ok:
+		return nil, fail(KindNoFirmware, "no firmware of model %s has an ELF whose SHA-256 starts with %s (device reported %s)", r.ModelCode, r.ELFPrefix, r.Version)
 	}
-	c := &firmwareChoice{version: version, sha: sha}
+	c := &firmwareChoice{version: match.Version, sha: match.SHA256}
 	if reportedExists {
 		c.note = fmt.Sprintf("The device reported firmware %s, whose ELF (%s) does not match the dump; decoded with firmware %s, whose ELF matches.",
-			r.reported, short(reportedSHA.String), version)
+			r.Version, short(reported.SHA256), match.Version)
 	} else {
-		c.note = fmt.Sprintf("The device reported firmware %s, which is not stored; decoded with firmware %s, whose ELF matches the dump.", r.reported, version)
+		c.note = fmt.Sprintf("The device reported firmware %s, which is not stored; decoded with firmware %s, whose ELF matches the dump.", r.Version, match.Version)
 	}
 	return c, nil
 }
@@ -221,29 +203,15 @@ func short(sha string) string {
 	return sha
 }
 
-func (s *Service) read(ctx context.Context, key string, limit int64) ([]byte, error) {
-	rc, info, err := s.store.Get(ctx, key, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	if limit > 0 && info.Size > limit {
-		return nil, fmt.Errorf("%s is %d bytes, over the %d-byte limit", key, info.Size, limit)
-	}
-	var buf bytes.Buffer
-	buf.Grow(int(info.Size))
-	if _, err := io.Copy(&buf, rc); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
 // Decode decodes one core dump and records the outcome. It returns an error only
 // for transient failures (wrapped ErrTransient), which the job retries.
 func (s *Service) Decode(ctx context.Context, id int64) error {
-	r, err := s.load(ctx, id)
-	if err != nil || r == nil {
-		return err // a deleted dump needs nothing
+	r, err := s.dumps.DecodeTarget(ctx, id)
+	if err != nil {
+		return transient(err)
+	}
+	if r == nil {
+		return nil // a deleted dump needs nothing
 	}
 	text, rep, err := s.decode(ctx, r)
 	var f *Failure
@@ -266,37 +234,33 @@ func (s *Service) Decode(ctx context.Context, id int64) error {
 // meanwhile. It holds the model row (shared) so a firmware upload, which locks it, either
 // committed before — then pick finds it and the job retries — or commits after, and its
 // re-queue of failed dumps sees this ERROR.
-func (s *Service) finishMissingFirmware(ctx context.Context, r *dumpRow, f *Failure) error {
+func (s *Service) finishMissingFirmware(ctx context.Context, r *coredumps.DecodeTarget, f *Failure) error {
 	arrived := false
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		if s.db.Dialect == db.Postgres {
-			if _, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE id = $1 FOR SHARE`, r.modelID); err != nil {
-				return err
-			}
+		if err := firmware.ShareModel(ctx, s.db, tx, r.ModelID); err != nil {
+			return err
 		}
 		if _, err := s.pick(ctx, tx, r); err == nil {
 			arrived = true
 			return nil
 		}
-		out, report := f.Msg, any(nil)
+		res := coredumps.Result{Status: coredumps.StatusError, Kind: f.Kind, Output: f.Msg}
 		if f.Report != nil {
-			out = f.Msg + "\n\nWithout the firmware ELF (no function names or lines):\n\n" + f.Report.Text()
+			res.Output = f.Msg + "\n\nWithout the firmware ELF (no function names or lines):\n\n" + f.Report.Text()
 			if b, err := json.Marshal(f.Report); err == nil {
-				report = string(b)
+				res.Report = b
 			}
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE coredumps SET parse_status = 'ERROR', parse_error = $1, parsed_output = $2, report = $3,
-			parsed_at = $4, updated_at = $4 WHERE id = $5`, f.Kind, out, report, s.now(), r.id)
-		return err
+		return s.dumps.RecordResult(ctx, tx, r.ID, res)
 	})
 	if err != nil {
-		return transient(fmt.Errorf("record decode result of %d: %w", r.id, db.Classify(err)))
+		return transient(fmt.Errorf("record decode result of %d: %w", r.ID, db.Classify(err)))
 	}
 	if arrived {
-		return transient(fmt.Errorf("firmware for core dump %d arrived while decoding; retrying", r.id))
+		return transient(fmt.Errorf("firmware for core dump %d arrived while decoding; retrying", r.ID))
 	}
 	s.outcomes.WithLabelValues(f.Kind).Inc()
-	s.log.Info("core dump decoded", "coredump_id", r.id, "status", "ERROR", "kind", f.Kind)
+	s.log.Info("core dump decoded", "coredump_id", r.ID, "status", "ERROR", "kind", f.Kind)
 	return nil
 }
 
@@ -305,8 +269,8 @@ func (s *Service) Fail(ctx context.Context, id int64, kind, msg string) error {
 	return s.finish(ctx, id, "ERROR", kind, msg, nil)
 }
 
-func (s *Service) decode(ctx context.Context, r *dumpRow) (string, *espcore.Report, error) {
-	dump, err := s.read(ctx, fmt.Sprintf("coredumps/%s/%d.dmp", r.deviceKey, r.id), s.cfg.MaxDumpBytes)
+func (s *Service) decode(ctx context.Context, r *coredumps.DecodeTarget) (string, *espcore.Report, error) {
+	dump, err := s.dumps.ReadDump(ctx, r, s.cfg.MaxDumpBytes)
 	switch {
 	case errors.Is(err, blob.ErrNotFound):
 		return "", nil, fail(KindMissingObject, "the stored core dump object is missing")
@@ -322,10 +286,10 @@ func (s *Service) decode(ctx context.Context, r *dumpRow) (string, *espcore.Repo
 		return "", nil, withoutELF(err, dump)
 	}
 	readELF := func() ([]byte, error) {
-		b, err := s.read(ctx, "firmware/"+r.modelCode+"/"+fw.version+"/firmware.elf", 0)
+		b, err := s.firmware.ReadELF(ctx, r.ModelCode, fw.version)
 		switch {
 		case errors.Is(err, blob.ErrNotFound):
-			return nil, withoutELF(fail(KindNoFirmware, "firmware %s of model %s has no stored ELF", fw.version, r.modelCode), dump)
+			return nil, withoutELF(fail(KindNoFirmware, "firmware %s of model %s has no stored ELF", fw.version, r.ModelCode), dump)
 		case err != nil:
 			return nil, transient(err)
 		}
@@ -338,7 +302,7 @@ func (s *Service) decode(ctx context.Context, r *dumpRow) (string, *espcore.Repo
 		}
 	}
 	start := time.Now()
-	in := Input{CoredumpID: r.id, Chip: r.chip, Dump: dump, ELF: elfBytes, ELFSHA256: fw.sha}
+	in := Input{CoredumpID: r.ID, Chip: r.Chip, Dump: dump, ELF: elfBytes, ELFSHA256: fw.sha}
 	text, rep, err := s.decoder.Decode(ctx, in)
 	if errors.Is(err, ErrNeedELF) && in.ELF == nil { // evicted since HasELF
 		if in.ELF, err = readELF(); err != nil {
@@ -402,21 +366,14 @@ func withoutELF(err error, dump []byte) error {
 }
 
 func (s *Service) finish(ctx context.Context, id int64, status, kind, output string, rep *espcore.Report) error {
-	var reportJSON any
+	res := coredumps.Result{Status: status, Kind: kind, Output: output}
 	if rep != nil {
-		b, err := json.Marshal(rep)
-		if err == nil {
-			reportJSON = string(b)
+		if b, err := json.Marshal(rep); err == nil {
+			res.Report = b
 		}
 	}
-	var kindVal any
-	if kind != "" {
-		kindVal = kind
-	}
-	_, err := s.db.ExecContext(ctx, `UPDATE coredumps SET parse_status = $1, parse_error = $2, parsed_output = $3, report = $4,
-		parsed_at = $5, updated_at = $5 WHERE id = $6`, status, kindVal, output, reportJSON, s.now(), id)
-	if err != nil {
-		return transient(fmt.Errorf("record decode result of %d: %w", id, db.Classify(err)))
+	if err := s.dumps.RecordResult(ctx, nil, id, res); err != nil {
+		return transient(err)
 	}
 	outcome := "parsed"
 	if kind != "" {

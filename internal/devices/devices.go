@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -20,9 +19,6 @@ import (
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/db"
 )
-
-// KeyPattern is the rule for device keys; keys become object-key segments.
-var KeyPattern = regexp.MustCompile(`^[a-z0-9]{8}$`)
 
 // Device is a device with its model reference and derived fields.
 type Device struct {
@@ -365,9 +361,7 @@ func (s *Service) UpdateDevice(ctx context.Context, id int64, config string, act
 	}
 	d, err := s.GetDevice(ctx, id)
 	if err == nil && changed {
-		for _, h := range s.AfterConfigChange {
-			h(ctx, d)
-		}
+		s.notifier.ConfigChanged(ctx, d.ClientID())
 	}
 	return d, err
 }
@@ -379,10 +373,8 @@ func (s *Service) DeleteDevice(ctx context.Context, id int64) error {
 		if err != nil {
 			return err
 		}
-		for _, h := range s.BeforeDeviceDelete {
-			if err := h(ctx, tx, d); err != nil {
-				return err
-			}
+		if err := s.deviceCleanup.DeviceDeleting(ctx, tx, d); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM devices WHERE id = $1`, id)
 		return err
@@ -394,11 +386,8 @@ func (s *Service) DeleteDevice(ctx context.Context, id int64) error {
 // lockModelShared keeps the model from being deleted under the transaction's new
 // devices (it conflicts with DeleteModel's lock); SQLite transactions already run one at a time.
 func (s *Service) lockModelShared(ctx context.Context, tx *sql.Tx, modelID int64) error {
-	if s.db.Dialect != db.Postgres {
-		return nil
-	}
 	var one int
-	if err := tx.QueryRowContext(ctx, `SELECT 1 FROM device_models WHERE id = $1 FOR SHARE`, modelID).Scan(&one); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT 1 FROM device_models WHERE id = $1`+s.db.Lock(db.ForShare), modelID).Scan(&one); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return apperr.NotFoundf("DeviceModel %d was not found", modelID)
 		}

@@ -8,17 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/naming"
 	"github.com/iotsupport/iotsupport/internal/ttlcache"
 )
-
-// CodePattern is the rule for model codes; codes become object-key segments.
-var CodePattern = regexp.MustCompile(`^[a-z0-9_]{1,50}$`)
 
 // Model is a device model with its derived fields.
 type Model struct {
@@ -39,14 +36,31 @@ type ModelInput struct {
 	ConfigSchema *string
 }
 
-// Service implements device-model and device operations.
+// ModelCleanup removes, inside a model deletion's transaction, what other owners keep
+// of the model (firmware.ModelObjects: its versions and their objects).
+type ModelCleanup interface {
+	ModelDeleting(ctx context.Context, tx *sql.Tx, m *Model) error
+}
+
+// DeviceCleanup removes, inside a device deletion's transaction, what other owners keep
+// of the device (coredumps.DeviceObjects: its core dump objects).
+type DeviceCleanup interface {
+	DeviceDeleting(ctx context.Context, tx *sql.Tx, d *Device) error
+}
+
+// ConfigNotifier tells a device that its config changed, after the change committed
+// (notify.Notifier over MQTT).
+type ConfigNotifier interface {
+	ConfigChanged(ctx context.Context, clientID string)
+}
+
+// Service implements device-model and device operations: it is the only writer of the
+// device_models and devices tables.
 type Service struct {
-	db *db.DB
-	// OnDelete hooks run inside the delete transactions (e.g. to queue object deletions).
-	BeforeModelDelete  []func(ctx context.Context, tx *sql.Tx, m *Model) error
-	BeforeDeviceDelete []func(ctx context.Context, tx *sql.Tx, d *Device) error
-	// AfterConfigChange runs after a device's config change committed (e.g. MQTT notify).
-	AfterConfigChange []func(ctx context.Context, d *Device)
+	db            *db.DB
+	modelCleanup  ModelCleanup
+	deviceCleanup DeviceCleanup
+	notifier      ConfigNotifier
 	// Hasher stores device secrets; required.
 	Hasher SecretHasher
 	// creds answers device authentication from memory for a few seconds (CacheCredentials).
@@ -67,8 +81,13 @@ func (s *Service) CacheCredentials(ttl time.Duration) {
 // forget drops cached credentials after a committed change.
 func (s *Service) forget() { s.creds.Clear() }
 
-// NewService returns a Service over d.
-func NewService(d *db.DB, hasher SecretHasher) *Service { return &Service{db: d, Hasher: hasher} }
+// NewService returns a Service over d. Every argument is required.
+func NewService(d *db.DB, hasher SecretHasher, models ModelCleanup, devices DeviceCleanup, notifier ConfigNotifier) *Service {
+	if hasher == nil || models == nil || devices == nil || notifier == nil {
+		panic("devices.NewService: hasher, model and device cleanup and notifier are required")
+	}
+	return &Service{db: d, Hasher: hasher, modelCleanup: models, deviceCleanup: devices, notifier: notifier}
+}
 
 const modelColumns = `m.id, m.code, m.name, m.firmware_version, m.config_schema, m.created_at, m.updated_at,
 	(SELECT COUNT(*) FROM devices d WHERE d.device_model_id = m.id)`
@@ -147,7 +166,7 @@ func validateName(name string) error {
 
 // CreateModel validates and inserts a model; a duplicate code is RECORD_EXISTS.
 func (s *Service) CreateModel(ctx context.Context, in ModelInput) (*Model, error) {
-	if !CodePattern.MatchString(in.Code) {
+	if !naming.ValidModelCode(in.Code) {
 		return nil, apperr.Validationf("code must match ^[a-z0-9_]+$ and be 1-50 characters")
 	}
 	if in.Name == nil {
@@ -213,10 +232,8 @@ func (s *Service) UpdateModel(ctx context.Context, id int64, in ModelInput) (*Mo
 func (s *Service) DeleteModel(ctx context.Context, id int64) error {
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
 		// Lock the model so a device created concurrently cannot be cascaded away unseen.
-		if s.db.Dialect == db.Postgres {
-			if _, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE id = $1 FOR UPDATE`, id); err != nil {
-				return err
-			}
+		if err := s.db.LockRow(ctx, tx, db.ForUpdate, "device_models", "id", id); err != nil {
+			return err
 		}
 		m, err := s.getModel(ctx, tx, `m.id = $1`, id, fmt.Sprint(id))
 		if err != nil {
@@ -225,10 +242,8 @@ func (s *Service) DeleteModel(ctx context.Context, id int64) error {
 		if m.DeviceCount > 0 {
 			return apperr.InvalidOperationf("Cannot delete device model because model has %d associated device(s)", m.DeviceCount)
 		}
-		for _, h := range s.BeforeModelDelete {
-			if err := h(ctx, tx, m); err != nil {
-				return err
-			}
+		if err := s.modelCleanup.ModelDeleting(ctx, tx, m); err != nil {
+			return err
 		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM device_models WHERE id = $1`, id)
 		return err

@@ -250,25 +250,6 @@ func parseAppDesc(s *scanner, im *Image, segLen int, sum *uint64) error {
 	return nil
 }
 
-// ValidVersion reports whether s may be used as a firmware version (and so as
-// a storage key segment): 1–32 characters of [A-Za-z0-9._+-].
-func ValidVersion(s string) bool {
-	if len(s) == 0 || len(s) > 32 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
-			c == '.', c == '_', c == '+', c == '-':
-		default:
-			return false
-		}
-	}
-	// "." and ".." are path elements, never versions.
-	return s != "." && s != ".."
-}
-
 func cstr(b []byte) string {
 	if i := bytes.IndexByte(b, 0); i >= 0 {
 		b = b[:i]

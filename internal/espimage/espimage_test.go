@@ -12,6 +12,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/espimage"
 	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
+	"github.com/iotsupport/iotsupport/internal/naming"
 )
 
 func parseBytes(b []byte) (*espimage.Image, error) {
@@ -52,7 +53,7 @@ func TestParseImagesBuiltFromTestELFs(t *testing.T) {
 			if !im.HashAppended || len(im.Segments) < 3 || im.Segments[0].Offset != 0x20 {
 				t.Errorf("segments = %+v, hash %v", im.Segments, im.HashAppended)
 			}
-			if !espimage.ValidVersion(im.Version) {
+			if !naming.ValidVersion(im.Version) {
 				t.Errorf("version %q not valid", im.Version)
 			}
 		})
@@ -211,19 +212,6 @@ func TestParseReaderReportsReadErrorsAsIOErrors(t *testing.T) {
 	var e *espimage.Error
 	if err == nil || errors.As(err, &e) || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("err = %v, want a wrapped read error", err)
-	}
-}
-
-func TestValidVersion(t *testing.T) {
-	for _, v := range []string{"1", "v1.0-56-g30082bf", "2.0.1+build_7", strings.Repeat("x", 32), "..a"} {
-		if !espimage.ValidVersion(v) {
-			t.Errorf("ValidVersion(%q) = false", v)
-		}
-	}
-	for _, v := range []string{"", strings.Repeat("x", 33), "1/2", "..", ".", "a b", "v1\x00", "é", "a\\b"} {
-		if espimage.ValidVersion(v) {
-			t.Errorf("ValidVersion(%q) = true", v)
-		}
 	}
 }
 

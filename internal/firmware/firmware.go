@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
@@ -40,13 +41,20 @@ func ValidArtifact(name string) bool {
 	return false
 }
 
+// The object-key layout of firmware: firmware/{code}/{version}/{artifact}. Root, Key,
+// Prefix and ModelPrefix are the only places it is spelled out.
+
+// Root is the prefix of every firmware object.
+const Root = "firmware/"
+
 // Key is the object key of one artifact.
-func Key(code, version, artifact string) string {
-	return "firmware/" + code + "/" + version + "/" + artifact
-}
+func Key(code, version, artifact string) string { return Prefix(code, version) + artifact }
 
 // Prefix is the folder of one version.
-func Prefix(code, version string) string { return "firmware/" + code + "/" + version + "/" }
+func Prefix(code, version string) string { return ModelPrefix(code) + version + "/" }
+
+// ModelPrefix is the folder of every version of a model.
+func ModelPrefix(code string) string { return Root + code + "/" }
 
 // ArtifactInfo is the recorded size and SHA-256 of one stored artifact.
 type ArtifactInfo struct {
@@ -82,19 +90,36 @@ type Config struct {
 	TempDir        string
 }
 
-// Service implements firmware operations.
+// Models is what firmware needs of the device-model owner (devices.Service): the model a
+// request names, its devices to notify, and its current-version column.
+type Models interface {
+	GetModel(ctx context.Context, id int64) (*devices.Model, error)
+	GetModelByCode(ctx context.Context, code string) (*devices.Model, error)
+	ListDevices(ctx context.Context, modelID *int64) ([]*devices.Device, error)
+	FirmwareVersionTx(ctx context.Context, tx *sql.Tx, modelID int64) (string, error)
+	SetFirmwareVersionTx(ctx context.Context, tx *sql.Tx, modelID int64, version string) error
+}
+
+// Dumps is what firmware needs of the core-dump owner (coredumps.Service).
+type Dumps interface {
+	// FirmwareNeeds lists what the model's undecoded (PENDING) dumps wait for, inside tx:
+	// the versions they reported and the ELF SHA-256 prefixes they carry. Retention and
+	// deletion keep every version matching either.
+	FirmwareNeeds(ctx context.Context, tx *sql.Tx, modelID int64) (versions, elfPrefixes []string, err error)
+	// FirmwareArrived re-queues the dumps that failed for want of this version's ELF.
+	FirmwareArrived(ctx context.Context, modelID int64, version, elfSHA256 string) (int, error)
+}
+
+// Service implements firmware operations: it is the only writer of firmware_versions and
+// of the objects under firmware/.
 type Service struct {
-	db      *db.DB
-	store   blob.Store
-	devices *devices.Service
-	notify  notify.Notifier
-	log     *slog.Logger
-	cfg     Config
-	// Protected returns versions of a model that retention must keep (e.g. needed by
-	// PENDING core dumps of its devices); runs inside the upload transaction.
-	Protected func(ctx context.Context, tx *sql.Tx, modelID int64) (map[string]bool, error)
-	// AfterUpload runs after a new version committed (e.g. re-queue waiting decodes).
-	AfterUpload []func(ctx context.Context, modelID int64, v *Version)
+	db     *db.DB
+	store  blob.Store
+	models Models
+	dumps  Dumps
+	notify notify.Notifier
+	log    *slog.Logger
+	cfg    Config
 	// current answers CurrentOfDevice from memory (CacheCurrent); notify waits for its TTL.
 	current *ttlcache.Cache[int64, currentOf]
 	later   delayed
@@ -103,12 +128,31 @@ type Service struct {
 	Cache *blobcache.Cache
 }
 
-// NewService returns the firmware service.
-func NewService(d *db.DB, store blob.Store, devs *devices.Service, n notify.Notifier, log *slog.Logger, cfg Config) *Service {
-	if n == nil {
-		n = notify.Nop{}
+// NewService returns the firmware service. Every argument is required.
+func NewService(d *db.DB, store blob.Store, models Models, dumps Dumps, n notify.Notifier, log *slog.Logger, cfg Config) *Service {
+	if models == nil || dumps == nil || n == nil || log == nil {
+		panic("firmware.NewService: models, dumps, notifier and log are required")
 	}
-	return &Service{db: d, store: store, devices: devs, notify: n, log: log, cfg: cfg}
+	return &Service{db: d, store: store, models: models, dumps: dumps, notify: n, log: log, cfg: cfg}
+}
+
+// ModelRef names a model by id or, on the pipeline routes, by code.
+type ModelRef struct {
+	ID   int64
+	Code string
+}
+
+// ModelID refers to a model by id.
+func ModelID(id int64) ModelRef { return ModelRef{ID: id} }
+
+// ModelCode refers to a model by code.
+func ModelCode(code string) ModelRef { return ModelRef{Code: code} }
+
+func (s *Service) model(ctx context.Context, ref ModelRef) (*devices.Model, error) {
+	if ref.Code != "" {
+		return s.models.GetModelByCode(ctx, ref.Code)
+	}
+	return s.models.GetModel(ctx, ref.ID)
 }
 
 // UploadResult is the outcome of an upload.
@@ -119,10 +163,19 @@ type UploadResult struct {
 	Created bool // false when an identical version was re-uploaded
 }
 
-// Upload validates a bundle read from body and stores it as the model's current version.
+// Upload validates a bundle and stores it as the model's current version. body is called
+// once the model is known (an unknown model is refused before the body is read).
 // Replace allows a version that exists with different content to be overwritten.
-func (s *Service) Upload(ctx context.Context, m *devices.Model, body io.Reader, replace bool) (*UploadResult, error) {
-	f, size, cleanup, err := Spool(s.cfg.TempDir, body, s.cfg.MaxBundleBytes)
+func (s *Service) Upload(ctx context.Context, ref ModelRef, body func() (io.Reader, error), replace bool) (*UploadResult, error) {
+	m, err := s.model(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	r, err := body()
+	if err != nil {
+		return nil, err
+	}
+	f, size, cleanup, err := Spool(s.cfg.TempDir, r, s.cfg.MaxBundleBytes)
 	defer cleanup()
 	if err != nil {
 		return nil, err
@@ -212,15 +265,11 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 		}
 		current := version
 		if makeCurrent {
-			if _, err := tx.ExecContext(ctx, `UPDATE device_models SET firmware_version = $1, updated_at = $2 WHERE id = $3`, version, db.Now(), m.ID); err != nil {
+			if err := s.models.SetFirmwareVersionTx(ctx, tx, m.ID, version); err != nil {
 				return err
 			}
-		} else {
-			var cur sql.NullString
-			if err := tx.QueryRowContext(ctx, `SELECT firmware_version FROM device_models WHERE id = $1`, m.ID).Scan(&cur); err != nil {
-				return err
-			}
-			current = cur.String
+		} else if current, err = s.models.FirmwareVersionTx(ctx, tx, m.ID); err != nil {
+			return err
 		}
 		var err2 error
 		pruned, err2 = s.retain(ctx, tx, m, current, version)
@@ -265,9 +314,12 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 	if makeCurrent {
 		s.afterCurrentChanged(ctx, m, version)
 	}
-	if v, err := s.GetVersion(ctx, m, version); err == nil {
-		for _, h := range s.AfterUpload {
-			h(ctx, m.ID, v)
+	if v, err := s.getVersion(ctx, m, version); err == nil {
+		// Dumps that failed for want of this ELF decode now.
+		if n, err := s.dumps.FirmwareArrived(ctx, m.ID, v.Version, v.ELFSHA256); err != nil {
+			s.log.Warn("re-queue decodes after firmware upload", "error", err)
+		} else if n > 0 {
+			s.log.Info("re-queued core dumps waiting for this firmware", "version", v.Version, "count", n)
 		}
 	}
 	return res, nil
@@ -282,14 +334,39 @@ func (s *Service) putArtifact(ctx context.Context, key string, a *bundle.Artifac
 	return s.store.Put(ctx, key, rc, a.Size, "application/octet-stream")
 }
 
-// LockModel serialises changes to a model's firmware (uploads, pin, delete, retention)
-// on PostgreSQL; SQLite transactions are already exclusive.
+// LockModel serialises changes to a model's firmware (uploads, pin, delete, retention):
+// the model's row, held for update. Readers that depend on the model's firmware set (a
+// core dump upload, a decode recording a missing ELF) share it.
 func LockModel(ctx context.Context, d *db.DB, tx *sql.Tx, modelID int64) error {
-	if d.Dialect != db.Postgres {
-		return nil
+	return d.LockRow(ctx, tx, db.ForUpdate, "device_models", "id", modelID)
+}
+
+// ShareModel holds the model's firmware set unchanged for the rest of tx (see LockModel).
+func ShareModel(ctx context.Context, d *db.DB, tx *sql.Tx, modelID int64) error {
+	return d.LockRow(ctx, tx, db.ForShare, "device_models", "id", modelID)
+}
+
+// protected returns which of the model's versions undecoded core dumps still need, by
+// reported version or ELF SHA-256 prefix (versions maps version to its ELF SHA-256).
+func (s *Service) protected(ctx context.Context, tx *sql.Tx, modelID int64, versions map[string]string) (map[string]bool, error) {
+	names, prefixes, err := s.dumps.FirmwareNeeds(ctx, tx, modelID)
+	if err != nil {
+		return nil, err
 	}
-	_, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE id = $1 FOR UPDATE`, modelID)
-	return err
+	out := map[string]bool{}
+	for _, v := range names {
+		if _, ok := versions[v]; ok {
+			out[v] = true
+		}
+	}
+	for v, sha := range versions {
+		for _, p := range prefixes {
+			if sha != "" && p != "" && strings.HasPrefix(strings.ToLower(sha), strings.ToLower(p)) {
+				out[v] = true
+			}
+		}
+	}
+	return out, nil
 }
 
 func sameArtifacts(stored string, arts map[string]ArtifactInfo) bool {
@@ -308,18 +385,19 @@ func sameArtifacts(stored string, arts map[string]ArtifactInfo) bool {
 // retain keeps the newest MaxFirmwares versions by upload time, never the current
 // version nor protected ones; pruned rows go now, their objects through the outbox.
 func (s *Service) retain(ctx context.Context, tx *sql.Tx, m *devices.Model, current, storing string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT id, version FROM firmware_versions WHERE device_model_id = $1 ORDER BY uploaded_at DESC, id DESC`, m.ID)
+	rows, err := tx.QueryContext(ctx, `SELECT id, version, COALESCE(elf_sha256, '') FROM firmware_versions WHERE device_model_id = $1
+		ORDER BY uploaded_at DESC, id DESC`, m.ID)
 	if err != nil {
 		return nil, err
 	}
 	type row struct {
-		id      int64
-		version string
+		id           int64
+		version, elf string
 	}
 	var all []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.id, &r.version); err != nil {
+		if err := rows.Scan(&r.id, &r.version, &r.elf); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -332,11 +410,13 @@ func (s *Service) retain(ctx context.Context, tx *sql.Tx, m *devices.Model, curr
 	if len(all) <= s.cfg.MaxFirmwares {
 		return nil, nil
 	}
-	protected := map[string]bool{}
-	if s.Protected != nil {
-		if protected, err = s.Protected(ctx, tx, m.ID); err != nil {
-			return nil, err
-		}
+	elfs := map[string]string{}
+	for _, r := range all {
+		elfs[r.version] = r.elf
+	}
+	protected, err := s.protected(ctx, tx, m.ID, elfs)
+	if err != nil {
+		return nil, err
 	}
 	var pruned []string
 	for _, r := range all[s.cfg.MaxFirmwares:] {
@@ -361,7 +441,7 @@ func (s *Service) afterCurrentChanged(ctx context.Context, m *devices.Model, ver
 }
 
 func (s *Service) notifyDevices(ctx context.Context, m *devices.Model, version string) {
-	ds, err := s.devices.ListDevices(ctx, &m.ID)
+	ds, err := s.models.ListDevices(ctx, &m.ID)
 	if err != nil {
 		s.log.Warn("list devices for notification", "model", m.Code, "error", err)
 		return
@@ -396,8 +476,17 @@ func scanVersion(sc scanner) (*Version, error) {
 	return &v, nil
 }
 
-// ListVersions returns a model's stored versions, newest upload first.
-func (s *Service) ListVersions(ctx context.Context, m *devices.Model) ([]*Version, error) {
+// ListVersions returns the model and its stored versions, newest upload first.
+func (s *Service) ListVersions(ctx context.Context, ref ModelRef) (*devices.Model, []*Version, error) {
+	m, err := s.model(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	vs, err := s.listVersions(ctx, m)
+	return m, vs, err
+}
+
+func (s *Service) listVersions(ctx context.Context, m *devices.Model) ([]*Version, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+versionColumns+` FROM firmware_versions fv JOIN device_models m ON m.id = fv.device_model_id
 		WHERE fv.device_model_id = $1 ORDER BY fv.uploaded_at DESC, fv.id DESC`, m.ID)
 	if err != nil {
@@ -416,7 +505,15 @@ func (s *Service) ListVersions(ctx context.Context, m *devices.Model) ([]*Versio
 }
 
 // GetVersion returns one stored version.
-func (s *Service) GetVersion(ctx context.Context, m *devices.Model, version string) (*Version, error) {
+func (s *Service) GetVersion(ctx context.Context, ref ModelRef, version string) (*Version, error) {
+	m, err := s.model(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return s.getVersion(ctx, m, version)
+}
+
+func (s *Service) getVersion(ctx context.Context, m *devices.Model, version string) (*Version, error) {
 	v, err := scanVersion(s.db.QueryRowContext(ctx, `SELECT `+versionColumns+` FROM firmware_versions fv JOIN device_models m ON m.id = fv.device_model_id
 		WHERE fv.device_model_id = $1 AND fv.version = $2`, m.ID, version))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -425,9 +522,14 @@ func (s *Service) GetVersion(ctx context.Context, m *devices.Model, version stri
 	return v, storeErr("get firmware version", err)
 }
 
-// SetCurrent makes a stored version current (rollback or pin) and notifies devices.
-func (s *Service) SetCurrent(ctx context.Context, m *devices.Model, version string) error {
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+// SetCurrent makes a stored version current (rollback or pin), notifies devices and
+// returns the model as it is now.
+func (s *Service) SetCurrent(ctx context.Context, ref ModelRef, version string) (*devices.Model, error) {
+	m, err := s.model(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		if err := LockModel(ctx, s.db, tx, m.ID); err != nil {
 			return err
 		}
@@ -439,46 +541,49 @@ func (s *Service) SetCurrent(ctx context.Context, m *devices.Model, version stri
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE device_models SET firmware_version = $1, updated_at = $2 WHERE id = $3`, version, db.Now(), m.ID)
-		return err
+		return s.models.SetFirmwareVersionTx(ctx, tx, m.ID, version)
 	})
 	s.current.Clear()
 	if err != nil {
-		return storeErr("set current firmware", err)
+		return nil, storeErr("set current firmware", err)
 	}
 	s.afterCurrentChanged(ctx, m, version)
-	return nil
+	return s.models.GetModel(ctx, m.ID)
 }
 
 // DeleteVersion removes a stored version that is neither current nor protected.
-func (s *Service) DeleteVersion(ctx context.Context, m *devices.Model, version string) error {
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+func (s *Service) DeleteVersion(ctx context.Context, ref ModelRef, version string) error {
+	m, err := s.model(ctx, ref)
+	if err != nil {
+		return err
+	}
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		if err := LockModel(ctx, s.db, tx, m.ID); err != nil {
 			return err
 		}
-		var current sql.NullString
-		if err := tx.QueryRowContext(ctx, `SELECT firmware_version FROM device_models WHERE id = $1`, m.ID).Scan(&current); err != nil {
+		current, err := s.models.FirmwareVersionTx(ctx, tx, m.ID)
+		if err != nil {
 			return err
 		}
 		var id int64
-		err := tx.QueryRowContext(ctx, `SELECT id FROM firmware_versions WHERE device_model_id = $1 AND version = $2`, m.ID, version).Scan(&id)
+		var elf string
+		err = tx.QueryRowContext(ctx, `SELECT id, COALESCE(elf_sha256, '') FROM firmware_versions WHERE device_model_id = $1 AND version = $2`,
+			m.ID, version).Scan(&id, &elf)
 		if errors.Is(err, sql.ErrNoRows) {
 			return apperr.NotFoundf("FirmwareVersion %s %s was not found", m.Code, version)
 		}
 		if err != nil {
 			return err
 		}
-		if current.String == version {
+		if current == version {
 			return apperr.InvalidOperationf("Cannot delete firmware version %s because it is the current version of %s", version, m.Code)
 		}
-		if s.Protected != nil {
-			p, err := s.Protected(ctx, tx, m.ID)
-			if err != nil {
-				return err
-			}
-			if p[version] {
-				return apperr.InvalidOperationf("Cannot delete firmware version %s because core dumps waiting to be decoded need it", version)
-			}
+		p, err := s.protected(ctx, tx, m.ID, map[string]string{version: elf})
+		if err != nil {
+			return err
+		}
+		if p[version] {
+			return apperr.InvalidOperationf("Cannot delete firmware version %s because core dumps waiting to be decoded need it", version)
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM firmware_versions WHERE id = $1`, id); err != nil {
 			return err
@@ -489,12 +594,16 @@ func (s *Service) DeleteVersion(ctx context.Context, m *devices.Model, version s
 	return storeErr("delete firmware version", err)
 }
 
-// BeforeModelDelete queues every version's objects of a model being deleted (hook for devices.Service).
-func BeforeModelDelete(ctx context.Context, tx *sql.Tx, m *devices.Model) error {
+// ModelObjects removes a model's firmware with the model: devices.Service calls it in the
+// deletion's transaction.
+type ModelObjects struct{}
+
+// ModelDeleting deletes the model's versions and queues their objects, inside tx.
+func (ModelObjects) ModelDeleting(ctx context.Context, tx *sql.Tx, m *devices.Model) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM firmware_versions WHERE device_model_id = $1`, m.ID); err != nil {
 		return err
 	}
-	return outbox.EnqueuePrefix(ctx, tx, "firmware/"+m.Code+"/")
+	return outbox.EnqueuePrefix(ctx, tx, ModelPrefix(m.Code))
 }
 
 type currentOf struct {
@@ -522,11 +631,15 @@ type Artifact struct {
 }
 
 // Current returns the current firmware.bin of a model: 404 when there is none.
-func (s *Service) Current(ctx context.Context, m *devices.Model) (*Artifact, error) {
+func (s *Service) Current(ctx context.Context, ref ModelRef) (*Artifact, error) {
+	m, err := s.model(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
 	if m.FirmwareVersion == nil {
 		return nil, apperr.NotFoundf("Firmware %s was not found", m.Code)
 	}
-	return s.Artifact(ctx, m, *m.FirmwareVersion, "firmware.bin")
+	return s.artifact(ctx, m, *m.FirmwareVersion, "firmware.bin")
 }
 
 // CurrentOfDevice returns a device's model (ID, Code, Name and FirmwareVersion
@@ -573,17 +686,25 @@ func (s *Service) currentOfDevice(ctx context.Context, deviceID int64) (*devices
 	if size.Int64 > 0 && sha.String != "" {
 		return &m, &Artifact{Code: m.Code, Version: fw.String, Name: "firmware.bin", Size: size.Int64, SHA256: sha.String}, nil
 	}
-	a, err := s.Artifact(ctx, &m, fw.String, "firmware.bin") // adopted versions: sizes from the store
+	a, err := s.artifact(ctx, &m, fw.String, "firmware.bin") // adopted versions: sizes from the store
 	return &m, a, err
 }
 
 // Artifact describes one artifact of a stored version. Versions adopted from the older
 // service have no recorded sizes; their size comes from the store.
-func (s *Service) Artifact(ctx context.Context, m *devices.Model, version, name string) (*Artifact, error) {
+func (s *Service) Artifact(ctx context.Context, ref ModelRef, version, name string) (*Artifact, error) {
+	m, err := s.model(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return s.artifact(ctx, m, version, name)
+}
+
+func (s *Service) artifact(ctx context.Context, m *devices.Model, version, name string) (*Artifact, error) {
 	if !ValidArtifact(name) {
 		return nil, apperr.NotFoundf("Artifact %s was not found", name)
 	}
-	v, err := s.GetVersion(ctx, m, version)
+	v, err := s.getVersion(ctx, m, version)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
+	"github.com/iotsupport/iotsupport/internal/naming"
 )
 
 // CoredumpSummary is a core dump in lists (ORIGINAL-SYSTEM §2.4).
@@ -86,7 +87,7 @@ func (s *Server) registerCoredumps() {
 		Tags: []string{"Devices (device-facing)"},
 		Parameters: []*huma.Param{
 			{Name: "chip", In: "query", Required: true, Description: "ESP32-family chip name, e.g. esp32s3 (case-insensitive)", Schema: &huma.Schema{Type: "string"}},
-			{Name: "firmware_version", In: "query", Required: true, Description: "Firmware version running at crash time", Schema: &huma.Schema{Type: "string", Pattern: coredumps.VersionPattern.String()}},
+			{Name: "firmware_version", In: "query", Required: true, Description: "Firmware version running at crash time", Schema: &huma.Schema{Type: "string", Pattern: naming.VersionPattern.String()}},
 		},
 		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{"application/octet-stream": {Schema: &huma.Schema{Type: "string", Format: "binary"}}}},
 		Responses: map[string]*huma.Response{

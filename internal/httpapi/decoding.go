@@ -8,9 +8,6 @@ import (
 )
 
 func (s *Server) registerDecoding() {
-	if s.deps.Decoding == nil {
-		return
-	}
 	huma.Register(s.api, huma.Operation{OperationID: "reparse-coredump", Method: http.MethodPost,
 		Path: "/api/devices/{device_id}/coredumps/{coredump_id}/reparse", Summary: "Decode a core dump again (queued)",
 		Tags: []string{"Core dumps"}, DefaultStatus: http.StatusAccepted},
@@ -23,7 +20,7 @@ func (s *Server) registerDecoding() {
 				CoredumpID int64  `json:"coredump_id"`
 			}
 		}, error) {
-			if err := s.deps.Decoding.Reparse(ctx, in.DeviceID, in.CoredumpID); err != nil {
+			if err := s.deps.Coredumps.Reparse(ctx, in.DeviceID, in.CoredumpID); err != nil {
 				return nil, err
 			}
 			out := &struct {

@@ -287,13 +287,13 @@ func TestStalePendingDumpsAreRequeued(t *testing.T) {
 	dump, _, _ := caseDump(t, "esp32c3")
 	id := uploadDump(t, s, key, secret, dump, "esp32c3", "1.0.0")
 	ctx := context.Background()
-	if n, err := s.App.Queue.SweepStale(ctx, 30*time.Minute); err != nil || n != 0 {
+	if n, err := s.App.Coredumps.SweepStale(ctx, 30*time.Minute); err != nil || n != 0 {
 		t.Fatalf("fresh dump swept: %d %v", n, err)
 	}
 	// Its job is gone (e.g. discarded after a crash in the last attempts) and it is old.
 	testenv.MustExec(t, env.DB, `DELETE FROM river_job`)
 	testenv.MustExec(t, env.DB, `UPDATE coredumps SET updated_at = $1 WHERE id = $2`, time.Now().UTC().Add(-time.Hour), id)
-	if n, err := s.App.Queue.SweepStale(ctx, 30*time.Minute); err != nil || n != 1 {
+	if n, err := s.App.Coredumps.SweepStale(ctx, 30*time.Minute); err != nil || n != 1 {
 		t.Fatalf("stale dump not re-queued: %d %v", n, err)
 	}
 	if n := testenv.Count(t, env.DB, "river_job"); n != 1 {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/blob"
-	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 )
 
@@ -88,22 +87,14 @@ func uploadStream(r *http.Request) (io.Reader, error) {
 	}
 }
 
-func (s *Server) upload(w http.ResponseWriter, r *http.Request, m *devices.Model, body io.Reader) {
+func (s *Server) upload(w http.ResponseWriter, r *http.Request, ref firmware.ModelRef, body func() (io.Reader, error)) {
 	replace, _ := strconv.ParseBool(r.URL.Query().Get("replace"))
-	res, err := s.deps.Firmware.Upload(r.Context(), m, body, replace)
+	res, err := s.deps.Firmware.Upload(r.Context(), ref, body, replace)
 	if err != nil {
 		writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, UploadResponse{ID: res.ModelID, Code: res.Code, FirmwareVersion: res.Version})
-}
-
-func (s *Server) modelFromPath(r *http.Request) (*devices.Model, error) {
-	id, err := pathID(r, "model_id")
-	if err != nil {
-		return nil, err
-	}
-	return s.deps.Devices.GetModel(r.Context(), id)
 }
 
 // pathID is a positive integer path parameter; anything else names no resource (404,
@@ -159,38 +150,26 @@ func (s *Server) registerFirmware() {
 		if err == nil {
 			body, err = uploadBody(r)
 		}
-		var m *devices.Model
-		if err == nil {
-			m, err = s.deps.Devices.GetModel(r.Context(), id)
-		}
 		if err != nil {
 			writeError(w, r, err)
 			return
 		}
-		s.upload(w, r, m, body)
+		s.upload(w, r, firmware.ModelID(id), func() (io.Reader, error) { return body, nil })
 	})
 	oapi.AddOperation(uploadOperation("upload-firmware", "/api/device-models/{model_id}/firmware", "Upload a firmware bundle", tags))
 
 	s.router.Post("/api/pipeline/models/{code}/firmware", func(w http.ResponseWriter, r *http.Request) {
-		m, err := s.deps.Devices.GetModelByCode(r.Context(), chi.URLParam(r, "code"))
-		var body io.Reader
-		if err == nil {
-			body, err = uploadBody(r)
-		}
-		if err != nil {
-			writeError(w, r, err)
-			return
-		}
-		s.upload(w, r, m, body)
+		// The model is looked up before the body is checked (an unknown code is a 404).
+		s.upload(w, r, firmware.ModelCode(chi.URLParam(r, "code")), func() (io.Reader, error) { return uploadBody(r) })
 	})
 	oapi.AddOperation(uploadOperation("pipeline-upload-firmware", "/api/pipeline/models/{code}/firmware", "Upload a firmware bundle (CI pipeline)", []string{"Pipeline"}))
 
 	s.router.Get("/api/device-models/{model_id}/firmware", func(w http.ResponseWriter, r *http.Request) {
-		m, err := s.modelFromPath(r)
+		id, err := pathID(r, "model_id")
 		if err == nil {
 			var a *firmware.Artifact
-			if a, err = s.deps.Firmware.Current(r.Context(), m); err == nil {
-				s.serveArtifact(w, r, a, "firmware-"+m.Code+".bin")
+			if a, err = s.deps.Firmware.Current(r.Context(), firmware.ModelID(id)); err == nil {
+				s.serveArtifact(w, r, a, "firmware-"+a.Code+".bin")
 				return
 			}
 		}
@@ -200,11 +179,11 @@ func (s *Server) registerFirmware() {
 		Summary: "Download the model's current firmware.bin", Tags: tags, Responses: binaryResponses("firmware.bin")})
 
 	s.router.Get("/api/device-models/{model_id}/firmware-versions/{version}/{artifact}", func(w http.ResponseWriter, r *http.Request) {
-		m, err := s.modelFromPath(r)
+		id, err := pathID(r, "model_id")
 		if err == nil {
 			var a *firmware.Artifact
-			if a, err = s.deps.Firmware.Artifact(r.Context(), m, chi.URLParam(r, "version"), chi.URLParam(r, "artifact")); err == nil {
-				s.serveArtifact(w, r, a, m.Code+"-"+a.Version+"-"+a.Name)
+			if a, err = s.deps.Firmware.Artifact(r.Context(), firmware.ModelID(id), chi.URLParam(r, "version"), chi.URLParam(r, "artifact")); err == nil {
+				s.serveArtifact(w, r, a, a.Code+"-"+a.Version+"-"+a.Name)
 				return
 			}
 		}
@@ -290,11 +269,7 @@ func (s *Server) registerFirmware() {
 				Count    int           `json:"count"`
 			}
 		}, error) {
-			m, err := s.deps.Devices.GetModel(ctx, in.ModelID)
-			if err != nil {
-				return nil, err
-			}
-			vs, err := s.deps.Firmware.ListVersions(ctx, m)
+			m, vs, err := s.deps.Firmware.ListVersions(ctx, firmware.ModelID(in.ModelID))
 			if err != nil {
 				return nil, err
 			}
@@ -321,14 +296,7 @@ func (s *Server) registerFirmware() {
 				Version string `json:"version" minLength:"1" maxLength:"32"`
 			}
 		}) (*modelOut, error) {
-			m, err := s.deps.Devices.GetModel(ctx, in.ModelID)
-			if err != nil {
-				return nil, err
-			}
-			if err := s.deps.Firmware.SetCurrent(ctx, m, in.Body.Version); err != nil {
-				return nil, err
-			}
-			m, err = s.deps.Devices.GetModel(ctx, in.ModelID)
+			m, err := s.deps.Firmware.SetCurrent(ctx, firmware.ModelID(in.ModelID), in.Body.Version)
 			if err != nil {
 				return nil, err
 			}
@@ -341,11 +309,7 @@ func (s *Server) registerFirmware() {
 			ModelIDPath
 			Version string `path:"version"`
 		}) (*struct{}, error) {
-			m, err := s.deps.Devices.GetModel(ctx, in.ModelID)
-			if err != nil {
-				return nil, err
-			}
-			return nil, s.deps.Firmware.DeleteVersion(ctx, m, in.Version)
+			return nil, s.deps.Firmware.DeleteVersion(ctx, firmware.ModelID(in.ModelID), in.Version)
 		})
 
 	s.registerScripts()

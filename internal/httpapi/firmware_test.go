@@ -18,9 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"net/url"
+
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
-	"net/url"
 
 	"github.com/iotsupport/iotsupport/internal/apitest"
 	"github.com/iotsupport/iotsupport/internal/blob"

@@ -23,7 +23,6 @@ import (
 	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
-	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/provisioning"
@@ -54,8 +53,6 @@ type Deps struct {
 	AuditWriteTimeout time.Duration
 	// Firmware serves bundles and downloads.
 	Firmware *firmware.Service
-	// Decoding queues re-parses.
-	Decoding *decoding.Queue
 	// Coredumps stores and serves core dumps.
 	Coredumps *coredumps.Service
 	// Provisioning issues devices' provisioning records (NVS images).

@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotsupport/iotsupport/internal/app"
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
+	"github.com/iotsupport/iotsupport/internal/config"
 	"github.com/iotsupport/iotsupport/internal/db"
-	"github.com/iotsupport/iotsupport/internal/devices"
-	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/legacy"
+	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
 
@@ -128,7 +129,20 @@ func TestMigrationMirrorsRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fw := firmware.NewService(d, store, devices.NewService(d, nil), nil, slog.New(slog.NewTextHandler(io.Discard, nil)), firmware.Config{MaxFirmwares: 3})
+	cfg, err := config.Load(func(k string) (string, bool) {
+		if k == "MAX_FIRMWARES" {
+			return "3", true
+		}
+		return "", false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := app.Assemble(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), d, store, notify.Nop{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := svc.Firmware
 	run := func() *legacy.Report {
 		r, err := legacy.MigrateToS3(ctx, legacy.Options{DB: d, Store: store, Firmware: fw, AssetsDir: assets, MaxFirmwares: 3})
 		if err != nil {

@@ -23,6 +23,15 @@ func Enqueue(ctx context.Context, tx *sql.Tx, keys ...string) error {
 	return enqueue(ctx, tx, false, keys)
 }
 
+// EnqueueSelected is the statement that queues, in the caller's transaction, the deletion
+// of every object key that keys (a SELECT of one text column named key) returns, due at once; at is
+// the placeholder of the current time. For owners that remove many rows in one statement
+// and queue their objects in the same round trip.
+func EnqueueSelected(keys, at string) string {
+	return `INSERT INTO blob_deletions (key, is_prefix, created_at, next_attempt_at) SELECT k.key, false, ` + at + `, ` + at +
+		` FROM (` + keys + `) AS k`
+}
+
 // EnqueuePrefix records that every object under prefix (which must end in "/") is to be deleted.
 func EnqueuePrefix(ctx context.Context, tx *sql.Tx, prefix string) error {
 	if !strings.HasSuffix(prefix, "/") {
@@ -177,19 +186,19 @@ func (w *Worker) Drain(ctx context.Context) (done, failed int, err error) {
 // locked while the objects are deleted; on SQLite the write lock is held meanwhile, so
 // fewer there.
 func (w *Worker) batchSize() int {
-	if w.db.Dialect == db.Postgres {
-		return 64
+	if w.db.SingleWriter() {
+		return 8
 	}
-	return 8
+	return 64
 }
 
 // deleteTimeout bounds one deletion. SQLite holds its write lock meanwhile, so a hanging
 // store must not stall every writer for long there.
 func (w *Worker) deleteTimeout() time.Duration {
-	if w.db.Dialect == db.Postgres {
-		return time.Minute
+	if w.db.SingleWriter() {
+		return 5 * time.Second
 	}
-	return 5 * time.Second
+	return time.Minute
 }
 
 type entry struct {
@@ -206,10 +215,7 @@ type entry struct {
 // upload past MAX_COREDUMPS queues one deletion) per-entry commits were a large share of
 // the database's work.
 func (w *Worker) batch(ctx context.Context) (done, failed int, err error) {
-	lock := ""
-	if w.db.Dialect == db.Postgres {
-		lock = " FOR UPDATE SKIP LOCKED"
-	}
+	lock := w.db.Lock(db.ForUpdateSkipLocked)
 	err = w.db.Tx(ctx, func(tx *sql.Tx) error {
 		done, failed = 0, 0
 		rows, err := tx.QueryContext(ctx, `SELECT id, key, is_prefix, attempts FROM blob_deletions WHERE next_attempt_at <= $1
