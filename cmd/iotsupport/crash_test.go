@@ -65,7 +65,7 @@ type crashDevice struct {
 // the outbox has drained:
 //
 //   - every row's objects exist: `fsck` must find zero dangling rows, zero size/SHA-256
-//     mismatches and zero stuck deletions, with no repair at all (DESIGN.md rule 1);
+//     mismatches and zero stuck deletions, with no repair at all (docs/ARCHITECTURE.md, rule 1);
 //   - every acknowledged upload (HTTP 2xx) is present with the exact bytes sent, unless a
 //     later deletion or retention explains its absence;
 //   - `fsck` with the default grace (1h) is clean: no orphan older than the grace period.

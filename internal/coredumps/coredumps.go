@@ -1,6 +1,6 @@
 // Package coredumps owns core dump ingestion and administration: the coredumps rows, their
 // objects under coredumps/{device_key}/{id}.dmp, per-device retention and the upload rate
-// limit. It orders every change by the consistency rules of DESIGN.md: rows and objects
+// limit. It orders every change by the consistency rules of docs/ARCHITECTURE.md: rows and objects
 // are written in one transaction (rule 1) and objects are deleted only through the
 // blob_deletions outbox after the rows' removal committed (rule 2).
 package coredumps

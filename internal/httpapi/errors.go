@@ -14,7 +14,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/apperr"
 )
 
-// Envelope is the one error shape of the API (DESIGN.md "Error envelope").
+// Envelope is the one error shape of the API (README, "Errors").
 type Envelope struct {
 	status        int
 	headers       http.Header

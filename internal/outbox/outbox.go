@@ -1,5 +1,5 @@
 // Package outbox deletes objects only after the transaction that removed their rows
-// has committed (DESIGN.md consistency rule 2). Deletions are queued in the
+// has committed (docs/ARCHITECTURE.md, consistency rule 2). Deletions are queued in the
 // blob_deletions table inside that transaction; a worker drains it with backoff.
 package outbox
 
