@@ -25,6 +25,9 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 "$bin/staticcheck" ./...
+# The test-only hooks (cmd/iotsupport/testhooks_on.go) build only with their tag.
+go vet -tags iotsupport_testhooks ./cmd/iotsupport
+"$bin/staticcheck" -tags iotsupport_testhooks ./cmd/iotsupport
 go test -count=1 -timeout 30m ./...
 # Every fuzz target for FUZZTIME (default 20s) each, one at a time.
 bash scripts/fuzz.sh

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/middleware"
@@ -144,20 +143,8 @@ func migrateToS3Cmd() *cobra.Command {
 				}
 				o.Firmware = svc.Firmware
 			}
-			// Crash test hook: IOTSUPPORT_TEST_KILL_AFTER=N exits with 137 as SIGKILL would,
-			// after N committed files, at the worst moment: the next core dump's object is
-			// written but its row change is not committed.
-			if n, err := strconv.Atoi(os.Getenv("IOTSUPPORT_TEST_KILL_AFTER")); err == nil && n >= 0 {
-				o.BeforeCommit = func(done int) {
-					if done >= n {
-						os.Exit(137)
-					}
-				}
-				o.AfterCommit = func(done int) {
-					if done > n {
-						os.Exit(137)
-					}
-				}
+			if testHooks.migrateToS3 != nil { // only in test builds (testhooks_on.go)
+				testHooks.migrateToS3(&o)
 			}
 			rep, err := legacy.MigrateToS3(ctx, o)
 			if err != nil {

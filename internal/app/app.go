@@ -314,11 +314,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.Provisioning = provisioning.NewService(a.Devices, provisioning.Config{BaseURL: cfg.PublicBaseURL, MQTTURL: cfg.DeviceMQTTURL,
 		WiFiSSID: cfg.ProvisioningWiFiSSID, WiFiPassword: cfg.ProvisioningWiFiPassword,
 		BatchMax: cfg.ProvisioningBatchMax, MaxPartitionSize: cfg.ProvisioningMaxPartitionSize})
-	a.HTTP = httpapi.New(httpapi.Deps{Log: log, DB: d, Store: store, Devices: a.Devices, Coredumps: a.Coredumps, Metrics: reg, AppEnv: cfg.AppEnv,
+	a.HTTP = httpapi.New(httpapi.Deps{Log: log, Devices: a.Devices, Coredumps: a.Coredumps, Metrics: reg, AppEnv: cfg.AppEnv,
 		PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
 		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
-		Backlog: func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) }})
+		Ready: []httpapi.Checker{httpapi.DatabaseCheck(d), httpapi.StorageCheck(store),
+			httpapi.OutboxCheck(func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) })}})
 	return a, nil
 }
 

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -10,10 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-
-	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
-	"github.com/iotsupport/iotsupport/internal/espimage"
-	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 )
 
 // firmware is an uploaded model with its current image.
@@ -69,23 +64,15 @@ func (r *runner) setup(ctx context.Context, conc int, need func(...string) bool)
 		if err != nil {
 			return nil, err
 		}
-		members, err := bundletest.Members(code, elfBytes, bundletest.Options{Image: espimagetest.Options{PadTo: padTo}})
+		b, err := buildBundle(code, elfBytes, padTo, "0123456789abcdef")
 		if err != nil {
 			return nil, err
 		}
-		z, err := bundletest.Zip(members, zip.Store) // the padding is incompressible
-		if err != nil {
+		if err := r.api.uploadBundle(ctx, id, b.zip); err != nil {
 			return nil, err
 		}
-		if err := r.api.uploadBundle(ctx, id, z); err != nil {
-			return nil, err
-		}
-		im, err := espimage.Parse(bytes.NewReader(members[0].Data), int64(len(members[0].Data)))
-		if err != nil {
-			return nil, err
-		}
-		fw := &firmware{modelID: id, code: code, version: im.Version, size: int64(len(members[0].Data)),
-			key: fmt.Sprintf("firmware/%s/%s/firmware.bin", code, im.Version)}
+		fw := &firmware{modelID: id, code: code, version: b.image.Version, size: b.image.Size,
+			key: fmt.Sprintf("firmware/%s/%s/firmware.bin", code, b.image.Version)}
 		for range ndev {
 			d, err := r.api.createDevice(ctx, id)
 			if err != nil {

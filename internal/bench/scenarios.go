@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -23,11 +22,10 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/blob"
-	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
+	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/decoding"
-	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 	"github.com/iotsupport/iotsupport/internal/jobs"
 )
 
@@ -388,15 +386,13 @@ func (r *runner) bundle(ctx context.Context) ([]Result, error) {
 	// Two bundles of one version that differ in version.json: with
 	// ?replace=true every upload rewrites all five objects.
 	var zips [2][]byte
-	var members []bundletest.Member
+	var members []bundle.Member
 	for i, commit := range []string{"aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"} {
-		if members, err = bundletest.Members("bench_bundle_"+r.runID, elfBytes,
-			bundletest.Options{GitCommit: commit, Image: espimagetest.Options{PadTo: bundleImageBytes}}); err != nil {
+		b, err := buildBundle("bench_bundle_"+r.runID, elfBytes, bundleImageBytes, commit)
+		if err != nil {
 			return nil, err
 		}
-		if zips[i], err = bundletest.Zip(members, zip.Store); err != nil {
-			return nil, err
-		}
+		zips[i], members = b.zip, b.members
 	}
 	var n atomic.Int64
 	srvOp := func(ctx context.Context, _ int) (int64, error) {
@@ -408,13 +404,12 @@ func (r *runner) bundle(ctx context.Context) ([]Result, error) {
 		srv, _, peak := r.compare(ctx, "bundle", conc, srvOp, nil)
 		return []Result{{Scenario: "bundle", Concurrency: conc, Server: srv, PeakRSS: peak, Note: note}}, nil
 	}
-	names := []string{"firmware.bin", "firmware.elf", "firmware.map", "sdkconfig", "version.json"}
 	var seq atomic.Int64
 	baseOp := func(ctx context.Context, _ int) (int64, error) {
 		prefix := fmt.Sprintf("firmware/bench_baseline/v%d/", seq.Add(1)%4)
 		var total int64
 		for i, m := range members {
-			if err := r.store.Put(ctx, prefix+names[i], bytes.NewReader(m.Data), int64(len(m.Data)), "application/octet-stream"); err != nil {
+			if err := r.store.Put(ctx, prefix+bundle.ObjectNames[i], bytes.NewReader(m.Data), int64(len(m.Data)), "application/octet-stream"); err != nil {
 				return total, err
 			}
 			total += int64(len(m.Data))

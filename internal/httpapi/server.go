@@ -3,7 +3,6 @@
 package httpapi
 
 import (
-	"context"
 	"embed"
 	"encoding/json"
 	"io"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
-	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/provisioning"
@@ -33,16 +31,9 @@ import (
 // Version is reported in the OpenAPI document; set by the binary.
 var Version = "dev"
 
-// Checker is a dependency the readiness probe asks.
-type Checker interface {
-	Check(ctx context.Context) error
-}
-
 // Deps are the services the API calls.
 type Deps struct {
 	Log     *slog.Logger
-	DB      *db.DB
-	Store   Checker
 	Devices *devices.Service
 	Metrics *prometheus.Registry
 	AppEnv  string
@@ -67,8 +58,8 @@ type Deps struct {
 	DrainKey string
 	// PublicURL gives the service's own URL for the CI scripts.
 	PublicURL publicurl.Resolver
-	// Backlog reports queued object deletions (readiness shows it; it never fails readiness).
-	Backlog func(ctx context.Context) (int, *time.Time, error)
+	// Ready are the readiness probe's checks (/health/readyz), in body order.
+	Ready []Checker
 }
 
 // Server is the HTTP API.
@@ -179,57 +170,6 @@ func (s *Server) API() huma.API { return s.api }
 
 // SetShuttingDown makes readiness fail so load balancers stop sending traffic.
 func (s *Server) SetShuttingDown() { s.shuttingDown.Store(true) }
-
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if s.shuttingDown.Load() {
-		writeJSON(w, 503, map[string]any{"status": "shutting down", "ready": false})
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-	defer cancel()
-	ready := true
-	dbPart := map[string]any{"connected": false, "migrations_pending": nil, "ok": false}
-	if err := s.deps.DB.PingContext(ctx); err != nil {
-		ready = false
-		dbPart["error"] = err.Error()
-	} else {
-		dbPart["connected"] = true
-		pending, err := s.deps.DB.Pending(ctx)
-		if err != nil {
-			ready = false
-			dbPart["error"] = err.Error()
-		} else {
-			dbPart["migrations_pending"] = pending
-			dbPart["ok"] = pending == 0
-			ready = ready && pending == 0
-		}
-	}
-	storePart := map[string]any{"ok": true}
-	if s.deps.Store != nil {
-		if err := s.deps.Store.Check(ctx); err != nil {
-			ready = false
-			storePart = map[string]any{"ok": false, "error": err.Error()}
-		}
-	}
-	body := map[string]any{"ready": ready, "status": "ready", "database": dbPart, "storage": storePart}
-	if s.deps.Backlog != nil && dbPart["connected"] == true {
-		if n, oldest, err := s.deps.Backlog(ctx); err == nil {
-			ob := map[string]any{"backlog": n, "degraded": false}
-			if oldest != nil {
-				ob["oldest"] = oldest.Format(time.RFC3339)
-				// Deletions waiting over 10 minutes mean the store refuses them: degraded, not failing.
-				ob["degraded"] = time.Since(*oldest) > 10*time.Minute
-			}
-			body["outbox"] = ob
-		}
-	}
-	status := 200
-	if !ready {
-		body["status"] = "not ready"
-		status = 503
-	}
-	writeJSON(w, status, body)
-}
 
 // docsCSP is the policy of the docs page and its assets: only our own vendored files.
 const docsCSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"

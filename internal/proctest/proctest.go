@@ -28,7 +28,12 @@ var (
 	buildErr  error
 )
 
-// Binary builds ./cmd/iotsupport once per test binary and returns its path.
+// TestHooksTag is the build tag of the binary's test-only hooks (crash points
+// set through IOTSUPPORT_TEST_* variables); production builds leave it out.
+const TestHooksTag = "iotsupport_testhooks"
+
+// Binary builds ./cmd/iotsupport with TestHooksTag once per test binary and
+// returns its path. The hooks do nothing unless their variables are set.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -40,7 +45,7 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "iotsupport")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/iotsupport")
+		cmd := exec.Command("go", "build", "-tags", TestHooksTag, "-o", binPath, "./cmd/iotsupport")
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {

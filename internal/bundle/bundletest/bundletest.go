@@ -1,5 +1,7 @@
 // Package bundletest builds firmware bundle ZIPs for tests: complete, valid
 // ones from the shared test ELFs, tiny synthetic ones, and broken variants.
+// The members and the ZIP come from bundle's builder; this package adds the
+// test-only parts (test ELFs, synthetic bundles, Omit, Replace, Extra).
 package bundletest
 
 import (
@@ -8,10 +10,11 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 
+	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/espimage"
 	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 )
@@ -20,10 +23,7 @@ import (
 type TB = espimagetest.TB
 
 // Member is one ZIP entry.
-type Member struct {
-	Name string
-	Data []byte
-}
+type Member = bundle.Member
 
 // Options tune the bundle. The zero value builds a valid bundle.
 type Options struct {
@@ -123,35 +123,22 @@ func assemble(modelCode string, img, elfBytes []byte, opts Options) ([]byte, err
 }
 
 func members(modelCode string, img, elfBytes []byte, opts Options) []Member {
-	im, err := espimage.Parse(bytes.NewReader(img), int64(len(img)))
-	version, idf := opts.Version, "v5.4"
-	if err == nil { // broken images are fine; they just need a version.json
-		version, idf = im.Version, im.IDFVersion
-	}
 	vj := opts.VersionJSON
 	if vj == nil {
+		im, err := espimage.Parse(bytes.NewReader(img), int64(len(img)))
+		version, idf := opts.Version, "v5.4"
+		if err == nil { // broken images are fine; they just need a version.json
+			version, idf = im.Version, im.IDFVersion
+		}
 		commit := opts.GitCommit
 		if commit == "" {
 			commit = "0123456789abcdef"
 		}
-		vj, _ = json.MarshalIndent(map[string]string{
-			"git_commit": commit, "idf_version": idf, "firmware_version": version,
-		}, "", "  ")
-	}
-	members := []Member{
-		{modelCode + ".bin", img},
-		{modelCode + ".elf", elfBytes},
-		{modelCode + ".map", []byte("Archive member included to satisfy reference by file (symbol)\n\n.flash.appdesc 0x3c020020 0x100\n")},
-		{"sdkconfig", []byte("CONFIG_IDF_TARGET=\"esp32\"\nCONFIG_APP_PROJECT_VER_FROM_CONFIG=y\n")},
-		{"version.json", vj},
+		vj = bundle.VersionJSON(commit, idf, version)
 	}
 	var out []Member
-	for _, m := range members {
-		omit := false
-		for _, o := range opts.Omit {
-			omit = omit || o == m.Name
-		}
-		if omit {
+	for _, m := range bundle.Members(modelCode, img, elfBytes, vj) {
+		if slices.Contains(opts.Omit, m.Name) {
 			continue
 		}
 		if r, ok := opts.Replace[m.Name]; ok {
@@ -162,24 +149,8 @@ func members(modelCode string, img, elfBytes []byte, opts Options) []Member {
 	return append(out, opts.Extra...)
 }
 
-// Zip writes members in order with the given method.
-func Zip(members []Member, method uint16) ([]byte, error) {
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for _, m := range members {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: m.Name, Method: method})
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Write(m.Data); err != nil {
-			return nil, err
-		}
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
+// Zip is bundle.Zip.
+func Zip(members []Member, method uint16) ([]byte, error) { return bundle.Zip(members, method) }
 
 // MinimalELF returns a 52-byte ELF32 little-endian executable header for the
 // machine: enough for the bundle's ELF checks.
