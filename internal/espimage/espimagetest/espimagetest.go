@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/iotsupport/iotsupport/internal/chips"
 	"github.com/iotsupport/iotsupport/internal/espimage"
 )
 
@@ -140,7 +141,7 @@ func guessChip(m elf.Machine, descAddr uint32) (string, error) {
 // Build assembles an image from raw segments; the first must start with an
 // app descriptor unless the test wants otherwise.
 func Build(chip string, entry uint32, segs []Segment, opts Options) ([]byte, error) {
-	ci, ok := espimage.ChipByName(chip)
+	ci, ok := chips.ByName(chip)
 	if !ok {
 		return nil, fmt.Errorf("unknown chip %q", chip)
 	}
