@@ -62,13 +62,16 @@ func TestInspectIngestView(t *testing.T) {
 // corpus is the shared esp-coredump test data (never copied into the project).
 const corpus = "../../../shared/testdata/esp-coredump"
 
-// corpusDumps reads every case of the corpus: its name and its dump as raw partition bytes.
-func corpusDumps(t *testing.T) map[string][]byte {
+// corpusDump is one case of the corpus: its .b64 file and the raw partition bytes it holds.
+type corpusDump struct{ b64, raw []byte }
+
+// corpusDumps reads every case of the corpus.
+func corpusDumps(t *testing.T) map[string]corpusDump {
 	ents, err := os.ReadDir(corpus)
 	if err != nil {
 		t.Fatalf("shared test data missing: %v", err)
 	}
-	out := map[string][]byte{}
+	out := map[string]corpusDump{}
 	for _, e := range ents {
 		b64, err := os.ReadFile(filepath.Join(corpus, e.Name(), "coredump.b64"))
 		if err != nil {
@@ -82,7 +85,7 @@ func corpusDumps(t *testing.T) map[string][]byte {
 			}
 			raw = append(raw, d...)
 		}
-		out[e.Name()] = raw
+		out[e.Name()] = corpusDump{b64, raw}
 	}
 	if len(out) < 5 {
 		t.Fatalf("only %d corpus dumps", len(out))
@@ -111,7 +114,8 @@ func uart(raw []byte) []byte {
 func TestInspectorAgreesWithDecoder(t *testing.T) {
 	le := binary.LittleEndian
 	kinds := map[string]bool{}
-	for name, raw := range corpusDumps(t) {
+	for name, cd := range corpusDumps(t) {
+		raw := cd.raw
 		version := le.Uint32(raw[4:])
 		hdrLen, csLen := espcoretest.HeaderLen(version), espcoretest.ChecksumLen(version)
 		dataLen := int(le.Uint32(raw))
@@ -173,7 +177,13 @@ func TestInspectorAgreesWithDecoder(t *testing.T) {
 			}
 			variants[vname+", base64"] = variant{uart(v.body), v.want}
 		}
-		variants["base64 file"] = variant{[]byte(base64Lines(raw)), ""}
+		variants["b64 file"] = variant{cd.b64, ""}
+		variants["uart capture"] = variant{[]byte("I (312) esp_core_dump_uart: Press Enter to print core dump to UART...\r\n" +
+			"\x1b[0;32mI (4312) some_tag: log line\x1b[0m\n" +
+			"================= CORE DUMP START =================\r\n" +
+			strings.ReplaceAll(string(cd.b64), "\n", "\r\n") +
+			"================= CORE DUMP END =================\r\n" +
+			"Coredump checksum: 1234abcd\r\nRebooting...\r\n"), ""}
 		lines := strings.Split(string(uart(raw)), "\r\n")
 		lines[12] = "#" + lines[12] // a line of data, not base64 any more: 48 bytes go missing
 		variants["base64, a line damaged"] = variant{[]byte(strings.Join(lines, "\r\n")), ProblemTruncated}
@@ -219,13 +229,4 @@ func chipName(rep *espcore.Report) string {
 	}
 	c, _ := chips.ByID(rep.ChipID)
 	return c.Name
-}
-
-// base64Lines is a dump as esp-coredump's b64 files hold it: lines of 48 bytes, no markers.
-func base64Lines(raw []byte) string {
-	var b strings.Builder
-	for i := 0; i < len(raw); i += 48 {
-		b.WriteString(base64.StdEncoding.EncodeToString(raw[i:min(i+48, len(raw))]) + "\n")
-	}
-	return b.String()
 }
