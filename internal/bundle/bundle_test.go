@@ -15,7 +15,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
-	"github.com/iotsupport/iotsupport/internal/espimage"
+	"github.com/iotsupport/iotsupport/internal/chips"
 	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 	"github.com/iotsupport/iotsupport/internal/naming"
 )
@@ -42,9 +42,9 @@ func TestValidateBundlesOfTestELFs(t *testing.T) {
 			if b.GitCommit != "abc123" || b.IDFVersion != b.Image.IDFVersion || len(b.Warnings) != 0 {
 				t.Errorf("git %q idf %q warnings %v", b.GitCommit, b.IDFVersion, b.Warnings)
 			}
-			wantArch := espimage.ArchRISCV
+			wantArch := chips.RISCV
 			if strings.HasPrefix(c, "esp32") && !strings.HasPrefix(c, "esp32c") {
-				wantArch = espimage.ArchXtensa
+				wantArch = chips.Xtensa
 			}
 			if b.Image.Arch != wantArch {
 				t.Errorf("arch %s, want %s", b.Image.Arch, wantArch)

@@ -2,264 +2,231 @@ package coredumps
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
-	"hash/crc32"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/iotsupport/iotsupport/internal/chips"
+	"github.com/iotsupport/iotsupport/internal/espcore"
+	"github.com/iotsupport/iotsupport/internal/espcore/espcoretest"
 )
 
-// Corpus is the shared esp-coredump test data (never copied into the project).
-const Corpus = "../../../shared/testdata/esp-coredump"
+// The inspector itself is tested in espcore (TestInspect*, FuzzInspect, and its agreement
+// with the decoder in TestInspectorAgreesWithDecoder); these tests cover ingest's view of it.
 
-// CorpusCase is one dump of the corpus and what its header holds (ESP-FORMATS §4.1).
-type CorpusCase struct {
-	Name    string
-	Version uint32
-	ELF     bool // ELF format: carries the app ELF SHA prefix
+// BuildDump makes a minimal valid dump of the given version word (see espcoretest).
+func BuildDump(version uint32, shaPrefix string) []byte {
+	return espcoretest.BuildDump(version, shaPrefix)
 }
 
-var corpusCases = []CorpusCase{
-	{"esp32", 0x00000102, true},
-	{"esp32_bin", 0x00000003, false},
-	{"esp32c3", 0x00050102, true},
-	{"esp32c3_bin", 0x00050102, true},
-	{"esp32c6", 0x000D0104, true},
+func TestInspectIngestView(t *testing.T) {
+	elf := BuildDump(0x000D0104, "abcdef01")
+	bin := BuildDump(0x00000003, "")
+	truncated := elf[:len(elf)-8]
+	v1 := BuildDump(0x00000001, "")
+	v1 = v1[:len(v1)-4] // over UART: no CRC, data_len excludes it
+	binary.LittleEndian.PutUint32(v1, uint32(len(v1)))
+	yes, no := true, false
+	for _, c := range []struct {
+		name string
+		body []byte
+		want Header
+	}{
+		{"elf", elf, Header{ContainerRaw, 0x000D0104, "esp32c6", &yes, "abcdef01", true, ""}},
+		{"binary", bin, Header{ContainerRaw, 0x00000003, "esp32", &yes, "", true, ""}},
+		{"truncated", truncated, Header{ContainerRaw, 0x000D0104, "esp32c6", &no, "abcdef01", true, ProblemTruncated}},
+		{"V1 over UART", v1, Header{ContainerRaw, 0x00000001, "esp32", nil, "", true, ""}},
+		{"bare elf", espcoretest.BuildCoreELF(0x00050102, "0123"), Header{ContainerELF, 0x00050102, "esp32c3", nil, "0123", true, ""}},
+		{"unknown chip", BuildDump(0x00420102, ""), Header{ContainerRaw, 0x00420102, "", &yes, "", true, ""}},
+		{"junk", []byte{0xA5, 0x5A, 0x00, 0x13, 1, 2, 3, 4, 5}, Header{ContainerUnknown, 0, "", nil, "", false, ProblemNotCoredump}},
+	} {
+		got := Inspect(c.body)
+		okEqual := (got.ChecksumOK == nil) == (c.want.ChecksumOK == nil) && (got.ChecksumOK == nil || *got.ChecksumOK == *c.want.ChecksumOK)
+		got.ChecksumOK, c.want.ChecksumOK = nil, nil
+		if got != c.want || !okEqual {
+			t.Errorf("%s: got %+v (checksum equal %v), want %+v", c.name, got, okEqual, c.want)
+		}
+	}
+	if FormatOf(0x000D0104) != "elf" || FormatOf(0x00000003) != "binary" || FormatOf(0x00000205) != "" {
+		t.Error("FormatOf")
+	}
+	if !KnownChip("esp32s3") || KnownChip("esp8266") || KnownChip("ESP32") {
+		t.Error("KnownChip")
+	}
 }
 
-func readCorpus(t testing.TB, name, file string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(Corpus, name, file))
+// corpus is the shared esp-coredump test data (never copied into the project).
+const corpus = "../../../shared/testdata/esp-coredump"
+
+// corpusDump is one case of the corpus: its .b64 file and the raw partition bytes it holds.
+type corpusDump struct{ b64, raw []byte }
+
+// corpusDumps reads every case of the corpus.
+func corpusDumps(t *testing.T) map[string]corpusDump {
+	ents, err := os.ReadDir(corpus)
 	if err != nil {
 		t.Fatalf("shared test data missing: %v", err)
 	}
-	return b
-}
-
-// decodeLines decodes a .b64 file line by line, the reference way.
-func decodeLines(t testing.TB, b64 []byte) []byte {
-	var out []byte
-	for _, l := range strings.Split(strings.TrimSpace(string(b64)), "\n") {
-		d, err := base64.StdEncoding.DecodeString(strings.TrimSpace(l))
+	out := map[string]corpusDump{}
+	for _, e := range ents {
+		b64, err := os.ReadFile(filepath.Join(corpus, e.Name(), "coredump.b64"))
 		if err != nil {
-			t.Fatalf("decode %q: %v", l, err)
+			continue
 		}
-		out = append(out, d...)
+		var raw []byte
+		for _, l := range strings.Fields(string(b64)) {
+			d, err := base64.StdEncoding.DecodeString(l)
+			if err != nil {
+				t.Fatalf("%s: %v", e.Name(), err)
+			}
+			raw = append(raw, d...)
+		}
+		out[e.Name()] = corpusDump{b64, raw}
+	}
+	if len(out) < 5 {
+		t.Fatalf("only %d corpus dumps", len(out))
 	}
 	return out
 }
 
-func TestInspectCorpus(t *testing.T) {
-	for _, c := range corpusCases {
-		t.Run(c.Name, func(t *testing.T) {
-			b64 := readCorpus(t, c.Name, "coredump.b64")
-			sum := sha256.Sum256(readCorpus(t, c.Name, "app.elf"))
-			elfSHA := hex.EncodeToString(sum[:])
-			raw := decodeLines(t, b64)
-			hdrLen := versions[uint16(c.Version)].headerLen
-			csLen := 4
-			if versions[uint16(c.Version)].checksum == sha256Checksum {
-				csLen = 32
-			}
-			dataLen := int(binary.LittleEndian.Uint32(raw))
-
-			uart := "I (312) esp_core_dump_uart: Press Enter to print core dump to UART...\r\n" +
-				"\x1b[0;32mI (4312) some_tag: log line\x1b[0m\n" +
-				"================= CORE DUMP START =================\r\n" +
-				strings.ReplaceAll(string(b64), "\n", "\r\n") +
-				"================= CORE DUMP END =================\r\n" +
-				"Coredump checksum: 1234abcd\r\nRebooting...\r\n"
-			forms := []struct {
-				name, container string
-				body            []byte
-				checksum        bool
-			}{
-				{"b64", ContainerBase64, b64, true},
-				{"uart capture", ContainerBase64, []byte(uart), true},
-				{"raw", ContainerRaw, raw, true},
-				{"raw with flash tail", ContainerRaw, append(append([]byte{}, raw...), make([]byte, 28)...), true},
-			}
-			if c.ELF {
-				forms = append(forms, struct {
-					name, container string
-					body            []byte
-					checksum        bool
-				}{"bare elf", ContainerELF, raw[hdrLen : dataLen-csLen], false})
-			}
-			for _, f := range forms {
-				h := Inspect(f.body)
-				if h.Container != f.container || !h.Recognized || h.Problem != "" || h.Version != c.Version {
-					t.Fatalf("%s: %+v", f.name, h)
-				}
-				if f.checksum != (h.ChecksumOK != nil && *h.ChecksumOK) {
-					t.Fatalf("%s: checksum %v", f.name, h.ChecksumOK)
-				}
-				if c.ELF != (h.AppELFSHAPrefix != "") || len(h.AppELFSHAPrefix) > 0 && (len(h.AppELFSHAPrefix) < 8 || !strings.HasPrefix(elfSHA, h.AppELFSHAPrefix)) {
-					t.Fatalf("%s: SHA prefix %q, ELF SHA-256 %s", f.name, h.AppELFSHAPrefix, elfSHA)
-				}
-				if h.Chip != chipNames[uint16(c.Version>>16)] || h.Chip == "" {
-					t.Fatalf("%s: chip %q", f.name, h.Chip)
-				}
-			}
-
-			// A flipped data byte breaks the checksum but the dump stays recognised.
-			bad := append([]byte{}, raw...)
-			bad[hdrLen+60] ^= 0x40
-			if h := Inspect(bad); !h.Recognized || h.ChecksumOK == nil || *h.ChecksumOK || h.Problem != ProblemChecksumMismatch {
-				t.Fatalf("corrupted: %+v", h)
-			}
-			if h := Inspect(raw[:len(raw)/2]); !h.Recognized || h.Problem != ProblemTruncated || h.ChecksumOK == nil || *h.ChecksumOK {
-				t.Fatalf("truncated: %+v", h)
-			}
-		})
+// uart frames a dump as the device prints it: one base64 line per write of at most 48
+// bytes between the markers, with log lines around.
+func uart(raw []byte) []byte {
+	var b strings.Builder
+	b.WriteString("I (312) esp_core_dump_uart: Press Enter to print core dump to UART...\r\n")
+	b.WriteString("================= CORE DUMP START =================\r\n")
+	for i := 0; i < len(raw); i += 48 {
+		b.WriteString(base64.StdEncoding.EncodeToString(raw[i:min(i+48, len(raw))]) + "\r\n")
 	}
+	b.WriteString("================= CORE DUMP END =================\r\nRebooting...\r\n")
+	return []byte(b.String())
 }
 
-func TestInspectNotACoredump(t *testing.T) {
-	for name, body := range map[string][]byte{
-		"text":        []byte("hello, this is not a dump\n"),
-		"base64 junk": []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("junk"), 40))),
-		"zeros":       make([]byte, 4096),
-		"short":       {1, 2, 3},
-		"png":         []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
-		"elf exe":     append([]byte("\x7fELF\x01\x01\x01"), make([]byte, 60)...),
-	} {
-		h := Inspect(body)
-		if h.Recognized || h.Problem == "" {
-			t.Errorf("%s: %+v", name, h)
-		}
-	}
-	if h := Inspect(bytes.Repeat([]byte{0xff}, 65536)); h.Problem != ProblemErased || h.Recognized || h.Container != ContainerRaw {
-		t.Errorf("erased: %+v", h)
-	}
-	framed := []byte("================= CORE DUMP START =================\nnot base64!\n================= CORE DUMP END =================\n")
-	if h := Inspect(framed); h.Container != ContainerBase64 || h.Recognized || h.Problem != ProblemNotCoredump {
-		t.Errorf("framed junk: %+v", h)
-	}
-}
-
-// TestInspectSyntheticVersions covers the formats the corpus has no sample of.
-func TestInspectSyntheticVersions(t *testing.T) {
-	prefix := "0123456789abcdef"
-	for v := range versions {
-		version := uint32(0x0009)<<16 | uint32(v)
-		d := BuildDump(version, prefix)
-		h := Inspect(d)
-		if !h.Recognized || h.Version != version || h.Problem != "" || h.Chip != "esp32s3" {
-			t.Fatalf("%#x: %+v", version, h)
-		}
-		if h.ChecksumOK == nil || !*h.ChecksumOK {
-			t.Fatalf("%#x: checksum %v", version, h.ChecksumOK)
-		}
-		if wantELF := versions[v].elf; wantELF != (h.AppELFSHAPrefix == prefix) || FormatOf(version) != map[bool]string{true: "elf", false: "binary"}[wantELF] {
-			t.Fatalf("%#x: prefix %q format %q", version, h.AppELFSHAPrefix, FormatOf(version))
-		}
-		// Over UART as esp-idf prints it: one base64 line per write of at most 48 bytes.
-		var uart strings.Builder
-		uart.WriteString("================= CORE DUMP START =================\n")
-		for i := 0; i < len(d); i += 48 {
-			uart.WriteString(base64.StdEncoding.EncodeToString(d[i:min(i+48, len(d))]) + "\n")
-		}
-		uart.WriteString("================= CORE DUMP END =================\n")
-		if h2 := Inspect([]byte(uart.String())); h2.Container != ContainerBase64 || h2.Version != version || h2.Problem != "" {
-			t.Fatalf("%#x over UART: %+v", version, h2)
-		}
-	}
-	// V1 over UART has no checksum: recognised, nothing to verify.
-	d := BuildDump(0x0001, "")
-	noCRC := d[:len(d)-4]
-	binary.LittleEndian.PutUint32(noCRC, uint32(len(noCRC)))
-	if h := Inspect(noCRC); !h.Recognized || h.ChecksumOK != nil || h.Problem != "" {
-		t.Fatalf("V1 without CRC: %+v", h)
-	}
-}
-
-// BuildDump makes a minimal valid dump of the given version word: header, data (a core ELF
-// with an ESP_CORE_DUMP_INFO note for ELF formats, one empty task otherwise) and checksum.
-func BuildDump(version uint32, shaPrefix string) []byte {
-	vi := versions[uint16(version)]
-	var data []byte
-	if vi.elf {
-		data = buildCoreELF(version, shaPrefix)
-	} else {
-		data = make([]byte, 12+8) // one task header and a tiny TCB
-	}
-	csLen := 4
-	if vi.checksum == sha256Checksum {
-		csLen = 32
-	}
-	hdr := make([]byte, vi.headerLen)
+// TestInspectorAgreesWithDecoder runs ingest's inspector and the decoder over every real
+// dump in raw, base64 and ELF form and over damaged variants of each. A dump the
+// inspector calls sound is one the decoder accepts, one the decoder refuses is one the
+// inspector flags (and one it does not recognise), and where both take a dump they agree
+// on container, version, chip, checksum and app ELF SHA prefix.
+func TestInspectorAgreesWithDecoder(t *testing.T) {
 	le := binary.LittleEndian
-	le.PutUint32(hdr[0:], uint32(len(hdr)+len(data)+csLen))
-	le.PutUint32(hdr[4:], version)
-	if vi.headerLen >= 16 && !vi.elf {
-		le.PutUint32(hdr[8:], 1)  // tasks_num
-		le.PutUint32(hdr[12:], 8) // tcb_sz
+	kinds := map[string]bool{}
+	for name, cd := range corpusDumps(t) {
+		raw := cd.raw
+		version := le.Uint32(raw[4:])
+		hdrLen, csLen := espcoretest.HeaderLen(version), espcoretest.ChecksumLen(version)
+		dataLen := int(le.Uint32(raw))
+		edit := func(f func(b []byte)) []byte {
+			b := append([]byte{}, raw...)
+			f(b)
+			return b
+		}
+		// variants: body and the problem kind ingest must find ("" for none).
+		type variant struct {
+			body []byte
+			want string
+		}
+		variants := map[string]variant{
+			"raw":              {raw, ""},
+			"raw+flash tail":   {append(append([]byte{}, raw...), make([]byte, 28)...), ""},
+			"flipped data":     {edit(func(b []byte) { b[hdrLen+60] ^= 0x40 }), ProblemChecksumMismatch},
+			"flipped checksum": {edit(func(b []byte) { b[dataLen-1] ^= 0x01 }), ProblemChecksumMismatch},
+			"header cut":       {raw[:hdrLen-1], ProblemTruncated},
+			"header only":      {raw[:hdrLen], ProblemTruncated},
+			"half":             {raw[:len(raw)/2], ProblemTruncated},
+			"last byte cut":    {raw[:dataLen-1], ProblemTruncated},
+			"data_len 0":       {edit(func(b []byte) { le.PutUint32(b, 0) }), ProblemBadLength},
+			"data_len erased":  {edit(func(b []byte) { le.PutUint32(b, 0xFFFFFFFF) }), ProblemTruncated},
+			"data_len header":  {edit(func(b []byte) { le.PutUint32(b, uint32(hdrLen)) }), ProblemBadLength},
+			"unknown version":  {edit(func(b []byte) { le.PutUint32(b[4:], version&0xFFFF0000|0x0205) }), ProblemNotCoredump},
+			"unknown chip":     {espcoretest.Reseal(edit(func(b []byte) { le.PutUint32(b[4:], 0x00420000|version&0xFFFF) })), ""},
+			"erased":           {bytes.Repeat([]byte{0xFF}, len(raw)), ProblemErased},
+			"zeroed header":    {edit(func(b []byte) { clear(b[:hdrLen]) }), ProblemNotCoredump},
+		}
+		if espcore.FormatOf(version) == "elf" {
+			elf := raw[hdrLen : dataLen-csLen]
+			bareEdit := func(f func(b []byte)) []byte {
+				b := append([]byte{}, elf...)
+				f(b)
+				return b
+			}
+			inRaw := func(f func(b []byte)) []byte { // an edit of the core ELF under a valid checksum
+				return espcoretest.Reseal(edit(func(b []byte) { f(b[hdrLen : dataLen-csLen]) }))
+			}
+			phnum := int(le.Uint16(elf[44:]))
+			variants["bare elf"] = variant{elf, ""}
+			variants["bare elf, 64-bit"] = variant{bareEdit(func(b []byte) { b[4] = 2 }), ProblemBadELF}
+			variants["bare elf, big-endian"] = variant{bareEdit(func(b []byte) { b[5] = 2 }), ProblemBadELF}
+			variants["bare elf, executable"] = variant{bareEdit(func(b []byte) { le.PutUint16(b[16:], 2) }), ProblemBadELF}
+			variants["bare elf, ARM"] = variant{bareEdit(func(b []byte) { le.PutUint16(b[18:], 40) }), ProblemBadELF}
+			variants["bare elf, program headers past the end"] = variant{bareEdit(func(b []byte) { le.PutUint16(b[44:], 0xFFFF) }), ProblemBadELF}
+			variants["bare elf, program header size"] = variant{bareEdit(func(b []byte) { le.PutUint16(b[42:], 8) }), ProblemBadELF}
+			variants["bare elf, ELF header only"] = variant{elf[:52], ProblemBadELF}
+			variants["bare elf, program headers only"] = variant{elf[:52+32*phnum], ProblemBadELF}
+			variants["elf in raw, 64-bit"] = variant{inRaw(func(b []byte) { b[4] = 2 }), ProblemBadELF}
+			variants["elf in raw, ARM"] = variant{inRaw(func(b []byte) { le.PutUint16(b[18:], 40) }), ProblemBadELF}
+			variants["elf in raw, program headers past the end"] = variant{inRaw(func(b []byte) { le.PutUint16(b[44:], 0xFFFF) }), ProblemBadELF}
+			variants["elf in raw, not an ELF"] = variant{inRaw(func(b []byte) { b[1] = 'X' }), ProblemBadELF}
+		}
+		for vname, v := range maps.Clone(variants) {
+			if v.want == ProblemErased || v.want == "" && len(v.body) == 0 {
+				continue
+			}
+			variants[vname+", base64"] = variant{uart(v.body), v.want}
+		}
+		variants["b64 file"] = variant{cd.b64, ""}
+		variants["uart capture"] = variant{[]byte("I (312) esp_core_dump_uart: Press Enter to print core dump to UART...\r\n" +
+			"\x1b[0;32mI (4312) some_tag: log line\x1b[0m\n" +
+			"================= CORE DUMP START =================\r\n" +
+			strings.ReplaceAll(string(cd.b64), "\n", "\r\n") +
+			"================= CORE DUMP END =================\r\n" +
+			"Coredump checksum: 1234abcd\r\nRebooting...\r\n"), ""}
+		lines := strings.Split(string(uart(raw)), "\r\n")
+		lines[12] = "#" + lines[12] // a line of data, not base64 any more: 48 bytes go missing
+		variants["base64, a line damaged"] = variant{[]byte(strings.Join(lines, "\r\n")), ProblemTruncated}
+
+		for vname, v := range variants {
+			in := Inspect(v.body)
+			rep, err := espcore.Decode(v.body, nil, espcore.Options{})
+			where := name + "/" + vname
+			kinds[in.Problem] = true
+			if in.Problem != v.want {
+				t.Errorf("%s: ingest found %q, want %q (%+v)", where, in.Problem, v.want, in)
+			}
+			switch {
+			case in.Recognized && in.Problem == "" && err != nil:
+				t.Errorf("%s: sound to ingest, refused by the decoder: %v", where, err)
+			case err != nil && in.Problem == "":
+				t.Errorf("%s: the decoder refuses it (%v), ingest flags nothing", where, err)
+			case !in.Recognized && err == nil:
+				t.Errorf("%s: not recognised by ingest, decoded", where)
+			}
+			if err != nil {
+				continue
+			}
+			if rep.Input != in.Container || rep.Version != in.Version || chipName(rep) != in.Chip || rep.AppELFSHAPrefix != in.AppELFSHAPrefix {
+				t.Errorf("%s: ingest %+v, decoder input %s version %#x chip %s (%#x) prefix %q", where, in, rep.Input, rep.Version, rep.Chip, rep.ChipID, rep.AppELFSHAPrefix)
+			}
+			if (in.ChecksumOK == nil) != (rep.Checksum.Kind == "none") || in.ChecksumOK != nil && *in.ChecksumOK != rep.Checksum.OK {
+				t.Errorf("%s: ingest checksum %v, decoder %+v", where, in.ChecksumOK, rep.Checksum)
+			}
+		}
 	}
-	out := append(hdr, data...)
-	if vi.checksum == sha256Checksum {
-		s := sha256.Sum256(out)
-		return append(out, s[:]...)
+	for _, k := range []string{"", ProblemNotCoredump, ProblemErased, ProblemTruncated, ProblemBadLength, ProblemChecksumMismatch, ProblemBadELF} {
+		if !kinds[k] {
+			t.Errorf("no variant found problem %q", k)
+		}
 	}
-	return le.AppendUint32(out, crc32.ChecksumIEEE(out))
 }
 
-func buildCoreELF(version uint32, shaPrefix string) []byte {
-	le := binary.LittleEndian
-	name := "ESP_CORE_DUMP_INFO\x00"
-	desc := make([]byte, 72)
-	le.PutUint32(desc, version)
-	copy(desc[4:], shaPrefix)
-	note := le.AppendUint32(nil, uint32(len(name)))
-	note = le.AppendUint32(note, uint32(len(desc)))
-	note = le.AppendUint32(note, ntESPInfo)
-	note = append(note, name...)
-	for len(note)%4 != 0 {
-		note = append(note, 0)
+// chipName is the chip table's name of the chip a report names, "" for none.
+func chipName(rep *espcore.Report) string {
+	if rep.Version == 0 {
+		return ""
 	}
-	note = append(note, desc...)
-
-	h := make([]byte, elfHeaderLen)
-	copy(h, "\x7fELF\x01\x01\x01")
-	le.PutUint16(h[16:], 4)      // ET_CORE
-	le.PutUint16(h[18:], 0xf3)   // RISC-V
-	le.PutUint32(h[20:], 1)      // e_version
-	le.PutUint32(h[28:], 52)     // e_phoff
-	le.PutUint16(h[40:], 52)     // e_ehsize
-	le.PutUint16(h[42:], 32)     // e_phentsize
-	le.PutUint16(h[44:], 1)      // e_phnum
-	ph := make([]byte, phEntLen) // PT_NOTE
-	le.PutUint32(ph[0:], ptNote)
-	le.PutUint32(ph[4:], elfHeaderLen+phEntLen)
-	le.PutUint32(ph[16:], uint32(len(note)))
-	le.PutUint32(ph[20:], uint32(len(note)))
-	return append(append(h, ph...), note...)
-}
-
-func FuzzInspect(f *testing.F) {
-	for _, c := range corpusCases {
-		if b, err := os.ReadFile(filepath.Join(Corpus, c.Name, "coredump.b64")); err == nil {
-			f.Add(b)
-		}
-	}
-	for v := range versions {
-		f.Add(BuildDump(0x000D0000|uint32(v), "abcdef01"))
-	}
-	f.Add([]byte("================= CORE DUMP START =================\nAAAA\n================= CORE DUMP END ================="))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		h := Inspect(b) // must not panic
-		if h.Recognized && h.Container == ContainerUnknown {
-			t.Fatalf("recognised with unknown container: %+v", h)
-		}
-		if h.Container == "" {
-			t.Fatalf("no container: %+v", h)
-		}
-		if len(h.AppELFSHAPrefix) > 64 {
-			t.Fatalf("prefix too long: %q", h.AppELFSHAPrefix)
-		}
-	})
+	c, _ := chips.ByID(rep.ChipID)
+	return c.Name
 }

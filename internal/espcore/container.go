@@ -9,16 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"strings"
-)
-
-// Input container kinds: how the dump was wrapped. Whether the dump itself
-// is in the binary or the ELF format is Header.Format.
-const (
-	KindELF     = "elf"     // bare ELF core (no header, no checksum)
-	KindBase64  = "base64"  // UART text, decoded line by line
-	KindRaw     = "raw"     // partition data: header + data + checksum
-	KindUnknown = "unknown" // none of the above
 )
 
 // Limits for untrusted input.
@@ -28,24 +18,6 @@ const (
 	maxSegments = 4096
 	maxFrames   = 128
 )
-
-// Header is the cheap summary Inspect returns for ingest.
-type Header struct {
-	Kind            string  `json:"kind"`
-	Format          string  `json:"format,omitempty"` // "binary" or "elf" dump format
-	Version         uint32  `json:"version"`
-	VersionName     string  `json:"version_name,omitempty"`
-	ChipID          uint16  `json:"chip_id"`
-	Chip            string  `json:"chip,omitempty"`
-	ChipRev         *uint32 `json:"chip_rev,omitempty"`
-	ChecksumKind    string  `json:"checksum_kind,omitempty"` // crc32, sha256, none
-	ChecksumOK      bool    `json:"checksum_ok"`
-	AppELFSHAPrefix string  `json:"app_elf_sha256_prefix,omitempty"`
-	// Problem says why the input cannot be decoded at all ("" when it can be tried).
-	Problem string `json:"problem,omitempty"`
-	// Unsupported: the problem is an unknown version word, not damage.
-	Unsupported bool `json:"unsupported,omitempty"`
-}
 
 // errUnknownVersion marks a dump whose version word this decoder does not know.
 var errUnknownVersion = errors.New("unknown core dump version word")
@@ -78,45 +50,58 @@ func le32(b []byte, off int) uint32 {
 	return binary.LittleEndian.Uint32(b[off:])
 }
 
-// knownVersion reports whether a version word looks like a core dump header.
-func knownVersion(v uint32) bool {
-	_, okv := versions[uint16(v)]
-	_, okc := chips[uint16(v>>16)]
-	return okv && okc
-}
+const (
+	markerStart = "CORE DUMP START"
+	markerEnd   = "CORE DUMP END"
+)
 
-// decodeBase64Lines decodes UART output line by line: every device write is
-// encoded separately, so the text cannot be decoded as one string.
-func decodeBase64Lines(text []byte) ([]byte, bool) {
-	start := bytes.Index(text, []byte("CORE DUMP START"))
-	if start >= 0 {
-		if nl := bytes.IndexAny(text[start:], "\r\n"); nl >= 0 {
-			text = text[start+nl+1:]
-		} else {
-			text = nil
-		}
-		if end := bytes.Index(text, []byte("CORE DUMP END")); end >= 0 {
-			text = text[:end]
-		}
+// decodeUART decodes the text a device prints over UART, line by line: every device
+// write is encoded separately, so the text cannot be decoded as one string. With the
+// CORE DUMP START/END markers only the lines between them count; without them every
+// line that is valid base64 does. Log lines and anything else are skipped. marked
+// reports whether a start marker was seen.
+func decodeUART(text []byte) (out []byte, marked bool) {
+	if !isText(text) {
+		return nil, false
 	}
-	var out []byte
-	for len(text) > 0 {
+	inside := !bytes.Contains(text, []byte(markerStart))
+	marked = !inside
+	for len(text) > 0 && len(out) <= maxInput {
 		var line []byte
 		line, text = NextLine(text)
 		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
+		switch {
+		case len(line) == 0:
+			continue
+		case bytes.Contains(line, []byte(markerStart)):
+			inside = true
+			out = out[:0] // a later dump in the same capture wins
+			continue
+		case bytes.Contains(line, []byte(markerEnd)):
+			if marked {
+				return out, true
+			}
+			continue
+		case !inside:
 			continue
 		}
-		d, ok := DecodeBase64Line(line, false)
-		if !ok {
-			continue // surrounding log line
-		}
-		out = append(out, d...)
-		if len(out) > maxInput {
-			break
+		// Padding may end pieces mid-line (lines joined without their ends).
+		if d, ok := DecodeBase64Line(line, true); ok {
+			out = append(out, d...)
 		}
 	}
-	return out, len(out) > 0
+	return out, marked
+}
+
+// isText: no control characters other than whitespace and ESC (log colours), so binary
+// data is not scanned line by line; UTF-8 in log lines is fine.
+func isText(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 && c != '\n' && c != '\r' && c != '\t' && c != 0x1b {
+			return false
+		}
+	}
+	return len(b) > 0
 }
 
 // NextLine cuts text at the first line end: LF, CRLF or a lone CR (terminal
@@ -182,60 +167,115 @@ func isB64(l []byte) bool {
 
 var elfMagic = []byte("\x7fELF")
 
-// unwrap detects the input kind and strips header and checksum.
+// looksRaw: a known version in bytes 4..8 (esp-coredump's auto-detection, §2.1). The
+// chip id is not checked: a dump of a chip newer than the table is still a dump.
+func looksRaw(b []byte) bool {
+	if len(b) < 8 {
+		return false
+	}
+	_, ok := versions[uint16(le32(b, 4))]
+	return ok
+}
+
+// isErased: an erased flash partition reads as 0xFF.
+func isErased(b []byte) bool {
+	return len(b) >= 8 && bytes.Equal(b[:8], bytes.Repeat([]byte{0xff}, 8))
+}
+
+// unwrap detects the input kind, strips header and checksum and fills in the header
+// summary. An error means the decoder cannot try the dump; c.hdr.ProblemKind is then
+// set too.
 func unwrap(dump []byte) (*container, error) {
 	if len(dump) > maxInput {
 		dump = dump[:maxInput]
 	}
 	c := &container{}
+	err := c.unwrap(dump)
+	c.hdr.ChecksumKind, c.hdr.ChecksumOK = c.checksum.Kind, c.checksum.OK
+	if c.elfCore != nil && c.hdr.Recognized {
+		if ni, ok := scanInfoNote(c.elfCore); ok {
+			c.hdr.AppELFSHAPrefix = ni.sha
+			if !c.hasHdr {
+				// Bare ELF core: the version word comes from the info note.
+				c.setVersion(ni.version)
+			}
+		}
+	}
+	return c, err
+}
+
+func (c *container) unwrap(dump []byte) error {
 	switch {
 	case bytes.HasPrefix(dump, elfMagic):
 		c.hdr.Kind = KindELF
-		c.hdr.Format = "elf"
-		c.elfCore = dump
-		c.checksum = ChecksumStatus{Kind: "none", OK: true}
-		return c, nil
-	case len(dump) >= 12 && knownVersion(le32(dump, 4)):
+		return c.bareELF(dump)
+	case looksRaw(dump):
 		c.hdr.Kind = KindRaw
-		return c, c.parseRaw(dump)
+		return c.parseRaw(dump)
+	case isErased(dump):
+		c.hdr.Kind, c.hdr.ProblemKind = KindRaw, ProblemErased
+		return fmt.Errorf("espcore: erased core dump partition (reads 0xFF)")
 	}
-	raw, ok := decodeBase64Lines(dump)
-	if !ok {
-		c.hdr.Kind = KindUnknown
-		return c, fmt.Errorf("espcore: input is neither a core ELF, a raw dump nor base64 text")
+	raw, marked := decodeUART(dump)
+	if len(raw) == 0 && !marked {
+		c.hdr.Kind, c.hdr.ProblemKind = KindUnknown, ProblemNotCoredump
+		return fmt.Errorf("espcore: input is neither a core ELF, a raw dump nor base64 text")
 	}
 	c.hdr.Kind = KindBase64
-	if bytes.HasPrefix(raw, elfMagic) {
-		c.hdr.Format = "elf"
-		c.elfCore = raw
-		c.checksum = ChecksumStatus{Kind: "none", OK: true}
-		return c, nil
+	switch {
+	case bytes.HasPrefix(raw, elfMagic):
+		return c.bareELF(raw)
+	case looksRaw(raw):
+		return c.parseRaw(raw)
 	}
-	if len(raw) < 12 || !knownVersion(le32(raw, 4)) {
-		return c, fmt.Errorf("espcore: %w 0x%08x", errUnknownVersion, le32(raw, 4))
+	c.hdr.ProblemKind = ProblemNotCoredump
+	if len(raw) < 8 {
+		return fmt.Errorf("espcore: base64 text of %d bytes holds no core dump header", len(raw))
 	}
-	return c, c.parseRaw(raw)
+	return fmt.Errorf("espcore: %w 0x%08x", errUnknownVersion, le32(raw, 4))
+}
+
+// setVersion records a version word; an unknown one leaves the header without version
+// and chip.
+func (c *container) setVersion(ver uint32) {
+	vi, ok := versions[uint16(ver)]
+	if !ok {
+		return
+	}
+	c.hdr.Version, c.hdr.VersionName, c.hdr.Format = ver, vi.name, FormatOf(ver)
+	c.hdr.ChipID = uint16(ver >> 16)
+	ci, known := chipByID(c.hdr.ChipID)
+	c.hdr.Chip = ci.Title
+	if known {
+		c.hdr.ChipName = ci.Name
+	}
 }
 
 func (c *container) warnf(f string, a ...any) { c.warnings = append(c.warnings, fmt.Sprintf(f, a...)) }
 
+// bareELF takes a core ELF without header or checksum. One whose ELF header is not an
+// ESP core's is refused; one whose notes run past its end is decoded as far as it goes.
+func (c *container) bareELF(b []byte) error {
+	c.hdr.Format = "elf"
+	c.elfCore = b
+	c.checksum = ChecksumStatus{Kind: "none", OK: true}
+	notesCut, err := checkCoreELF(b)
+	if err != nil || notesCut {
+		c.hdr.ProblemKind = ProblemBadELF
+	}
+	c.hdr.Recognized = err == nil
+	return err
+}
+
 // parseRaw handles header + data + checksum (+ padding).
 func (c *container) parseRaw(raw []byte) error {
 	c.hasHdr = true
-	dataLen := le32(raw, 0)
+	c.hdr.Recognized = true
 	ver := le32(raw, 4)
 	vi := versions[uint16(ver)]
-	c.hdr.Version = ver
-	c.hdr.VersionName = vi.name
-	c.hdr.ChipID = uint16(ver >> 16)
-	ci, _ := chipByID(c.hdr.ChipID)
-	c.hdr.Chip = ci.name
-	if vi.elf {
-		c.hdr.Format = "elf"
-	} else {
-		c.hdr.Format = "binary"
-	}
+	c.setVersion(ver)
 	if len(raw) < vi.hdrLen {
+		c.hdr.ProblemKind = ProblemTruncated
 		return fmt.Errorf("espcore: truncated header (%d bytes)", len(raw))
 	}
 	switch vi.hdrLen {
@@ -252,105 +292,67 @@ func (c *container) parseRaw(raw []byte) error {
 		r := le32(raw, 8)
 		c.hdr.ChipRev = &r
 	}
-	end := int(dataLen)
-	if dataLen == 0xFFFFFFFF || dataLen == 0 {
-		return fmt.Errorf("espcore: empty or erased core dump partition")
-	}
-	if uint64(dataLen) > uint64(len(raw)) {
-		c.warnf("data_len %d exceeds the %d bytes available; dump truncated", dataLen, len(raw))
-		end = len(raw)
-	}
-	if end < vi.hdrLen {
-		c.warnf("data_len %d is smaller than the %d-byte header", dataLen, vi.hdrLen)
-		end = vi.hdrLen
-	}
-	csLen := 4
-	c.checksum.Kind = "crc32"
+	dataLen := uint64(le32(raw, 0))
+	kind, csLen := "crc32", uint64(4)
 	if vi.sha {
-		csLen = 32
-		c.checksum.Kind = "sha256"
+		kind, csLen = "sha256", 32
 	}
-	bodyEnd := end - csLen
-	if bodyEnd < vi.hdrLen {
-		bodyEnd = end
+	hdrLen := uint64(vi.hdrLen)
+	var bodyEnd uint64
+	switch {
+	case dataLen > uint64(len(raw)):
+		c.hdr.ProblemKind = ProblemTruncated
+		c.warnf("data_len %d exceeds the %d bytes available; dump truncated", dataLen, len(raw))
+		bodyEnd = uint64(len(raw)) // the checksum is among the missing bytes
+		c.checksum = ChecksumStatus{Kind: kind}
+		if vi.optional {
+			c.checksum = ChecksumStatus{Kind: "none"}
+		}
+	case dataLen < hdrLen+csLen:
+		c.hdr.ProblemKind = ProblemBadLength
+		c.warnf("data_len %d is too small for the %d-byte header and a checksum", dataLen, hdrLen)
+		bodyEnd = max(dataLen, hdrLen)
 		c.checksum = ChecksumStatus{Kind: "none"}
-		c.warnf("dump too short to hold a checksum")
-	} else if vi.sha {
-		sum := sha256.Sum256(raw[:bodyEnd])
-		c.checksum.Computed = hex.EncodeToString(sum[:])
-		c.checksum.Stored = hex.EncodeToString(raw[bodyEnd:end])
-		c.checksum.OK = bytes.Equal(sum[:], raw[bodyEnd:end])
-	} else {
-		sum := crc32.ChecksumIEEE(raw[:bodyEnd])
-		stored := le32(raw, bodyEnd)
-		c.checksum.Computed = fmt.Sprintf("%08x", sum)
-		c.checksum.Stored = fmt.Sprintf("%08x", stored)
-		c.checksum.OK = sum == stored
-		if !c.checksum.OK && vi.optional {
-			// Legacy V1 over UART has no checksum and data_len excludes it;
-			// flash V1 may append one after data_len.
-			if end+4 <= len(raw) && crc32.ChecksumIEEE(raw[:end]) == le32(raw, end) {
-				c.checksum.OK = true
-				c.checksum.Stored = fmt.Sprintf("%08x", le32(raw, end))
-				c.checksum.Computed = c.checksum.Stored
-			} else {
-				c.checksum = ChecksumStatus{Kind: "none", OK: true}
-			}
-			bodyEnd = end
+	case vi.optional:
+		// Legacy V1: flash dumps carry a CRC that data_len counts; UART dumps have none
+		// and data_len excludes it. A CRC just past data_len is taken too.
+		bodyEnd = dataLen
+		c.checksum = ChecksumStatus{Kind: "none", OK: true}
+		if sum, stored := crc32.ChecksumIEEE(raw[:dataLen-4]), le32(raw, int(dataLen-4)); sum == stored {
+			bodyEnd = dataLen - 4
+			c.checksum = crcStatus(sum, stored)
+		} else if dataLen+4 <= uint64(len(raw)) && crc32.ChecksumIEEE(raw[:dataLen]) == le32(raw, int(dataLen)) {
+			c.checksum = crcStatus(le32(raw, int(dataLen)), le32(raw, int(dataLen)))
+		}
+	default:
+		bodyEnd = dataLen - csLen
+		if vi.sha {
+			sum := sha256.Sum256(raw[:bodyEnd])
+			c.checksum = ChecksumStatus{Kind: kind, OK: bytes.Equal(sum[:], raw[bodyEnd:dataLen]),
+				Computed: hex.EncodeToString(sum[:]), Stored: hex.EncodeToString(raw[bodyEnd:dataLen])}
+		} else {
+			c.checksum = crcStatus(crc32.ChecksumIEEE(raw[:bodyEnd]), le32(raw, int(bodyEnd)))
+		}
+		if !c.checksum.OK {
+			c.hdr.ProblemKind = ProblemChecksumMismatch
+			c.warnf("%s checksum mismatch (stored %s, computed %s); decoding anyway", kind, c.checksum.Stored, c.checksum.Computed)
 		}
 	}
-	if !c.checksum.OK {
-		c.warnf("%s checksum mismatch (stored %s, computed %s); decoding anyway", c.checksum.Kind, c.checksum.Stored, c.checksum.Computed)
-	}
-	c.hdr.ChecksumKind = c.checksum.Kind
-	c.hdr.ChecksumOK = c.checksum.OK
-	if bodyEnd < vi.hdrLen {
-		bodyEnd = vi.hdrLen // data_len smaller than the header itself
-	}
-	body := raw[vi.hdrLen:bodyEnd]
+	body := raw[hdrLen:bodyEnd]
 	if vi.elf {
 		c.elfCore = body
+		if notesCut, err := checkCoreELF(body); c.hdr.ProblemKind == "" && (err != nil || notesCut) {
+			c.hdr.ProblemKind = ProblemBadELF
+		}
 	} else {
 		c.binBody = body
+	}
+	if dataLen == 0xFFFFFFFF || dataLen == 0 {
+		return fmt.Errorf("espcore: empty or erased core dump partition")
 	}
 	return nil
 }
 
-// Inspect summarises a dump cheaply: container kind, version, chip, checksum
-// and the app ELF SHA prefix. It never panics.
-func Inspect(dump []byte) (h Header) {
-	if recoverPanics {
-		defer func() {
-			if recover() != nil {
-				h = Header{Kind: KindUnknown}
-			}
-		}()
-	}
-	c, err := unwrap(dump)
-	if c == nil {
-		return Header{Kind: KindUnknown}
-	}
-	h = c.hdr
-	if err != nil {
-		h.Problem = strings.TrimPrefix(err.Error(), "espcore: ")
-		h.Unsupported = errors.Is(err, errUnknownVersion)
-		return h
-	}
-	if !c.hasHdr {
-		h.ChecksumKind = "none"
-		h.ChecksumOK = true
-	}
-	if c.elfCore != nil {
-		if ni, ok := scanInfoNote(c.elfCore); ok {
-			h.AppELFSHAPrefix = ni.sha
-			if !c.hasHdr {
-				h.Version = ni.version
-				h.ChipID = uint16(ni.version >> 16)
-				ci, _ := chipByID(h.ChipID)
-				h.Chip = ci.name
-				h.VersionName = versions[uint16(ni.version)].name
-			}
-		}
-	}
-	return h
+func crcStatus(computed, stored uint32) ChecksumStatus {
+	return ChecksumStatus{Kind: "crc32", OK: computed == stored, Computed: fmt.Sprintf("%08x", computed), Stored: fmt.Sprintf("%08x", stored)}
 }

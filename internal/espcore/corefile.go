@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/iotsupport/iotsupport/internal/chips"
 )
 
 // segment is one memory region captured in the dump.
@@ -75,7 +77,7 @@ type xtPair struct{ idx, val uint32 }
 
 // core is the decoded dump content, independent of the container format.
 type core struct {
-	arch        arch
+	arch        chips.Arch
 	threads     []coreThread
 	mem         memory
 	crashedTCB  uint32
@@ -85,7 +87,6 @@ type core struct {
 	excCause    *uint32
 	excVAddr    *uint32
 	xtPairs     []xtPair
-	shaPrefix   string
 	infoVersion uint32
 	hasInfo     bool
 	chipRev     *uint32
@@ -146,32 +147,57 @@ type elfProg struct {
 }
 
 // coreProgs reads the ELF32 LE program headers without debug/elf, which
-// insists on sections and allocates per header.
+// insists on sections and allocates per header. An error means the bytes are not
+// an ESP core ELF: not 32-bit little-endian, not a core file, neither Xtensa nor
+// RISC-V, or program headers past the end.
 func coreProgs(b []byte) ([]elfProg, uint16, error) {
-	if len(b) < 52 || !bytes.HasPrefix(b, elfMagic) {
+	if len(b) < elfHeaderLen || !bytes.HasPrefix(b, elfMagic) {
 		return nil, 0, fmt.Errorf("espcore: not an ELF core")
 	}
 	if b[4] != 1 || b[5] != 1 {
 		return nil, 0, fmt.Errorf("espcore: core ELF is not 32-bit little-endian")
 	}
-	machine := uint16(b[18]) | uint16(b[19])<<8
-	phoff := le32(b, 28)
-	phentsize := int(uint16(b[42]) | uint16(b[43])<<8)
-	phnum := int(uint16(b[44]) | uint16(b[45])<<8)
-	if phentsize < 32 {
+	if typ := le16(b, 16); typ != etCore {
+		return nil, 0, fmt.Errorf("espcore: ELF type %d is not a core file", typ)
+	}
+	machine := le16(b, 18)
+	if machine != emXtensa && machine != emRISCV {
+		return nil, machine, fmt.Errorf("espcore: core ELF machine %d is neither Xtensa nor RISC-V", machine)
+	}
+	phoff := uint64(le32(b, 28))
+	phentsize := uint64(le16(b, 42))
+	phnum := uint64(le16(b, 44))
+	if phentsize < phEntLen {
 		return nil, machine, fmt.Errorf("espcore: bad program header size %d", phentsize)
 	}
-	var ps []elfProg
-	for i := 0; i < phnum && i < maxSegments; i++ {
-		o := uint64(phoff) + uint64(i)*uint64(phentsize)
-		if o+32 > uint64(len(b)) {
-			break
-		}
-		p := int(o)
+	if phoff+phentsize*phnum > uint64(len(b)) {
+		return nil, machine, fmt.Errorf("espcore: %d program headers at offset %d run past the %d-byte core ELF", phnum, phoff, len(b))
+	}
+	ps := make([]elfProg, 0, min(phnum, maxSegments))
+	for i := uint64(0); i < phnum && i < maxSegments; i++ {
+		p := int(phoff + i*phentsize)
 		ps = append(ps, elfProg{le32(b, p), le32(b, p+4), le32(b, p+8), le32(b, p+16), le32(b, p+20), le32(b, p+24)})
 	}
 	return ps, machine, nil
 }
+
+// checkCoreELF is what the inspector says about a core ELF: err as from coreProgs (the
+// decoder refuses it), notesCut when a note segment runs past the end (the decoder reads
+// what is there).
+func checkCoreELF(b []byte) (notesCut bool, err error) {
+	ps, _, err := coreProgs(b)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range ps {
+		if p.typ == ptNote && uint64(p.off)+uint64(p.filesz) > uint64(len(b)) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func le16(b []byte, off int) uint16 { return uint16(b[off]) | uint16(b[off+1])<<8 }
 
 func progData(b []byte, p elfProg) []byte {
 	if uint64(p.off) >= uint64(len(b)) {
@@ -197,6 +223,7 @@ func parseInfoDesc(d []byte) infoNote {
 			s = s[:i]
 		}
 		ni.sha = strings.ToLower(strings.TrimSpace(string(s)))
+		ni.sha = ni.sha[:min(len(ni.sha), 64)] // a SHA-256 in hex
 		if !isHex(ni.sha) {
 			ni.sha = ""
 		}
@@ -222,7 +249,7 @@ func scanInfoNote(b []byte) (infoNote, bool) {
 	var ni infoNote
 	found := false
 	for _, p := range ps {
-		if p.typ != 4 {
+		if p.typ != ptNote {
 			continue
 		}
 		parseNotes(progData(b, p), func(n note) bool {
@@ -239,9 +266,15 @@ func scanInfoNote(b []byte) (infoNote, bool) {
 	return ni, found
 }
 
+// ELF constants of ESP core files.
 const (
-	emXtensa = 94
-	emRISCV  = 243
+	etCore       = 4
+	emXtensa     = 94
+	emRISCV      = 243
+	ptLoad       = 1
+	ptNote       = 4
+	elfHeaderLen = 52
+	phEntLen     = 32
 )
 
 // parseCoreELF builds the model from an ELF-format dump.
@@ -251,23 +284,19 @@ func parseCoreELF(b []byte) (*core, error) {
 		return nil, err
 	}
 	c := &core{}
-	switch machine {
-	case emXtensa:
-		c.arch = archXtensa
-	case emRISCV:
-		c.arch = archRISCV
-	default:
-		return nil, fmt.Errorf("espcore: unsupported core machine %d", machine)
+	c.arch = chips.RISCV
+	if machine == emXtensa {
+		c.arch = chips.Xtensa
 	}
 	for _, p := range ps {
 		switch p.typ {
-		case 1: // PT_LOAD
+		case ptLoad:
 			d := progData(b, p)
 			if len(d) < int(p.filesz) {
 				c.warnf("segment at 0x%08x truncated", p.vaddr)
 			}
 			c.mem.add(segment{addr: p.vaddr, data: d, exec: p.flags&1 != 0})
-		case 4: // PT_NOTE
+		case ptNote:
 			parseNotes(progData(b, p), c.note)
 		}
 	}
@@ -297,7 +326,7 @@ func (c *core) note(n note) bool {
 		}
 		t := coreThread{tcb: le32(d, 24)}
 		switch c.arch {
-		case archXtensa:
+		case chips.Xtensa:
 			r := make([]uint32, xNumRegs)
 			for i := 0; i < 6; i++ {
 				r[i] = le32(d, 72+4*i)
@@ -306,7 +335,7 @@ func (c *core) note(n note) bool {
 				r[xA0+i] = le32(d, 72+4*(64+i))
 			}
 			t.regs = r
-		case archRISCV:
+		case chips.RISCV:
 			r := make([]uint32, 32)
 			for i := range r {
 				r[i] = le32(d, 72+4*i)
@@ -319,7 +348,7 @@ func (c *core) note(n note) bool {
 		c.threads = append(c.threads, t)
 	case n.typ == ntESPInfo && n.name == "ESP_CORE_DUMP_INFO":
 		ni := parseInfoDesc(d)
-		c.infoVersion, c.shaPrefix, c.hasInfo = ni.version, ni.sha, true
+		c.infoVersion, c.hasInfo = ni.version, true
 	case n.typ == ntESPInfo && n.name == "ESP_CHIP_REV":
 		r := le32(d, 0)
 		c.chipRev = &r
@@ -329,7 +358,7 @@ func (c *core) note(n note) bool {
 		}
 		c.crashedTCB, c.hasCrashed = le32(d, 0), true
 		switch c.arch {
-		case archXtensa:
+		case chips.Xtensa:
 			if len(d) >= 20 {
 				// By position: esp-coredump's binary conversion writes indexes 0/1 here.
 				ec, ev := le32(d, 8), le32(d, 16)
@@ -345,7 +374,7 @@ func (c *core) note(n note) bool {
 				v := le32(d, 148) != 0
 				c.isr = &v
 			}
-		case archRISCV:
+		case chips.RISCV:
 			if len(d) >= 8 {
 				v := le32(d, 4) != 0
 				c.isr = &v
@@ -379,7 +408,7 @@ func (c *core) note(n note) bool {
 }
 
 // parseBinary converts the legacy binary format (tasks + memory segments).
-func parseBinary(body []byte, a arch, tasks, tcbSz, segs uint32) (*core, error) {
+func parseBinary(body []byte, a chips.Arch, tasks, tcbSz, segs uint32) (*core, error) {
 	c := &core{arch: a}
 	if tcbSz > 1<<16 {
 		return nil, fmt.Errorf("espcore: implausible TCB size %d", tcbSz)
@@ -454,9 +483,9 @@ func parseBinary(body []byte, a arch, tasks, tcbSz, segs uint32) (*core, error) 
 func align4(n int) int { return (n + 3) &^ 3 }
 
 // regsFromFrame recovers registers from the frame saved at the stack top (§2.8).
-func regsFromFrame(a arch, st []byte, t *coreThread) []uint32 {
+func regsFromFrame(a chips.Arch, st []byte, t *coreThread) []uint32 {
 	switch a {
-	case archXtensa:
+	case chips.Xtensa:
 		if len(st) < 8*4 {
 			return nil
 		}
@@ -481,7 +510,7 @@ func regsFromFrame(a arch, st []byte, t *coreThread) []uint32 {
 			r[xPS] &^= 1 << 4 // as the device does, so the frame is unwound as windowed
 		}
 		return r
-	case archRISCV:
+	case chips.RISCV:
 		if len(st) < 32*4 {
 			return nil
 		}

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"github.com/iotsupport/iotsupport/internal/chips"
 )
 
 // Options tunes decoding; zero values pick safe defaults.
@@ -53,8 +55,11 @@ func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err err
 	if ct.elfCore != nil {
 		c, err = parseCoreELF(ct.elfCore)
 	} else {
-		ci, _ := chipByID(ct.hdr.ChipID)
-		c, err = parseBinary(ct.binBody, ci.arch, ct.tasksNum, ct.tcbSz, ct.segsNum)
+		ci, known := chipByID(ct.hdr.ChipID)
+		if !known {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("chip id 0x%04x is not in the chip table: its architecture, and so the task registers, are unknown", ct.hdr.ChipID))
+		}
+		c, err = parseBinary(ct.binBody, ci.Arch, ct.tasksNum, ct.tcbSz, ct.segsNum)
 	}
 	if c == nil {
 		return nil, err
@@ -63,44 +68,38 @@ func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err err
 		return nil, err
 	}
 	rep.Warnings = append(rep.Warnings, c.warnings...)
-	if !ct.hasHdr && c.hasInfo {
-		// Bare ELF core: the version word comes from the info note.
-		rep.Version = c.infoVersion
-		rep.VersionName = versions[uint16(c.infoVersion)].name
-		rep.ChipID = uint16(c.infoVersion >> 16)
-		ci, _ := chipByID(rep.ChipID)
-		rep.Chip = ci.name
-	} else if ct.hasHdr && c.hasInfo && c.infoVersion != ct.hdr.Version {
+	if ct.hasHdr && c.hasInfo && c.infoVersion != ct.hdr.Version {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("info note version 0x%08x differs from header version 0x%08x", c.infoVersion, ct.hdr.Version))
 	}
 	if rep.ChipRev == nil {
 		rep.ChipRev = c.chipRev
 	}
-	chip, known := chipByID(rep.ChipID)
-	if !known || (ct.elfCore == nil && !ct.hasHdr) || chip.arch != c.arch {
-		chip = chipInfo{name: rep.Chip, arch: c.arch, romLo: 0x40000000, romHi: 0x40070000}
-		if c.arch == archRISCV && rep.ChipID == 0x0012 {
-			chip.romLo, chip.romHi = 0x4FC00000, 0x4FC20000
-		}
+	chip, known := chips.ByID(rep.ChipID)
+	if rep.Version == 0 || !known || chip.Arch != c.arch {
+		// No chip (or one the core ELF contradicts): the core's architecture, a generic ROM range.
+		chip = chips.Chip{Title: rep.Chip, Arch: c.arch, ROMLo: 0x40000000, ROMHi: 0x40070000}
 	}
-	rep.Arch = c.arch.String()
-	rep.AppELFSHAPrefix = c.shaPrefix
+	rep.Arch = string(c.arch)
+	if rep.Arch == "" {
+		rep.Arch = "unknown"
+	}
+	rep.AppELFSHAPrefix = ct.hdr.AppELFSHAPrefix
 
 	if sym != nil {
 		sum := sym.SHA256()
 		rep.ELFSHA256 = hex.EncodeToString(sum[:])
 		want := elf.EM_XTENSA
-		if c.arch == archRISCV {
+		if c.arch == chips.RISCV {
 			want = elf.EM_RISCV
 		}
 		if m := sym.Machine(); m != want {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("app ELF is for %v but the dump is %s; symbols ignored", m, c.arch))
 			sym = nil
-		} else if c.shaPrefix != "" {
-			ok := strings.HasPrefix(rep.ELFSHA256, c.shaPrefix)
+		} else if rep.AppELFSHAPrefix != "" {
+			ok := strings.HasPrefix(rep.ELFSHA256, rep.AppELFSHAPrefix)
 			rep.ELFMatch = &ok
 			if !ok {
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("app ELF SHA-256 %s does not match the dump's %s: wrong firmware ELF, names and lines may be wrong", rep.ELFSHA256, c.shaPrefix))
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("app ELF SHA-256 %s does not match the dump's %s: wrong firmware ELF, names and lines may be wrong", rep.ELFSHA256, rep.AppELFSHAPrefix))
 			}
 		}
 	}
@@ -143,7 +142,7 @@ func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err err
 			var raw []rawFrame
 			if th.Corrupted == "stack" {
 				raw = []rawFrame{{t.regs[0], MethodRegs}}
-			} else if c.arch == archXtensa {
+			} else if c.arch == chips.Xtensa {
 				raw = unwindXtensa(&c.mem, o, t.regs, opts.MaxFrames)
 			} else {
 				raw = unwindRISCV(&c.mem, o, t.regs, opts.MaxFrames, !opts.NoScan)
@@ -165,7 +164,7 @@ func DecodeWith(dump []byte, sym Symbolizer, opts Options) (rep *Report, err err
 	if len(c.threads) > 0 && c.threads[0].regs != nil {
 		r := c.threads[0].regs
 		names := xtensaRegNames
-		if c.arch == archRISCV {
+		if c.arch == chips.RISCV {
 			names = riscvRegNames[:]
 		}
 		for i, n := range names {
@@ -207,7 +206,7 @@ func isStackSeg(c *core, s segment) bool {
 			continue
 		}
 		sp := t.regs[2]
-		if c.arch == archXtensa {
+		if c.arch == chips.Xtensa {
 			sp = t.regs[xA0+1]
 		}
 		if sp >= s.addr && uint64(sp) <= uint64(s.addr)+uint64(len(s.data)) {
@@ -230,34 +229,34 @@ func inTaskStack(ths []Thread, a uint32) bool {
 }
 
 // fakeStack detects the dummy frame the device writes for corrupted tasks.
-func fakeStack(r []uint32, a arch) bool {
+func fakeStack(r []uint32, a chips.Arch) bool {
 	if len(r) == 0 {
 		return false
 	}
 	sp := uint32(0)
 	switch a {
-	case archXtensa:
+	case chips.Xtensa:
 		if len(r) > xA0+1 {
 			sp = r[xA0+1]
 		}
-	case archRISCV:
+	case chips.RISCV:
 		if len(r) > 2 {
 			sp = r[2]
 		}
 	}
 	inFake := func(v uint32) bool {
-		return v >= 0x20000000 && v < 0x30000000 || (a == archRISCV && v >= 0x70000000 && v < 0x80000000)
+		return v >= 0x20000000 && v < 0x30000000 || (a == chips.RISCV && v >= 0x70000000 && v < 0x80000000)
 	}
 	return inFake(r[0]) && inFake(sp)
 }
 
-func exception(c *core, chip chipInfo) *Exception {
+func exception(c *core, chip chips.Chip) *Exception {
 	switch c.arch {
-	case archXtensa:
+	case chips.Xtensa:
 		if c.excCause == nil {
 			return nil
 		}
-		e := &Exception{Cause: *c.excCause, CauseName: causeName(archXtensa, *c.excCause), ExcVAddr: c.excVAddr}
+		e := &Exception{Cause: *c.excCause, CauseName: causeName(chips.Xtensa, *c.excCause), ExcVAddr: c.excVAddr}
 		for _, p := range c.xtPairs {
 			switch {
 			case p.idx >= 177 && p.idx <= 183:
@@ -267,7 +266,7 @@ func exception(c *core, chip chipInfo) *Exception {
 			}
 		}
 		return e
-	case archRISCV:
+	case chips.RISCV:
 		if len(c.threads) == 0 || len(c.threads[0].regs) < 32 {
 			return nil
 		}
@@ -279,7 +278,7 @@ func exception(c *core, chip chipInfo) *Exception {
 				continue
 			}
 			mc, mt, ms, mepc := le32(s.data, 34*4), le32(s.data, 35*4), le32(s.data, 32*4), r[0]
-			return &Exception{Cause: mc, CauseName: causeName(archRISCV, mc), MTVal: &mt, MEPC: &mepc, MStatus: &ms}
+			return &Exception{Cause: mc, CauseName: causeName(chips.RISCV, mc), MTVal: &mt, MEPC: &mepc, MStatus: &ms}
 		}
 	}
 	return nil

@@ -4,8 +4,12 @@
 // checksum, optional padding), the base64 text printed over UART (decoded
 // line by line; log lines and START/END markers are skipped) or a bare ELF
 // core. All container versions are handled: binary 0x0001–0x0003 and ELF
-// 0x0100–0x0104, CRC32 or SHA-256, chip from the version word. See
-// ../shared/docs/ESP-FORMATS.md for the formats.
+// 0x0100–0x0104, CRC32 or SHA-256, chip from the version word (package
+// chips). See ../shared/docs/ESP-FORMATS.md for the formats.
+//
+// Inspect is the cheap look ingest takes at an upload: container, version,
+// chip, checksum, app ELF SHA prefix and a problem kind. It runs the same
+// container code as Decode, so what ingest records is what the decoder sees.
 //
 // Backtraces: Xtensa uses the windowed-ABI base save areas spilled to the
 // stack; RISC-V uses DWARF CFI from the app ELF, and where no CFI covers a

@@ -11,8 +11,8 @@ import (
 )
 
 func rawDump(t testing.TB, c string) []byte {
-	raw, ok := decodeBase64Lines(readDump(t, c))
-	if !ok {
+	raw, _ := decodeUART(readDump(t, c))
+	if len(raw) == 0 {
 		t.Fatalf("%s: no base64", c)
 	}
 	return raw

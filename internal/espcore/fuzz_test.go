@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/iotsupport/iotsupport/internal/chips"
 )
 
 // fakeSym derives code and CFI from fuzz bytes so the unwinders see
@@ -68,7 +70,7 @@ func addDumpSeeds(f *testing.F) {
 			continue
 		}
 		f.Add(b)
-		if raw, ok := decodeBase64Lines(b); ok {
+		if raw, _ := decodeUART(b); len(raw) > 0 {
 			f.Add(raw)
 		}
 	}
@@ -85,8 +87,8 @@ func FuzzContainer(f *testing.F) {
 			return
 		}
 		if c.elfCore == nil {
-			parseBinary(c.binBody, archXtensa, c.tasksNum, c.tcbSz, c.segsNum)
-			parseBinary(c.binBody, archRISCV, c.tasksNum, c.tcbSz, c.segsNum)
+			parseBinary(c.binBody, chips.Xtensa, c.tasksNum, c.tcbSz, c.segsNum)
+			parseBinary(c.binBody, chips.RISCV, c.tasksNum, c.tcbSz, c.segsNum)
 		}
 		if r, err := DecodeWith(data, nil, Options{}); err == nil {
 			_ = r.Text()
@@ -113,7 +115,7 @@ func FuzzNotes(f *testing.F) {
 		if err != nil || c == nil {
 			return
 		}
-		exception(c, chipInfo{arch: c.arch})
+		exception(c, chips.Chip{Arch: c.arch})
 		for _, th := range c.threads {
 			taskName(&c.mem, defaultTCB, th.tcb, "")
 		}
@@ -141,9 +143,9 @@ func unwindInput(data []byte, nregs int) (regs []uint32, m *memory, sym fakeSym)
 
 // stackSeeds turns the real threads into unwinder seeds: registers (with
 // sp rebased onto the fuzz stack) followed by the stack bytes.
-func stackSeeds(f *testing.F, a arch) { collectStackSeeds(f, a) }
+func stackSeeds(f *testing.F, a chips.Arch) { collectStackSeeds(f, a) }
 
-func collectStackSeeds(f interface{ Add(...any) }, a arch) {
+func collectStackSeeds(f interface{ Add(...any) }, a chips.Arch) {
 	ents, _ := os.ReadDir(testdataDir)
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join(testdataDir, e.Name(), "coredump.b64"))
@@ -158,14 +160,14 @@ func collectStackSeeds(f interface{ Add(...any) }, a arch) {
 		if c.elfCore != nil {
 			co, _ = parseCoreELF(c.elfCore)
 		} else {
-			co, _ = parseBinary(c.binBody, archXtensa, c.tasksNum, c.tcbSz, c.segsNum)
+			co, _ = parseBinary(c.binBody, chips.Xtensa, c.tasksNum, c.tcbSz, c.segsNum)
 		}
 		if co == nil || co.arch != a {
 			continue
 		}
 		for _, th := range co.threads {
 			spIdx := 2
-			if a == archXtensa {
+			if a == chips.Xtensa {
 				spIdx = xA0 + 1
 			}
 			sp := th.regs[spIdx]
@@ -186,25 +188,31 @@ func collectStackSeeds(f interface{ Add(...any) }, a arch) {
 	}
 }
 
+// The unwinders' fuzz targets run with a real chip's ROM range.
+var (
+	esp32, _   = chips.ByName("esp32")
+	esp32c3, _ = chips.ByName("esp32c3")
+)
+
 func FuzzXtensaUnwind(f *testing.F) {
-	stackSeeds(f, archXtensa)
+	stackSeeds(f, chips.Xtensa)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		regs, m, sym := unwindInput(data, xNumRegs)
-		o := codeOracle{sym: sym, chip: chips[0]}
+		o := codeOracle{sym: sym, chip: esp32}
 		if fr := unwindXtensa(m, o, regs, 64); len(fr) > 64 {
 			t.Fatalf("%d frames", len(fr))
 		}
-		if fr := unwindXtensa(m, codeOracle{chip: chips[0]}, regs, 64); len(fr) > 64 {
+		if fr := unwindXtensa(m, codeOracle{chip: esp32}, regs, 64); len(fr) > 64 {
 			t.Fatalf("%d frames", len(fr))
 		}
 	})
 }
 
 func FuzzRISCVUnwind(f *testing.F) {
-	stackSeeds(f, archRISCV)
+	stackSeeds(f, chips.RISCV)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		regs, m, sym := unwindInput(data, 32)
-		o := codeOracle{sym: sym, chip: chips[5]}
+		o := codeOracle{sym: sym, chip: esp32c3}
 		fr := unwindRISCV(m, o, regs, 64, true)
 		if len(fr) > 64 {
 			t.Fatalf("%d frames", len(fr))
@@ -220,7 +228,7 @@ func FuzzDecodeWithELF(f *testing.F) {
 		f.Skip("test data not available")
 	}
 	for _, c := range []string{"esp32c3", "esp32"} {
-		if raw, ok := decodeBase64Lines(readDump(f, c)); ok {
+		if raw, _ := decodeUART(readDump(f, c)); len(raw) > 0 {
 			f.Add(raw)
 		}
 	}

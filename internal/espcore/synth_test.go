@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/iotsupport/iotsupport/internal/chips"
 )
 
 // Synthetic core ELFs exercise the paths the five real dumps do not reach.
@@ -247,13 +249,13 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		write("FuzzContainer", versions[v].name, rewrap(body, 0, v, 1, 0x154))
 	}
 	write("FuzzContainer", "uart", uartText(rewrap(rv, 5, verELFCRC32V21, 0, 0)))
-	for _, a := range []arch{archXtensa, archRISCV} {
+	for _, a := range []chips.Arch{chips.Xtensa, chips.RISCV} {
 		n := 0
 		f := &seedCollector{}
 		collectStackSeeds(f, a)
 		for _, s := range f.seeds {
 			target := "FuzzXtensaUnwind"
-			if a == archRISCV {
+			if a == chips.RISCV {
 				target = "FuzzRISCVUnwind"
 			}
 			write(target, fmt.Sprintf("real-%d", n), s)

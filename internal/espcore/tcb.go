@@ -1,6 +1,10 @@
 package espcore
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/iotsupport/iotsupport/internal/chips"
+)
 
 // tcbLayout holds FreeRTOS TCB member offsets; -1 means unknown.
 type tcbLayout struct {
@@ -84,7 +88,7 @@ var defaultTCB = tcbLayout{top: 0, prio: 0x2C, basePrio: -1, stack: 0x30, name: 
 
 const taskNameLen = 16
 
-func tcbLayoutFor(sym Symbolizer, _ arch) tcbLayout {
+func tcbLayoutFor(sym Symbolizer, _ chips.Arch) tcbLayout {
 	if sym == nil {
 		return defaultTCB
 	}

@@ -34,6 +34,8 @@ func (r *Report) Text() string {
 		p("Checksum: none\n")
 	case r.Checksum.OK:
 		p("Checksum: %s OK\n", r.Checksum.Kind)
+	case r.Checksum.Stored == "":
+		p("Checksum: %s not checked: dump truncated\n", r.Checksum.Kind)
 	default:
 		p("Checksum: %s MISMATCH (stored %s, computed %s)\n", r.Checksum.Kind, r.Checksum.Stored, r.Checksum.Computed)
 	}

@@ -1,6 +1,10 @@
 package espcore
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/iotsupport/iotsupport/internal/chips"
+)
 
 // rawFrame is an unwound PC before symbolization.
 type rawFrame struct {
@@ -21,18 +25,18 @@ const (
 // validating scanned return addresses.
 type codeOracle struct {
 	sym  Symbolizer
-	chip chipInfo
+	chip chips.Chip
 }
 
 func (o codeOracle) inELF(a uint32) bool { return o.sym != nil && o.sym.IsCode(uint64(a)) }
 
 func (o codeOracle) exec(a uint32) bool {
-	if o.inELF(a) || o.chip.inROM(a) {
+	if o.inELF(a) || o.chip.InROM(a) {
 		return true
 	}
 	if o.sym == nil {
 		// No ELF: accept the usual instruction buses.
-		if o.chip.arch == archRISCV && o.chip.romHi <= 0x40100000 {
+		if o.chip.Arch == chips.RISCV && o.chip.ROMHi <= 0x40100000 {
 			// C- and H-series: IRAM (C3/C2), HP SRAM (C6 and later) and the flash
 			// window; the rest of 0x4xxx_xxxx is data or unmapped, and stack words
 			// such as ASCII text would otherwise pass for code.
@@ -109,7 +113,7 @@ func unwindRISCV(m *memory, o codeOracle, regs []uint32, max int, scan bool) []r
 			if !scan {
 				break
 			}
-			v, nsp, found := scanStack(m, o, archRISCV, x[2], pc)
+			v, nsp, found := scanStack(m, o, chips.RISCV, x[2], pc)
 			if !found {
 				break
 			}
@@ -179,9 +183,9 @@ func leafReturn(m *memory, o codeOracle, ra, pc uint32) bool {
 		return true
 	}
 	if o.inELF(ra) {
-		return afterCall(o.sym, archRISCV, ra) && callReaches(o, archRISCV, ra, pc)
+		return afterCall(o.sym, chips.RISCV, ra) && callReaches(o, chips.RISCV, ra, pc)
 	}
-	return o.chip.inROM(ra) && ra&0xff != 0
+	return o.chip.InROM(ra) && ra&0xff != 0
 }
 
 const scanLimit = 1024 // words
@@ -189,7 +193,7 @@ const scanLimit = 1024 // words
 // scanStack looks upward from sp for a word that is a plausible return
 // address: in ELF text just after a call, or inside the chip's ROM. It
 // returns the address and the caller's sp at the call.
-func scanStack(m *memory, o codeOracle, a arch, sp uint32, cur uint32) (uint32, uint32, bool) {
+func scanStack(m *memory, o codeOracle, a chips.Arch, sp uint32, cur uint32) (uint32, uint32, bool) {
 	seg := m.find(sp, 4)
 	if seg == nil {
 		return 0, 0, false
@@ -219,7 +223,7 @@ func scanStack(m *memory, o codeOracle, a arch, sp uint32, cur uint32) (uint32, 
 		}
 		// ROM code is not in the ELF, so ROM return addresses cannot be
 		// checked; round values are usually pointers to ROM tables.
-		if o.chip.inROM(v) && !o.inELF(v) && v&0xff != 0 {
+		if o.chip.InROM(v) && !o.inELF(v) && v&0xff != 0 {
 			return v, slot + 4, true
 		}
 	}
@@ -272,8 +276,8 @@ func chainOK(m *memory, o codeOracle, pc, sp uint32, depth int) (ok, unchecked b
 	if !okm || ra == 0 {
 		return false, false
 	}
-	rom := o.chip.inROM(ra) && !o.inELF(ra)
-	if !(o.inELF(ra) && afterCall(o.sym, archRISCV, ra) || rom && ra&0xff != 0) {
+	rom := o.chip.InROM(ra) && !o.inELF(ra)
+	if !(o.inELF(ra) && afterCall(o.sym, chips.RISCV, ra) || rom && ra&0xff != 0) {
 		return false, false
 	}
 	if depth <= 1 || rom {
@@ -286,8 +290,8 @@ func chainOK(m *memory, o codeOracle, pc, sp uint32, depth int) (ok, unchecked b
 // callReaches rejects a candidate return address whose call instruction
 // provably targets somewhere else than the function we are unwinding from
 // (cur): stale return addresses left in a frame's locals fail this.
-func callReaches(o codeOracle, a arch, ret, cur uint32) bool {
-	if a != archRISCV {
+func callReaches(o codeOracle, a chips.Arch, ret, cur uint32) bool {
+	if a != chips.RISCV {
 		return true
 	}
 	target, ok := riscvCallTarget(o.sym, ret)
@@ -346,12 +350,12 @@ func riscvCallTarget(s Symbolizer, ret uint32) (uint32, bool) {
 }
 
 // afterCall reports whether the instruction before addr is a call.
-func afterCall(s Symbolizer, a arch, addr uint32) bool {
+func afterCall(s Symbolizer, a chips.Arch, addr uint32) bool {
 	if s == nil || addr < 4 {
 		return false
 	}
 	switch a {
-	case archRISCV:
+	case chips.RISCV:
 		if b, ok := s.ReadCode(uint64(addr-4), 4); ok && len(b) == 4 {
 			in := binary.LittleEndian.Uint32(b)
 			if in&3 == 3 {
@@ -370,7 +374,7 @@ func afterCall(s Symbolizer, a arch, addr uint32) bool {
 				return true
 			}
 		}
-	case archXtensa:
+	case chips.Xtensa:
 		if b, ok := s.ReadCode(uint64(addr-3), 3); ok && len(b) == 3 {
 			if b[0]&0xf == 5 { // CALLn
 				return true

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+
+	"github.com/iotsupport/iotsupport/internal/chips"
 )
 
 // The builder below writes the format Parse reads. The benchmark command uploads
@@ -125,7 +127,7 @@ func guessChip(m elf.Machine, descAddr uint32) (string, error) {
 // Build assembles an image from raw segments; the first should start with an
 // app descriptor (Version and ELFSHA256 are written into it when it is long enough).
 func Build(chip string, entry uint32, segs []SegmentData, opts BuildOptions) ([]byte, error) {
-	ci, ok := ChipByName(chip)
+	ci, ok := chips.ByName(chip)
 	if !ok {
 		return nil, fmt.Errorf("unknown chip %q", chip)
 	}

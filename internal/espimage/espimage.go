@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"unicode/utf8"
+
+	"github.com/iotsupport/iotsupport/internal/chips"
 )
 
 // Layout constants of the app image format.
@@ -69,7 +71,7 @@ type Segment struct {
 type Image struct {
 	ChipID uint16
 	Chip   string // "esp32c3"
-	Arch   Arch
+	Arch   chips.Arch
 
 	EntryAddr      uint32
 	SPIMode        uint8
@@ -128,7 +130,7 @@ func ParseReader(r io.Reader, size int64) (*Image, error) {
 	im.MinChipRevFull = binary.LittleEndian.Uint16(hdr[15:])
 	im.MaxChipRevFull = binary.LittleEndian.Uint16(hdr[17:])
 	im.HashAppended = hdr[23] == 1
-	chip, ok := ChipByID(im.ChipID)
+	chip, ok := chips.ByID(im.ChipID)
 	if !ok {
 		return nil, fail(ErrUnknownChip, "unknown chip id 0x%04X in image header", im.ChipID)
 	}

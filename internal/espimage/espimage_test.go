@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/iotsupport/iotsupport/internal/chips"
 	"github.com/iotsupport/iotsupport/internal/espimage"
 	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 	"github.com/iotsupport/iotsupport/internal/naming"
@@ -22,14 +23,14 @@ func parseBytes(b []byte) (*espimage.Image, error) {
 func TestParseImagesBuiltFromTestELFs(t *testing.T) {
 	tests := []struct {
 		name, chip   string
-		arch         espimage.Arch
+		arch         chips.Arch
 		version, idf string
 	}{
-		{"esp32", "esp32", espimage.ArchXtensa, "v1.0-56-g30082bf", "v5.3-dev-458-g8c0f8b041e"},
-		{"esp32_bin", "esp32", espimage.ArchXtensa, "v1.12.0-7-gb7813ea-dirty", "v5.4-dev-4243-g2cfc2dec30"},
-		{"esp32c3", "esp32c3", espimage.ArchRISCV, "v1.0-56-g30082bf-dirty", "v5.3-dev-458-g8c0f8b041e"},
-		{"esp32c3_bin", "esp32c3", espimage.ArchRISCV, "v1.12.0-7-gb7813ea-dirty", "v5.4-dev-4243-g2cfc2dec30"},
-		{"esp32c6", "esp32c6", espimage.ArchRISCV, "v1.12.0-16-g8ea0d23-dirty", "v6.0-dev-1306-g43f3a88da65"},
+		{"esp32", "esp32", chips.Xtensa, "v1.0-56-g30082bf", "v5.3-dev-458-g8c0f8b041e"},
+		{"esp32_bin", "esp32", chips.Xtensa, "v1.12.0-7-gb7813ea-dirty", "v5.4-dev-4243-g2cfc2dec30"},
+		{"esp32c3", "esp32c3", chips.RISCV, "v1.0-56-g30082bf-dirty", "v5.3-dev-458-g8c0f8b041e"},
+		{"esp32c3_bin", "esp32c3", chips.RISCV, "v1.12.0-7-gb7813ea-dirty", "v5.4-dev-4243-g2cfc2dec30"},
+		{"esp32c6", "esp32c6", chips.RISCV, "v1.12.0-16-g8ea0d23-dirty", "v6.0-dev-1306-g43f3a88da65"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,19 +213,5 @@ func TestParseReaderReportsReadErrorsAsIOErrors(t *testing.T) {
 	var e *espimage.Error
 	if err == nil || errors.As(err, &e) || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("err = %v, want a wrapped read error", err)
-	}
-}
-
-func TestChipTable(t *testing.T) {
-	for _, c := range espimage.Chips {
-		if got, ok := espimage.ChipByID(c.ID); !ok || got != c {
-			t.Errorf("ChipByID(%#x) = %v", c.ID, got)
-		}
-		if got, ok := espimage.ChipByName(c.Name); !ok || got != c {
-			t.Errorf("ChipByName(%s) = %v", c.Name, got)
-		}
-	}
-	if _, ok := espimage.ChipByID(0xFFFF); ok {
-		t.Error("0xFFFF is the invalid chip id")
 	}
 }

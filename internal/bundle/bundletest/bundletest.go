@@ -15,6 +15,7 @@ import (
 	"slices"
 
 	"github.com/iotsupport/iotsupport/internal/bundle"
+	"github.com/iotsupport/iotsupport/internal/chips"
 	"github.com/iotsupport/iotsupport/internal/espimage"
 	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 )
@@ -84,7 +85,7 @@ func Make(modelCode string, elfBytes []byte, opts Options) ([]byte, error) {
 // Synthetic builds a tiny bundle (a few KB) around a synthetic image for chip
 // and a minimal ELF header, for fuzz seeds and fast tests.
 func Synthetic(modelCode, chip, version string, opts Options) ([]byte, error) {
-	ci, ok := espimage.ChipByName(chip)
+	ci, ok := chips.ByName(chip)
 	if !ok {
 		return nil, fmt.Errorf("unknown chip %q", chip)
 	}

@@ -1,57 +1,20 @@
 package espcore
 
-import "fmt"
+import (
+	"fmt"
 
-type arch int
-
-const (
-	archUnknown arch = iota
-	archXtensa
-	archRISCV
+	"github.com/iotsupport/iotsupport/internal/chips"
 )
 
-func (a arch) String() string {
-	switch a {
-	case archXtensa:
-		return "xtensa"
-	case archRISCV:
-		return "riscv"
-	}
-	return "unknown"
-}
-
-type chipInfo struct {
-	name string
-	arch arch
-	// ROM code range; used to accept return addresses into ROM, which is not in the app ELF.
-	romLo, romHi uint32
-}
-
-var chips = map[uint16]chipInfo{
-	0x0000: {"ESP32", archXtensa, 0x40000000, 0x40070000},
-	0x0002: {"ESP32-S2", archXtensa, 0x40000000, 0x40020000},
-	0x0005: {"ESP32-C3", archRISCV, 0x40000000, 0x40060000},
-	0x0009: {"ESP32-S3", archXtensa, 0x40000000, 0x40060000},
-	0x000C: {"ESP32-C2", archRISCV, 0x40000000, 0x40090000},
-	0x000D: {"ESP32-C6", archRISCV, 0x40000000, 0x40050000},
-	0x0010: {"ESP32-H2", archRISCV, 0x40000000, 0x40050000},
-	0x0012: {"ESP32-P4", archRISCV, 0x4FC00000, 0x4FC20000},
-	0x0014: {"ESP32-C61", archRISCV, 0x40000000, 0x40050000},
-	0x0017: {"ESP32-C5", archRISCV, 0x40000000, 0x40060000},
-	0x0019: {"ESP32-H21", archRISCV, 0x40000000, 0x40050000},
-	0x001C: {"ESP32-H4", archRISCV, 0x40000000, 0x40050000},
-	0x0020: {"ESP32-S31", archRISCV, 0x40000000, 0x40060000},
-}
-
-func chipByID(id uint16) (chipInfo, bool) {
-	c, ok := chips[id]
+// chipByID looks a version word's chip id up in the chip table; an unknown id keeps a
+// name that shows it.
+func chipByID(id uint16) (chips.Chip, bool) {
+	c, ok := chips.ByID(id)
 	if !ok {
-		return chipInfo{name: fmt.Sprintf("unknown(0x%04x)", id)}, false
+		return chips.Chip{Title: fmt.Sprintf("unknown(0x%04x)", id)}, false
 	}
 	return c, true
 }
-
-func (c chipInfo) inROM(a uint32) bool { return a >= c.romLo && a < c.romHi }
 
 // Dump format versions (low 16 bits of the version word).
 const (
@@ -110,13 +73,13 @@ var riscvCauses = map[uint32]string{
 	0xDEADC0DE: "No valid cause",
 }
 
-func causeName(a arch, c uint32) string {
+func causeName(a chips.Arch, c uint32) string {
 	var n string
 	var ok bool
 	switch a {
-	case archXtensa:
+	case chips.Xtensa:
 		n, ok = xtensaCauses[c]
-	case archRISCV:
+	case chips.RISCV:
 		if c&0x80000000 != 0 {
 			return fmt.Sprintf("Interrupt %d", c&0x7fffffff)
 		}
