@@ -134,15 +134,14 @@ func migrateToS3Cmd() *cobra.Command {
 			if !asJSON {
 				o.Progress = cmd.OutOrStdout()
 			}
-			if !dryRun {
-				// The same service graph as the server's: imported versions are kept while
-				// PENDING dumps need them, and dumps waiting for them are re-queued.
-				svc, err := app.Assemble(cfg, log, d, store, notify.Nop{}, nil)
-				if err != nil {
-					return err
-				}
-				o.Firmware = svc.Firmware
+			// The same service graph as the server's: imported versions are kept while
+			// PENDING dumps need them, and dumps waiting for them are re-queued. (A dry run
+			// only asks it which versions are needed.)
+			svc, err := app.Assemble(cfg, log, d, store, notify.Nop{}, nil)
+			if err != nil {
+				return err
 			}
+			o.Firmware = svc.Firmware
 			if testHooks.migrateToS3 != nil { // only in test builds (testhooks_on.go)
 				testHooks.migrateToS3(&o)
 			}

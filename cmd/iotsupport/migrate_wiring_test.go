@@ -23,9 +23,9 @@ func TestMigrateToS3KeepsNeededFirmwareAndRequeuesWaitingDumps(t *testing.T) {
 	// Waits for 1.8.0, the oldest version: without the guard, MAX_FIRMWARES=1 prunes it.
 	pending := f.id(t, `INSERT INTO coredumps (device_id, chip, firmware_version, size, parse_status, uploaded_at, created_at, updated_at)
 		VALUES ($1, 'esp32c3', '1.8.0', 10, 'PENDING', now(), now(), now()) RETURNING id`, alphaDevice)
-	// Decoded before 1.9.0 existed here: it failed for want of that firmware.
+	// Decoded before the current version 1.10.0 was stored here: it failed for want of it.
 	waiting := f.id(t, `INSERT INTO coredumps (device_id, chip, firmware_version, size, parse_status, parse_error, uploaded_at, created_at, updated_at)
-		VALUES ($1, 'esp32c3', '1.9.0', 10, 'ERROR', 'no_firmware', now(), now(), now()) RETURNING id`, alphaDevice)
+		VALUES ($1, 'esp32c3', '1.10.0', 10, 'ERROR', 'no_firmware', now(), now(), now()) RETURNING id`, alphaDevice)
 
 	if _, errOut, code := proctest.Run(t, env, "migrate-to-s3"); code != 0 {
 		t.Fatalf("migrate-to-s3: exit %d\n%s", code, errOut)
@@ -60,6 +60,6 @@ func TestMigrateToS3KeepsNeededFirmwareAndRequeuesWaitingDumps(t *testing.T) {
 		t.Fatal(err)
 	}
 	if status != "PENDING" || jobs != 1 {
-		t.Errorf("dump %d waiting for imported 1.9.0: status %s with %d decode job(s), want PENDING with 1", waiting, status, jobs)
+		t.Errorf("dump %d waiting for imported 1.10.0: status %s with %d decode job(s), want PENDING with 1", waiting, status, jobs)
 	}
 }

@@ -64,3 +64,16 @@ func (s *Service) ReadELF(ctx context.Context, modelCode, version string) ([]byt
 	}
 	return buf.Bytes(), nil
 }
+
+// Needed reports which of the given versions of the model (version → ELF SHA-256, "" when
+// unknown) undecoded core dumps still need: retention keeps those, and so must anything
+// that plans retention ahead (migrate-to-s3 mirrors it before importing).
+func (s *Service) Needed(ctx context.Context, modelID int64, versions map[string]string) (map[string]bool, error) {
+	var out map[string]bool
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = s.protected(ctx, tx, modelID, versions)
+		return err
+	})
+	return out, db.Err("firmware needed by core dumps", err)
+}

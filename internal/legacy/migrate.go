@@ -350,7 +350,8 @@ func (m *migrator) model(ctx context.Context, md *model, dir string) error {
 		todo = append(todo, c)
 	}
 	// Mirror retention: of the stored and imported versions, the newest MaxFirmwares by
-	// upload time and the current version stay; importing others would prune them at once.
+	// upload time, the current version and the versions undecoded core dumps need stay;
+	// importing others would prune them at once.
 	type entry struct {
 		version string
 		at      time.Time
@@ -366,7 +367,15 @@ func (m *migrator) model(ctx context.Context, md *model, dir string) error {
 		all = append(all, entry{c.b.Version, c.mtime})
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].at.After(all[j].at) })
-	kept := map[string]bool{md.current: true}
+	elfs := map[string]string{}
+	for _, c := range todo {
+		elfs[c.b.Version] = hex.EncodeToString(c.b.Image.AppELFSHA256[:])
+	}
+	kept, err := m.o.Firmware.Needed(ctx, md.id, elfs)
+	if err != nil {
+		return err
+	}
+	kept[md.current] = true
 	for i, e := range all {
 		if i < m.o.MaxFirmwares {
 			kept[e.version] = true
