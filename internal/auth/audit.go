@@ -161,3 +161,10 @@ func (a *Audit) RunPruner(ctx context.Context, retention, interval time.Duration
 		}
 	}
 }
+
+// DeleteRequest removes the entries of one request id (the benchmark's baseline writes
+// audit entries under its own id and removes them afterwards).
+func (a *Audit) DeleteRequest(ctx context.Context, requestID string) error {
+	_, err := a.db.ExecContext(ctx, `DELETE FROM audit_log WHERE request_id = $1`, requestID)
+	return err
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,6 +26,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/config"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/notify"
 )
 
 // Scenarios lists the scenario names in run order.
@@ -114,14 +116,17 @@ func (e env) lookup(k string) (string, bool) {
 
 // runner holds a run's shared state.
 type runner struct {
-	opts   Options
-	rep    *Report
-	api    *api
-	hc     *http.Client
-	child  *child
-	cfg    *config.Config
-	db     *db.DB
-	store  blob.Store
+	opts  Options
+	rep   *Report
+	api   *api
+	hc    *http.Client
+	child *child
+	cfg   *config.Config
+	db    *db.DB
+	store blob.Store
+	// svc is the service graph over db and store (app.Assemble): baselines write through
+	// the tables' owners.
+	svc    *app.Services
 	fx     *fixtures
 	logf   func(format string, args ...any)
 	tmpDir string
@@ -228,6 +233,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 		if r.store, err = app.OpenStore(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("baseline store: %w", err)
+		}
+		if r.svc, err = app.Assemble(cfg, slog.New(slog.DiscardHandler), r.db, r.store, notify.Nop{}, nil); err != nil {
+			return nil, fmt.Errorf("baseline services: %w", err)
 		}
 	} else {
 		r.logf("no --database-url/storage settings for %s: baselines that read the db or store are skipped", opts.URL)

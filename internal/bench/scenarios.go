@@ -24,9 +24,9 @@ import (
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
-	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/jobs"
+	"github.com/iotsupport/iotsupport/internal/outbox"
 )
 
 func numCPU() int { return runtime.NumCPU() }
@@ -243,8 +243,9 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 		return []Result{{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak,
 			Note: "no baseline: database/store settings not given"}}, nil
 	}
-	// Baselines: what an upload writes, straight through db, jobs and blob, one transaction
-	// per upload; and only its coredumps row and object.
+	// Baselines: what an upload writes, one transaction per upload, by the owners' own
+	// statements without the service's rules (coredumps.WriteUploadRowsTx, the audit
+	// entry, a River job, blob.Put); and only its coredumps row and object.
 	h := coredumps.Inspect(r.fx.dump)
 	quiet := slog.New(slog.DiscardHandler)
 	jc, err := jobs.New(r.db, nil, jobs.Config{Timeout: time.Minute}, quiet)
@@ -255,31 +256,18 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	audit := auth.NewAudit(r.db)
-	var (
-		mu   sync.Mutex
-		keys []string
-		ids  []int64
-	)
+	audit, cores := r.svc.Audit, r.svc.Coredumps
 	write := func(ctx context.Context, w int, all bool) (int64, error) {
 		d := r.fx.baseDevs[w%len(r.fx.baseDevs)]
-		sum := sha256.Sum256(r.fx.dump)
-		now := db.Now()
 		var key string
 		var id int64
 		err := r.db.Tx(ctx, func(tx *sql.Tx) error {
-			if err := tx.QueryRowContext(ctx, `INSERT INTO coredumps (device_id, chip, firmware_version, size, parse_status, uploaded_at,
-				created_at, updated_at, container, checksum_ok, app_elf_sha_prefix, recognized, sha256)
-				VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9, $10, $11) RETURNING id`,
-				d.ID, "esp32", r.fx.dumpVersion, len(r.fx.dump), coredumps.StatusPending, now,
-				h.Container, h.ChecksumOK, h.AppELFSHAPrefix, h.Recognized, hex.EncodeToString(sum[:])).Scan(&id); err != nil {
+			var err error
+			if id, err = cores.WriteUploadRowsTx(ctx, tx, d.ID, "esp32", r.fx.dumpVersion, r.fx.dump, h, all); err != nil {
 				return err
 			}
 			key = coredumps.Key(d.Key, id)
 			if all {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, d.ID, now); err != nil {
-					return err
-				}
 				// The server's audit entry, written by the same code.
 				pctx := auth.WithPending(ctx, &auth.Pending{Entry: auth.AuditEntry{ActorKind: "device", Actor: d.Key,
 					Method: http.MethodPost, Path: path, Route: "/api/iot/coredump", RequestID: baselineRequestID}})
@@ -297,15 +285,12 @@ func (r *runner) ingest(ctx context.Context) ([]Result, error) {
 		if err != nil {
 			return 0, err
 		}
-		mu.Lock()
-		keys, ids = append(keys, key), append(ids, id)
-		mu.Unlock()
 		return int64(len(r.fx.dump)), nil
 	}
 	rowsOp := func(ctx context.Context, w int) (int64, error) { return write(ctx, w, true) }
 	rowOp := func(ctx context.Context, w int) (int64, error) { return write(ctx, w, false) }
 	srv, base, peak := r.compareAll(ctx, "ingest", conc, srvOp, rowsOp, rowOp)
-	r.cleanupBaseline(context.WithoutCancel(ctx), ids, keys)
+	r.cleanupBaseline(context.WithoutCancel(ctx))
 	r.cleanupIngestBaseline(context.WithoutCancel(ctx), jc)
 	return []Result{{Scenario: "ingest", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: &base[0],
 		Other: []OtherBaseline{{Name: "the coredumps row + object only", Baseline: base[1]}},
@@ -326,9 +311,9 @@ func (r *runner) cleanupIngestBaseline(ctx context.Context, jc *jobs.Client) {
 		}
 	}
 	for _, d := range r.fx.baseDevs {
-		_, _ = r.db.ExecContext(ctx, `DELETE FROM coredump_uploads WHERE device_id = $1`, d.ID)
+		_ = r.svc.Coredumps.ClearUploadLog(ctx, d.ID)
 	}
-	_, _ = r.db.ExecContext(ctx, `DELETE FROM audit_log WHERE request_id = $1`, baselineRequestID)
+	_ = r.svc.Audit.DeleteRequest(ctx, baselineRequestID)
 }
 
 // decodeProgress says how far the server's decoding got during the run: the dumps' states
@@ -358,14 +343,13 @@ func (r *runner) decodeProgress(ctx context.Context) string {
 	return strings.TrimSuffix(s, ";")
 }
 
-func (r *runner) cleanupBaseline(ctx context.Context, ids []int64, keys []string) {
-	for _, id := range ids {
-		_, _ = r.db.ExecContext(ctx, `DELETE FROM coredumps WHERE id = $1`, id)
+// cleanupBaseline removes the baseline's dumps through their owner and drains the object
+// deletions that queues.
+func (r *runner) cleanupBaseline(ctx context.Context) {
+	for _, d := range r.fx.baseDevs {
+		_ = r.svc.Coredumps.DeleteAll(ctx, d.ID)
 	}
-	_ = parallel(8, len(keys), func(i int) error {
-		_ = r.store.Delete(ctx, keys[i])
-		return nil
-	})
+	_, _, _ = outbox.NewWorker(r.db, r.store, slog.New(slog.DiscardHandler), nil).Drain(ctx)
 }
 
 const bundleImageBytes = 27 << 20 // with the 2.7 MB ELF: a ~30 MB bundle
