@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/iotsupport/iotsupport/internal/app"
+	"github.com/iotsupport/iotsupport/internal/coredumps"
+	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/fsck"
 )
@@ -46,7 +48,9 @@ func fsckCmd() *cobra.Command {
 			if err != nil {
 				return &exitErr{code: 2, err: err}
 			}
-			c := fsck.New(d, store)
+			// The owners answer for their rows and keys; fsck uses only their reads and repairs.
+			c := fsck.New(d, store, firmware.NewService(d, store, devices.NewService(d, nil), nil, log, firmware.Config{}),
+				coredumps.NewService(d, store, coredumps.Options{}, log))
 			opts := fsck.Options{Grace: grace, SkipHash: quick}
 			rep, err := c.Check(ctx, opts)
 			if err != nil {

@@ -223,7 +223,7 @@ func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 	go a.Outbox.Run(bg)
 	go a.Audit.RunPruner(bg, time.Duration(a.Cfg.AuditRetentionDays)*24*time.Hour, time.Hour, a.Log)
 	if a.Cfg.FsckInterval > 0 {
-		go fsck.NewPeriodic(fsck.New(a.DB, a.Store), a.Cfg.FsckGrace, a.Log, a.Metrics).Run(bg, a.Cfg.FsckInterval)
+		go fsck.NewPeriodic(fsck.New(a.DB, a.Store, a.Firmware, a.Coredumps), a.Cfg.FsckGrace, a.Log, a.Metrics).Run(bg, a.Cfg.FsckInterval)
 	}
 	workers := a.Cfg.DecodeWorkers > 0
 	if workers {

@@ -6,11 +6,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/fsck"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -59,7 +64,9 @@ func TestCheckAndRepair(t *testing.T) {
 			ids = append(ids, id)
 			put(t, s, fmt.Sprintf("coredumps/abcd1234/%d.dmp", id), dump)
 		}
-		c := fsck.New(d, s)
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		c := fsck.New(d, s, firmware.NewService(d, s, devices.NewService(d, nil), nil, log, firmware.Config{}),
+			coredumps.NewService(d, s, coredumps.Options{}, log))
 		rep, err := c.Check(ctx, fsck.Options{Grace: time.Hour})
 		if err != nil {
 			t.Fatal(err)
