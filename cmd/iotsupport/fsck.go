@@ -11,6 +11,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/app"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/fsck"
+	"github.com/iotsupport/iotsupport/internal/notify"
 )
 
 func fsckCmd() *cobra.Command {
@@ -46,7 +47,12 @@ func fsckCmd() *cobra.Command {
 			if err != nil {
 				return &exitErr{code: 2, err: err}
 			}
-			c := fsck.New(d, store)
+			// The owners answer for their rows and keys; fsck uses only their reads and repairs.
+			svc, err := app.Assemble(cfg, log, d, store, notify.Nop{}, nil)
+			if err != nil {
+				return &exitErr{code: 2, err: err}
+			}
+			c := svc.Fsck
 			opts := fsck.Options{Grace: grace, SkipHash: quick}
 			rep, err := c.Check(ctx, opts)
 			if err != nil {

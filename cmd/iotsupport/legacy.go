@@ -141,7 +141,7 @@ func migrateToS3Cmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o.Firmware = svc.Firmware
+			o.Firmware, o.Devices = svc.Firmware, svc.Devices
 			if testHooks.migrateToS3 != nil { // only in test builds (testhooks_on.go)
 				testHooks.migrateToS3(&o)
 			}

@@ -203,7 +203,7 @@ func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, 
 	if s.Jobs, err = jobs.New(d, decoding.Workers(s.Decoding), jobs.Config{Workers: cfg.DecodeWorkers, Timeout: cfg.DecodeTimeout}, log); err != nil {
 		return nil, err
 	}
-	s.Fsck = fsck.New(d, store)
+	s.Fsck = fsck.New(d, store, s.Firmware, s.Coredumps)
 	return s, nil
 }
 

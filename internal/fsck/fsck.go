@@ -1,4 +1,4 @@
-// Package fsck reconciles object storage with the database (DESIGN.md consistency rule 4).
+// Package fsck reconciles object storage with the database (docs/ARCHITECTURE.md, consistency rule 4).
 // Check lists every object under firmware/ and coredumps/ and compares it with the rows:
 // orphan objects (no row, older than a grace period), dangling rows (a row whose object is
 // missing), size or SHA-256 mismatches against the recorded values, and outbox entries stuck
@@ -10,12 +10,10 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,10 +21,6 @@ import (
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/outbox"
 )
-
-// KindMissingObject is the parse_error kind of a core dump whose object is gone
-// (the same kind the decoder records when it finds the object missing).
-const KindMissingObject = "missing_object"
 
 // Finding kinds, also the label values of the iotsupport_fsck_findings gauge.
 const (
@@ -51,10 +45,7 @@ type Finding struct {
 	// (e.g. the current firmware version of a model lost an object).
 	Unrepairable bool `json:"unrepairable,omitempty"`
 
-	table string // "coredumps" or "firmware_versions" for dangling rows and mismatches
-	id    int64
-	code  string // model code (firmware) or device key (core dumps)
-	ver   string // firmware version
+	owner Owner // the owner of a dangling row's key
 }
 
 // Report is the outcome of a check.
@@ -86,43 +77,66 @@ type Options struct {
 	SkipHash bool
 }
 
+// Owner is a package that owns the rows recording the objects under one prefix of the
+// store (firmware, core dumps). Keys and their layout are the owner's: fsck never builds
+// or parses them.
+type Owner interface {
+	// ObjectPrefix is the folder of its objects ("firmware/").
+	ObjectPrefix() string
+	// Recorded returns how many rows it has and the objects they expect.
+	Recorded(ctx context.Context) (rows int, objs []blob.Recorded, err error)
+	// Expects reports whether a row still expects the object at key (and has not
+	// recorded it missing): the fresh look-up before a missing object is reported.
+	Expects(ctx context.Context, key string) (bool, error)
+	// OwnedTx reports whether a row owns key, after locking in tx the parent row that
+	// writers of such keys lock, so no owner appears before tx ends.
+	OwnedTx(ctx context.Context, tx *sql.Tx, key string) (bool, error)
+	// RepairMissing fixes the row whose object at key is gone, unless the object is
+	// back; unrepairable means it must stay as it is (a model's current firmware).
+	RepairMissing(ctx context.Context, key string) (repaired, unrepairable bool, err error)
+}
+
 // Checker runs checks and repairs.
 type Checker struct {
-	DB    *db.DB
-	Store blob.Store
-	Now   func() time.Time
+	DB     *db.DB
+	Store  blob.Store
+	Now    func() time.Time
+	owners []Owner
 }
 
-// New returns a checker.
-func New(d *db.DB, store blob.Store) *Checker {
-	return &Checker{DB: d, Store: store, Now: time.Now}
+// New returns a checker over the objects of the owners (each listed under its prefix).
+func New(d *db.DB, store blob.Store, owners ...Owner) *Checker {
+	return &Checker{DB: d, Store: store, Now: time.Now, owners: owners}
 }
 
-type fwRow struct {
-	id        int64
-	code, ver string
-	arts      map[string]artInfo // nil: adopted version without recorded artifacts
-	current   bool
+// ownerOf returns the owner whose prefix holds key, or nil.
+func (c *Checker) ownerOf(key string) Owner {
+	for _, o := range c.owners {
+		if strings.HasPrefix(key, o.ObjectPrefix()) {
+			return o
+		}
+	}
+	return nil
 }
 
-type artInfo struct {
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+type expect struct {
+	obj   blob.Recorded
+	owner Owner
 }
 
-type dumpRow struct {
-	id         int64
-	deviceKey  string
-	size       int64
-	sha        string
-	marked     bool
-	legacyFile bool
-}
-
-type deletion struct {
-	key    string
-	prefix bool
-	at     time.Time
+// recorded asks every owner for its rows' objects.
+func (c *Checker) recorded(ctx context.Context) (rows int, objs []expect, err error) {
+	for _, o := range c.owners {
+		n, rs, err := o.Recorded(ctx)
+		if err != nil {
+			return 0, nil, err
+		}
+		rows += n
+		for _, r := range rs {
+			objs = append(objs, expect{obj: r, owner: o})
+		}
+	}
+	return rows, objs, nil
 }
 
 // Check compares objects and rows. Rows are read before the listing and suspects are
@@ -130,78 +144,49 @@ type deletion struct {
 func (c *Checker) Check(ctx context.Context, opts Options) (*Report, error) {
 	now := c.Now().UTC()
 	rep := &Report{CheckedAt: now, Grace: opts.Grace.String(), Counts: Counts{}}
-	fws, dumps, err := c.rows(ctx)
+	rows, objs, err := c.recorded(ctx)
 	if err != nil {
 		return nil, err
 	}
-	rep.Rows = len(fws) + len(dumps)
-	// Expected objects by key.
-	type expect struct {
-		fw   *fwRow
-		dump *dumpRow
-		art  string
-	}
+	rep.Rows = rows
 	want := map[string]expect{}
-	fwPrefixes := map[string]*fwRow{} // adopted versions: any object under the folder belongs to them
-	for _, f := range fws {
-		if f.arts == nil {
-			fwPrefixes[fwPrefix(f.code, f.ver)] = f
-			want[fwPrefix(f.code, f.ver)+"firmware.bin"] = expect{fw: f, art: "firmware.bin"}
-			continue
-		}
-		for name := range f.arts {
-			want[fwPrefix(f.code, f.ver)+name] = expect{fw: f, art: name}
-		}
-	}
-	for _, d := range dumps {
-		if d.legacyFile {
+	folders := map[string]bool{} // rows that own every object in a folder
+	for _, e := range objs {
+		if e.obj.Pending {
 			continue // still a file of the older service; migrate-to-s3 moves it
 		}
-		if d.marked {
+		if e.obj.Settled {
 			rep.Marked++
 		}
-		want[dumpKey(d.deviceKey, d.id)] = expect{dump: d}
+		if e.obj.Folder {
+			folders[parentPrefix(e.obj.Key)] = true
+		}
+		want[e.obj.Key] = e
 	}
 	seen := map[string]bool{}
 	var orphanSuspects []blob.Info
-	for _, prefix := range []string{"firmware/", "coredumps/"} {
+	for _, o := range c.owners {
+		prefix := o.ObjectPrefix()
 		err := blob.Walk(ctx, c.Store, prefix, func(it blob.Info) error {
 			rep.Objects++
 			e, ok := want[it.Key]
 			if !ok {
-				if f := fwPrefixes[parentPrefix(it.Key)]; f != nil {
-					return nil
+				if !folders[parentPrefix(it.Key)] {
+					orphanSuspects = append(orphanSuspects, it)
 				}
-				orphanSuspects = append(orphanSuspects, it)
 				return nil
 			}
 			seen[it.Key] = true
-			var size int64
-			var sum string
-			switch {
-			case e.dump != nil:
-				if e.dump.marked {
-					return nil
-				}
-				size, sum = e.dump.size, e.dump.sha
-			case e.fw.arts != nil:
-				a := e.fw.arts[e.art]
-				size, sum = a.Size, a.SHA256
-			default:
-				return nil // adopted firmware: nothing recorded to compare
+			if e.obj.Settled || e.obj.Size < 0 {
+				return nil // nothing recorded to compare
 			}
 			f := Finding{Key: it.Key}
-			if e.dump != nil {
-				f.table, f.id, f.code = "coredumps", e.dump.id, e.dump.deviceKey
-			} else {
-				f.table, f.id, f.code, f.ver = "firmware_versions", e.fw.id, e.fw.code, e.fw.ver
-			}
-			if it.Size != size {
-				f.Kind, f.Detail = SizeMismatch, fmt.Sprintf("object has %d bytes, row records %d", it.Size, size)
+			if it.Size != e.obj.Size {
+				f.Kind, f.Detail = SizeMismatch, fmt.Sprintf("object has %d bytes, row records %d", it.Size, e.obj.Size)
 				rep.Findings = append(rep.Findings, f)
 				return nil
 			}
-			if opts.SkipHash || sum == "" {
+			if opts.SkipHash || e.obj.SHA256 == "" {
 				return nil
 			}
 			got, err := c.hash(ctx, it.Key)
@@ -213,8 +198,8 @@ func (c *Checker) Check(ctx context.Context, opts Options) (*Report, error) {
 				return err
 			}
 			rep.Hashed++
-			if !strings.EqualFold(got, sum) {
-				f.Kind, f.Detail = SHA256Mismatch, fmt.Sprintf("object SHA-256 %s, row records %s", got, sum)
+			if !strings.EqualFold(got, e.obj.SHA256) {
+				f.Kind, f.Detail = SHA256Mismatch, fmt.Sprintf("object SHA-256 %s, row records %s", got, e.obj.SHA256)
 				rep.Findings = append(rep.Findings, f)
 			}
 			return nil
@@ -224,34 +209,29 @@ func (c *Checker) Check(ctx context.Context, opts Options) (*Report, error) {
 		}
 	}
 	// The outbox is read after the listing: a deletion queued meanwhile covers its objects.
-	dels, err := c.deletions(ctx)
+	dels, err := outbox.Deletions(ctx, c.DB)
 	if err != nil {
 		return nil, err
 	}
 	rep.Outbox = len(dels)
 	for _, d := range dels {
-		if now.Sub(d.at) > opts.Grace {
-			rep.Findings = append(rep.Findings, Finding{Kind: StuckOutbox, Key: d.key,
-				Detail: fmt.Sprintf("queued for deletion since %s", d.at.Format(time.RFC3339))})
+		if now.Sub(d.QueuedAt) > opts.Grace {
+			rep.Findings = append(rep.Findings, Finding{Kind: StuckOutbox, Key: d.Key,
+				Detail: fmt.Sprintf("queued for deletion since %s", d.QueuedAt.Format(time.RFC3339))})
 		}
 	}
 	// Orphans: rows read again now, so a row committed during the listing is not missed.
 	if len(orphanSuspects) > 0 {
-		fws2, dumps2, err := c.rows(ctx)
+		_, objs2, err := c.recorded(ctx)
 		if err != nil {
 			return nil, err
 		}
 		owned := map[string]bool{}
-		for _, f := range fws2 {
-			if f.arts == nil {
-				owned[fwPrefix(f.code, f.ver)] = true
+		for _, e := range objs2 {
+			owned[e.obj.Key] = true
+			if e.obj.Folder {
+				owned[parentPrefix(e.obj.Key)] = true
 			}
-			for name := range f.arts {
-				owned[fwPrefix(f.code, f.ver)+name] = true
-			}
-		}
-		for _, d := range dumps2 {
-			owned[dumpKey(d.deviceKey, d.id)] = true
 		}
 		for _, it := range orphanSuspects {
 			switch {
@@ -268,13 +248,10 @@ func (c *Checker) Check(ctx context.Context, opts Options) (*Report, error) {
 	}
 	// Dangling rows: each suspect is confirmed with a fresh row lookup and a Stat.
 	for key, e := range want {
-		if seen[key] {
+		if seen[key] || e.obj.Settled {
 			continue
 		}
-		if e.dump != nil && e.dump.marked {
-			continue
-		}
-		exists, err := c.rowExists(ctx, e.fw, e.dump)
+		exists, err := e.owner.Expects(ctx, key)
 		if err != nil {
 			return nil, err
 		}
@@ -286,18 +263,7 @@ func (c *Checker) Check(ctx context.Context, opts Options) (*Report, error) {
 		} else if !errors.Is(err, blob.ErrNotFound) {
 			return nil, fmt.Errorf("stat %s: %w", key, err)
 		}
-		f := Finding{Kind: Dangling, Key: key}
-		if e.dump != nil {
-			f.table, f.id, f.code = "coredumps", e.dump.id, e.dump.deviceKey
-			f.Detail = fmt.Sprintf("core dump %d has no object", e.dump.id)
-		} else {
-			f.table, f.id, f.code, f.ver = "firmware_versions", e.fw.id, e.fw.code, e.fw.ver
-			f.Detail = fmt.Sprintf("firmware %s %s has no %s", e.fw.code, e.fw.ver, e.art)
-			if e.fw.current {
-				f.Detail += " (current version)"
-			}
-		}
-		rep.Findings = append(rep.Findings, f)
+		rep.Findings = append(rep.Findings, Finding{Kind: Dangling, Key: key, Detail: e.obj.Missing, owner: e.owner})
 	}
 	rep.finish()
 	return rep, nil
@@ -336,112 +302,13 @@ func (c *Checker) hash(ctx context.Context, key string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func (c *Checker) rows(ctx context.Context) ([]*fwRow, []*dumpRow, error) {
-	var fws []*fwRow
-	rows, err := c.DB.QueryContext(ctx, `SELECT fv.id, m.code, fv.version, COALESCE(fv.artifacts, ''),
-		CASE WHEN m.firmware_version = fv.version THEN 1 ELSE 0 END
-		FROM firmware_versions fv JOIN device_models m ON m.id = fv.device_model_id`)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read firmware versions: %w", db.Classify(err))
-	}
-	for rows.Next() {
-		f := &fwRow{}
-		var arts string
-		var cur int
-		if err := rows.Scan(&f.id, &f.code, &f.ver, &arts, &cur); err != nil {
-			rows.Close()
-			return nil, nil, err
-		}
-		f.current = cur == 1
-		if arts != "" {
-			if err := json.Unmarshal([]byte(arts), &f.arts); err != nil {
-				f.arts = nil
-			}
-		}
-		fws = append(fws, f)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, db.Classify(err)
-	}
-	legacy := c.hasLegacyFilename(ctx)
-	q := `SELECT c.id, d.key, c.size, COALESCE(c.sha256, ''), c.parse_status, COALESCE(c.parse_error, ''), `
-	if legacy {
-		q += `c.filename IS NOT NULL`
-	} else {
-		q += `false`
-	}
-	q += ` FROM coredumps c JOIN devices d ON d.id = c.device_id`
-	rows, err = c.DB.QueryContext(ctx, q)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read core dumps: %w", db.Classify(err))
-	}
-	defer rows.Close()
-	var dumps []*dumpRow
-	for rows.Next() {
-		d := &dumpRow{}
-		var status, kind string
-		if err := rows.Scan(&d.id, &d.deviceKey, &d.size, &d.sha, &status, &kind, &d.legacyFile); err != nil {
-			return nil, nil, err
-		}
-		d.marked = status == "ERROR" && kind == KindMissingObject
-		dumps = append(dumps, d)
-	}
-	return fws, dumps, db.Classify(rows.Err())
-}
-
-// hasLegacyFilename reports whether coredumps still has the older service's filename column.
-func (c *Checker) hasLegacyFilename(ctx context.Context) bool {
-	rows, err := c.DB.QueryContext(ctx, `SELECT filename FROM coredumps WHERE 1 = 0`)
-	if err != nil {
-		return false
-	}
-	rows.Close()
-	return true
-}
-
-func (c *Checker) rowExists(ctx context.Context, f *fwRow, d *dumpRow) (bool, error) {
-	var n int
-	var err error
-	if d != nil {
-		err = c.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM coredumps WHERE id = $1 AND NOT (parse_status = 'ERROR' AND COALESCE(parse_error, '') = $2)`,
-			d.id, KindMissingObject).Scan(&n)
-	} else {
-		err = c.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM firmware_versions WHERE id = $1`, f.id).Scan(&n)
-	}
-	return n > 0, db.Classify(err)
-}
-
-func (c *Checker) deletions(ctx context.Context) ([]deletion, error) {
-	rows, err := c.DB.QueryContext(ctx, `SELECT key, is_prefix, created_at FROM blob_deletions`)
-	if err != nil {
-		return nil, fmt.Errorf("read outbox: %w", db.Classify(err))
-	}
-	defer rows.Close()
-	var out []deletion
-	for rows.Next() {
-		var d deletion
-		if err := rows.Scan(&d.key, &d.prefix, &d.at); err != nil {
-			return nil, err
-		}
-		d.at = d.at.UTC()
-		out = append(out, d)
-	}
-	return out, db.Classify(rows.Err())
-}
-
-func covered(dels []deletion, key string) bool {
+func covered(dels []outbox.Deletion, key string) bool {
 	for _, d := range dels {
-		if d.key == key || (d.prefix && strings.HasPrefix(key, d.key)) {
+		if d.Covers(key) {
 			return true
 		}
 	}
 	return false
-}
-
-func fwPrefix(code, ver string) string { return "firmware/" + code + "/" + ver + "/" }
-func dumpKey(deviceKey string, id int64) string {
-	return "coredumps/" + deviceKey + "/" + strconv.FormatInt(id, 10) + ".dmp"
 }
 
 func parentPrefix(key string) string {
@@ -453,10 +320,10 @@ func parentPrefix(key string) string {
 
 // Repair fixes what a check found: orphans older than the grace period are deleted (each
 // re-checked under the owner's lock so a concurrent upload reusing the key keeps its
-// object); dangling core dumps become ERROR with kind missing_object; dangling firmware
-// versions leave the history (their remaining objects go through the outbox) unless they
-// are current, which stays a finding marked Unrepairable. Mismatches and stuck outbox
-// entries are reported, not changed. The report's counts are updated in place.
+// object); dangling rows are repaired by their owner (core dumps become ERROR with kind
+// missing_object; firmware versions leave the history, their remaining objects through
+// the outbox, unless current, which stays a finding marked Unrepairable). Mismatches and
+// stuck outbox entries are reported, not changed. The report's counts are updated in place.
 func (c *Checker) Repair(ctx context.Context, rep *Report, opts Options) error {
 	for i := range rep.Findings {
 		f := &rep.Findings[i]
@@ -465,10 +332,8 @@ func (c *Checker) Repair(ctx context.Context, rep *Report, opts Options) error {
 		case Orphan:
 			f.Repaired, err = c.removeOrphan(ctx, f.Key, opts.Grace)
 		case Dangling:
-			if f.table == "coredumps" {
-				f.Repaired, err = c.markDump(ctx, f.id, f.Key)
-			} else {
-				f.Repaired, f.Unrepairable, err = c.dropVersion(ctx, f)
+			if f.owner != nil {
+				f.Repaired, f.Unrepairable, err = f.owner.RepairMissing(ctx, f.Key)
 			}
 		}
 		if err != nil {
@@ -479,27 +344,19 @@ func (c *Checker) Repair(ctx context.Context, rep *Report, opts Options) error {
 	return nil
 }
 
-// removeOrphan deletes an orphan inside a transaction that holds the owner's row lock
-// (PostgreSQL) or the database write lock (SQLite), the same locks uploads take, after
+// removeOrphan deletes an orphan inside a transaction in which its owner holds the lock
+// that uploads take (a row lock on PostgreSQL, the database write lock on SQLite), after
 // confirming that no row owns it, no deletion is queued and it is still old.
 func (c *Checker) removeOrphan(ctx context.Context, key string, grace time.Duration) (bool, error) {
 	done := false
 	err := c.DB.Tx(ctx, func(tx *sql.Tx) error {
-		parts := strings.Split(key, "/")
-		if c.DB.Dialect == db.Postgres && len(parts) >= 3 {
-			switch parts[0] {
-			case "firmware":
-				if _, err := tx.ExecContext(ctx, `SELECT id FROM device_models WHERE code = $1 FOR UPDATE`, parts[1]); err != nil {
-					return err
-				}
-			case "coredumps":
-				if _, err := tx.ExecContext(ctx, `SELECT id FROM devices WHERE key = $1 FOR UPDATE`, parts[1]); err != nil {
-					return err
-				}
+		if o := c.ownerOf(key); o != nil {
+			owned, err := o.OwnedTx(ctx, tx, key)
+			if err != nil || owned {
+				return err
 			}
 		}
-		owned, err := ownedTx(ctx, tx, key)
-		if err != nil || owned {
+		if queued, err := outbox.Queued(ctx, tx, key); err != nil || queued {
 			return err
 		}
 		st, err := c.Store.Stat(ctx, key)
@@ -520,100 +377,4 @@ func (c *Checker) removeOrphan(ctx context.Context, key string, grace time.Durat
 		return nil
 	})
 	return done, err
-}
-
-// ownedTx reports whether a row or a queued deletion accounts for key.
-func ownedTx(ctx context.Context, tx *sql.Tx, key string) (bool, error) {
-	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM blob_deletions WHERE key = $1
-		OR (is_prefix AND substr(CAST($1 AS TEXT), 1, length(key)) = key)`, key).Scan(&n); err != nil || n > 0 {
-		return n > 0, err
-	}
-	parts := strings.Split(key, "/")
-	if len(parts) != 3 && len(parts) != 4 {
-		return false, nil
-	}
-	switch {
-	case parts[0] == "coredumps" && len(parts) == 3:
-		id, err := strconv.ParseInt(strings.TrimSuffix(parts[2], ".dmp"), 10, 64)
-		if err != nil || !strings.HasSuffix(parts[2], ".dmp") {
-			return false, nil
-		}
-		err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM coredumps c JOIN devices d ON d.id = c.device_id
-			WHERE c.id = $1 AND d.key = $2`, id, parts[1]).Scan(&n)
-		return n > 0, err
-	case parts[0] == "firmware" && len(parts) == 4:
-		var arts sql.NullString
-		err := tx.QueryRowContext(ctx, `SELECT fv.artifacts FROM firmware_versions fv JOIN device_models m ON m.id = fv.device_model_id
-			WHERE m.code = $1 AND fv.version = $2`, parts[1], parts[2]).Scan(&arts)
-		if errors.Is(err, sql.ErrNoRows) {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if !arts.Valid || arts.String == "" {
-			return true, nil
-		}
-		var m map[string]artInfo
-		if json.Unmarshal([]byte(arts.String), &m) != nil {
-			return true, nil
-		}
-		_, ok := m[parts[3]]
-		return ok, nil
-	}
-	return false, nil
-}
-
-func (c *Checker) markDump(ctx context.Context, id int64, key string) (bool, error) {
-	if _, err := c.Store.Stat(ctx, key); err == nil {
-		return false, nil // the object is back (written meanwhile)
-	} else if !errors.Is(err, blob.ErrNotFound) {
-		return false, err
-	}
-	now := db.Now()
-	res, err := c.DB.ExecContext(ctx, `UPDATE coredumps SET parse_status = 'ERROR', parse_error = $1, parsed_output = $2,
-		parsed_at = $3, updated_at = $3 WHERE id = $4`, KindMissingObject,
-		"fsck: the stored core dump object is missing", now, id)
-	if err != nil {
-		return false, db.Classify(err)
-	}
-	n, _ := res.RowsAffected()
-	return n > 0, nil
-}
-
-// dropVersion removes a dangling firmware version from the history (rule 2: its remaining
-// objects are queued), unless it is the model's current version.
-func (c *Checker) dropVersion(ctx context.Context, f *Finding) (repaired, unrepairable bool, err error) {
-	err = c.DB.Tx(ctx, func(tx *sql.Tx) error {
-		lock := ""
-		if c.DB.Dialect == db.Postgres {
-			lock = " FOR UPDATE"
-		}
-		var cur sql.NullString
-		err := tx.QueryRowContext(ctx, `SELECT m.firmware_version FROM device_models m JOIN firmware_versions fv ON fv.device_model_id = m.id
-			WHERE fv.id = $1`+lock, f.id).Scan(&cur)
-		if errors.Is(err, sql.ErrNoRows) {
-			repaired = true // gone meanwhile
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if cur.Valid && cur.String == f.ver {
-			unrepairable = true
-			return nil
-		}
-		if _, err := c.Store.Stat(ctx, f.Key); err == nil {
-			return nil // written meanwhile
-		} else if !errors.Is(err, blob.ErrNotFound) {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM firmware_versions WHERE id = $1`, f.id); err != nil {
-			return err
-		}
-		repaired = true
-		return outbox.EnqueuePrefix(ctx, tx, fwPrefix(f.code, f.ver))
-	})
-	return repaired, unrepairable, err
 }

@@ -6,12 +6,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/iotsupport/iotsupport/internal/app"
 	"github.com/iotsupport/iotsupport/internal/blob"
+	"github.com/iotsupport/iotsupport/internal/config"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/fsck"
+	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
 
@@ -59,7 +64,16 @@ func TestCheckAndRepair(t *testing.T) {
 			ids = append(ids, id)
 			put(t, s, fmt.Sprintf("coredumps/abcd1234/%d.dmp", id), dump)
 		}
-		c := fsck.New(d, s)
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg, err := config.Load(func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := app.Assemble(cfg, log, d, s, notify.Nop{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := svc.Fsck
 		rep, err := c.Check(ctx, fsck.Options{Grace: time.Hour})
 		if err != nil {
 			t.Fatal(err)

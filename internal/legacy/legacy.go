@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/devices"
 )
 
 // Revisions of the older service that can be adopted.
@@ -29,38 +31,10 @@ type State struct {
 	HasFilename bool   // coredumps.filename exists
 }
 
-func tableExists(ctx context.Context, q querier, d *db.DB, name string) (bool, error) {
-	var n int
-	var err error
-	if d.Dialect == db.Postgres {
-		err = q.QueryRowContext(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`, name).Scan(&n)
-	} else {
-		err = q.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = $1`, name).Scan(&n)
-	}
-	return n > 0, err
-}
-
-func columnExists(ctx context.Context, q querier, d *db.DB, table, column string) (bool, error) {
-	if d.Dialect != db.Postgres {
-		var n int
-		err := q.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info($1) WHERE name = $2`, table, column).Scan(&n)
-		return n > 0, err
-	}
-	var n int
-	err := q.QueryRowContext(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2`,
-		table, column).Scan(&n)
-	return n > 0, err
-}
-
-type querier interface {
-	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
-	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
-}
-
 // Detect looks for the older service's bookkeeping.
 func Detect(ctx context.Context, d *db.DB) (*State, error) {
 	st := &State{}
-	ok, err := tableExists(ctx, d, d, "alembic_version")
+	ok, err := d.TableExists(ctx, d, "alembic_version")
 	if err != nil {
 		return nil, db.Classify(fmt.Errorf("detect older schema: %w", err))
 	}
@@ -71,7 +45,7 @@ func Detect(ctx context.Context, d *db.DB) (*State, error) {
 	if err := d.QueryRowContext(ctx, `SELECT version_num FROM alembic_version`).Scan(&st.Revision); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, db.Classify(fmt.Errorf("read alembic_version: %w", err))
 	}
-	if ok, err := tableExists(ctx, d, d, "legacy_adoption"); err != nil {
+	if ok, err := d.TableExists(ctx, d, "legacy_adoption"); err != nil {
 		return nil, db.Classify(err)
 	} else if ok {
 		var n int
@@ -80,7 +54,7 @@ func Detect(ctx context.Context, d *db.DB) (*State, error) {
 		}
 		st.Adopted = n > 0
 	}
-	if st.HasFilename, err = columnExists(ctx, d, d, "coredumps", "filename"); err != nil {
+	if st.HasFilename, err = coredumps.HasLegacyFilename(ctx, d, d); err != nil {
 		return nil, db.Classify(err)
 	}
 	st.Finalized = !st.HasFilename
@@ -108,7 +82,7 @@ func Adopt(ctx context.Context, d *db.DB) (*State, bool, error) {
 	if err != nil || !st.Legacy || st.Adopted {
 		return st, false, err
 	}
-	if d.Dialect != db.Postgres {
+	if !d.Server() {
 		return st, false, fmt.Errorf("an alembic_version table in a SQLite database: the older service is adopted on PostgreSQL only")
 	}
 	supported := false
@@ -123,7 +97,7 @@ func Adopt(ctx context.Context, d *db.DB) (*State, bool, error) {
 		need = append(need, "firmware_versions")
 	}
 	for _, tbl := range need {
-		ok, err := tableExists(ctx, d, d, tbl)
+		ok, err := d.TableExists(ctx, d, tbl)
 		if err != nil {
 			return st, false, db.Classify(err)
 		}
@@ -138,30 +112,14 @@ func Adopt(ctx context.Context, d *db.DB) (*State, bool, error) {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO legacy_adoption (revision, adopted_at) VALUES ($1, $2)`, st.Revision, db.Now()); err != nil {
 			return err
 		}
-		return keepRotationFlag(ctx, tx, d)
+		// Devices the older service left out of rotation stay able to authenticate.
+		return devices.AdoptLegacyActiveTx(ctx, d, tx)
 	})
 	if err != nil {
 		return st, false, fmt.Errorf("record adoption baseline: %w", err)
 	}
 	st.Adopted = true
 	return st, true, nil
-}
-
-// keepRotationFlag moves the older devices.active (revision 008: false meant only "left out
-// of credential rotation") into rotation_excluded and makes every device active, since our
-// active decides whether a device may authenticate at all. It runs once, with the baseline,
-// so a device deactivated later through our API is never re-activated.
-func keepRotationFlag(ctx context.Context, tx *sql.Tx, d *db.DB) error {
-	has, err := columnExists(ctx, tx, d, "devices", "active")
-	if err != nil || !has {
-		return err
-	}
-	// The same column as migration 00008 creates; added here because adoption runs first.
-	if _, err := tx.ExecContext(ctx, `ALTER TABLE devices ADD COLUMN IF NOT EXISTS rotation_excluded BOOLEAN NOT NULL DEFAULT false`); err != nil {
-		return err
-	}
-	_, err = tx.ExecContext(ctx, `UPDATE devices SET rotation_excluded = NOT active, active = true`)
-	return err
 }
 
 // ErrUnmigrated: finalizing would lose core dumps that are still only on disk.
@@ -184,29 +142,18 @@ func Finalize(ctx context.Context, d *db.DB, discard bool) (int, error) {
 	}
 	discarded := 0
 	err = d.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `LOCK TABLE coredumps IN EXCLUSIVE MODE`); err != nil {
-			return err
-		}
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM coredumps WHERE filename IS NOT NULL`).Scan(&n); err != nil {
+		n, err := coredumps.LockLegacyFilesTx(ctx, d, tx)
+		if err != nil {
 			return err
 		}
 		if n > 0 && !discard {
 			return fmt.Errorf("%w: %d core dump row(s) still have a legacy filename; run `iotsupport migrate-to-s3` first, "+
 				"or, if their files are gone, add --discard-unmigrated to delete those rows", ErrUnmigrated, n)
 		}
-		if n > 0 {
-			res, err := tx.ExecContext(ctx, `DELETE FROM coredumps WHERE filename IS NOT NULL`)
-			if err != nil {
-				return err
-			}
-			c, _ := res.RowsAffected()
-			discarded = int(c)
-		}
-		if _, err := tx.ExecContext(ctx, `ALTER TABLE coredumps DROP COLUMN filename`); err != nil {
+		if discarded, err = coredumps.DropLegacyFilenameTx(ctx, tx); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE legacy_adoption SET finalized_at = $1 WHERE finalized_at IS NULL`, db.Now())
+		_, err = tx.ExecContext(ctx, `UPDATE legacy_adoption SET finalized_at = $1 WHERE finalized_at IS NULL`, db.Now())
 		return err
 	})
 	if err != nil {

@@ -144,7 +144,7 @@ func TestMigrationMirrorsRetention(t *testing.T) {
 	}
 	fw := svc.Firmware
 	run := func() *legacy.Report {
-		r, err := legacy.MigrateToS3(ctx, legacy.Options{DB: d, Store: store, Firmware: fw, AssetsDir: assets, MaxFirmwares: 3})
+		r, err := legacy.MigrateToS3(ctx, legacy.Options{DB: d, Store: store, Firmware: fw, Devices: svc.Devices, AssetsDir: assets, MaxFirmwares: 3})
 		if err != nil {
 			t.Fatal(err)
 		}

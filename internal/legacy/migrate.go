@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,8 +27,10 @@ type Options struct {
 	// Store is the destination. In a dry run it may be nil: the destination does not
 	// exist yet (a bucket is never created by a dry run) and counts as empty.
 	Store blob.Store
-	// Firmware imports bundles (not used in a dry run).
+	// Firmware imports bundles and says which versions undecoded dumps need; Devices
+	// lists the models. Both come from app.Assemble, as the server's do.
 	Firmware     *firmware.Service
+	Devices      *devices.Service
 	AssetsDir    string
 	CoredumpsDir string
 	DryRun       bool
@@ -142,56 +143,23 @@ type candidate struct {
 }
 
 func (m *migrator) models(ctx context.Context) (map[string]*model, error) {
-	rows, err := m.o.DB.QueryContext(ctx, `SELECT id, code, COALESCE(firmware_version, '') FROM device_models ORDER BY code`)
+	ms, err := m.o.Devices.ListModels(ctx)
 	if err != nil {
-		return nil, db.Classify(fmt.Errorf("list models: %w", err))
+		return nil, err
 	}
-	defer rows.Close()
 	out := map[string]*model{}
-	for rows.Next() {
-		md := &model{}
-		if err := rows.Scan(&md.id, &md.code, &md.current); err != nil {
-			return nil, err
+	for _, dm := range ms {
+		md := &model{id: dm.ID, code: dm.Code}
+		if dm.FirmwareVersion != nil {
+			md.current = *dm.FirmwareVersion
 		}
 		out[md.code] = md
 	}
-	return out, db.Classify(rows.Err())
+	return out, nil
 }
 
-type existing struct {
-	uploadedAt time.Time
-	artifacts  sql.NullString
-}
-
-func (m *migrator) versions(ctx context.Context, modelID int64) (map[string]existing, error) {
-	rows, err := m.o.DB.QueryContext(ctx, `SELECT version, uploaded_at, artifacts FROM firmware_versions WHERE device_model_id = $1`, modelID)
-	if err != nil {
-		return nil, db.Classify(fmt.Errorf("list firmware versions: %w", err))
-	}
-	defer rows.Close()
-	out := map[string]existing{}
-	for rows.Next() {
-		var v string
-		var e existing
-		if err := rows.Scan(&v, &e.uploadedAt, &e.artifacts); err != nil {
-			return nil, err
-		}
-		out[v] = e
-	}
-	return out, db.Classify(rows.Err())
-}
-
-func sameArtifacts(stored string, arts map[string]firmware.ArtifactInfo) bool {
-	var old map[string]firmware.ArtifactInfo
-	if json.Unmarshal([]byte(stored), &old) != nil || len(old) != len(arts) {
-		return false
-	}
-	for k, v := range arts {
-		if old[k] != v {
-			return false
-		}
-	}
-	return true
+func (m *migrator) versions(ctx context.Context, modelID int64) (map[string]firmware.StoredVersion, error) {
+	return firmware.StoredVersions(ctx, m.o.DB, modelID)
 }
 
 // inStore reports whether the version's image is already stored (a version the older
@@ -324,10 +292,10 @@ func (m *migrator) model(ctx context.Context, md *model, dir string) error {
 		c := byVersion[v]
 		if e, ok := have[v]; ok {
 			switch {
-			case e.artifacts.Valid && sameArtifacts(e.artifacts.String, c.arts):
+			case e.Artifacts.Valid && firmware.SameArtifacts(e.Artifacts.String, c.arts):
 				m.r.FirmwareAlready++
 				continue
-			case e.artifacts.Valid:
+			case e.Artifacts.Valid:
 				m.r.warn("Firmware %s/%s: version %s already exists with different content; left as it is", md.code, c.file, v)
 				m.r.FirmwareSkipped++
 				continue
@@ -361,7 +329,7 @@ func (m *migrator) model(ctx context.Context, md *model, dir string) error {
 		if c, ok := byVersion[v]; ok && c.replace {
 			continue
 		}
-		all = append(all, entry{v, e.uploadedAt})
+		all = append(all, entry{v, e.UploadedAt})
 	}
 	for _, c := range todo {
 		all = append(all, entry{c.b.Version, c.mtime})
@@ -400,8 +368,8 @@ func (m *migrator) model(ctx context.Context, md *model, dir string) error {
 			continue
 		}
 		if c.replace {
-			if _, err := m.o.DB.ExecContext(ctx, `DELETE FROM firmware_versions WHERE device_model_id = $1 AND version = $2 AND artifacts IS NULL`, md.id, v); err != nil {
-				return db.Classify(fmt.Errorf("replace the older service's row %s/%s: %w", md.code, v, err))
+			if err := m.o.Firmware.DropUnrecordedVersion(ctx, md.id, v); err != nil {
+				return fmt.Errorf("replace the older service's row %s/%s: %w", md.code, v, err)
 			}
 		}
 		dm := &devices.Model{ID: md.id, Code: md.code}
@@ -455,42 +423,29 @@ func (m *migrator) open(code, path string) (*candidate, error) {
 }
 
 type dumpRow struct {
-	id       int64
-	deviceID int64
-	key      string
-	filename string
-	size     int64
-	seen     bool
+	coredumps.LegacyFile
+	seen bool
 }
 
 func (m *migrator) coredumps(ctx context.Context) error {
 	if !m.sourceDir(m.o.CoredumpsDir, "coredumps") {
 		return nil
 	}
-	hasFilename, err := columnExists(ctx, m.o.DB, m.o.DB, "coredumps", "filename")
+	hasFilename, err := coredumps.HasLegacyFilename(ctx, m.o.DB, m.o.DB)
 	if err != nil {
 		return db.Classify(err)
 	}
 	pending := map[string]*dumpRow{} // device_id/filename
 	var order []*dumpRow
 	if hasFilename {
-		rows, err := m.o.DB.QueryContext(ctx, `SELECT c.id, c.device_id, d.key, c.filename, c.size FROM coredumps c JOIN devices d ON d.id = c.device_id
-			WHERE c.filename IS NOT NULL ORDER BY d.key, c.filename`)
+		files, err := coredumps.LegacyFiles(ctx, m.o.DB)
 		if err != nil {
-			return db.Classify(fmt.Errorf("list legacy core dumps: %w", err))
+			return err
 		}
-		for rows.Next() {
-			r := &dumpRow{}
-			if err := rows.Scan(&r.id, &r.deviceID, &r.key, &r.filename, &r.size); err != nil {
-				rows.Close()
-				return err
-			}
-			pending[fmt.Sprintf("%d/%s", r.deviceID, r.filename)] = r
+		for _, f := range files {
+			r := &dumpRow{LegacyFile: f}
+			pending[fmt.Sprintf("%d/%s", r.DeviceID, r.Filename)] = r
 			order = append(order, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return db.Classify(err)
 		}
 	} else {
 		// After our finalize the remaining files are orphans; only the older service's own
@@ -521,23 +476,9 @@ func (m *migrator) coredumps(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return db.Classify(err)
 	}
-	devs := map[string]int64{}
-	drows, err := m.o.DB.QueryContext(ctx, `SELECT id, key FROM devices`)
+	devs, err := devices.IDsByKey(ctx, m.o.DB)
 	if err != nil {
-		return db.Classify(fmt.Errorf("list devices: %w", err))
-	}
-	for drows.Next() {
-		var id int64
-		var key string
-		if err := drows.Scan(&id, &key); err != nil {
-			drows.Close()
-			return err
-		}
-		devs[key] = id
-	}
-	drows.Close()
-	if err := drows.Err(); err != nil {
-		return db.Classify(err)
+		return err
 	}
 
 	entries, err := os.ReadDir(m.o.CoredumpsDir)
@@ -583,8 +524,8 @@ func (m *migrator) coredumps(ctx context.Context) error {
 	}
 	for _, r := range order {
 		if !r.seen {
-			m.r.MissingFiles = append(m.r.MissingFiles, fmt.Sprintf("%s/%s", r.key, r.filename))
-			m.r.warn("Core dump %d of device %s has no file %s/%s: left unmigrated (download answers 404)", r.id, r.key, r.key, r.filename)
+			m.r.MissingFiles = append(m.r.MissingFiles, fmt.Sprintf("%s/%s", r.DeviceKey, r.Filename))
+			m.r.warn("Core dump %d of device %s has no file %s/%s: left unmigrated (download answers 404)", r.ID, r.DeviceKey, r.DeviceKey, r.Filename)
 		}
 	}
 	return nil
@@ -607,33 +548,33 @@ func dumpFiles(dir string) ([]string, error) {
 // dump moves one file: object first, then the row change in its own transaction. A crash
 // between leaves the object and the row's filename; the re-run overwrites the object.
 func (m *migrator) dump(ctx context.Context, r *dumpRow, path string) error {
-	key := coredumps.Key(r.key, r.id)
+	key := coredumps.Key(r.DeviceKey, r.ID)
 	f, err := os.Open(path)
 	if err != nil {
-		m.r.warn("Failed to migrate coredump %s/%s: %v", r.key, r.filename, err)
+		m.r.warn("Failed to migrate coredump %s/%s: %v", r.DeviceKey, r.Filename, err)
 		m.r.CoredumpsSkipped++
 		return nil
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		m.r.warn("Failed to migrate coredump %s/%s: %v", r.key, r.filename, err)
+		m.r.warn("Failed to migrate coredump %s/%s: %v", r.DeviceKey, r.Filename, err)
 		m.r.CoredumpsSkipped++
 		return nil
 	}
-	if fi.Size() != r.size {
-		m.r.warn("Core dump %s/%s is %d bytes but its row says %d; migrated as it is", r.key, r.filename, fi.Size(), r.size)
+	if fi.Size() != r.Size {
+		m.r.warn("Core dump %s/%s is %d bytes but its row says %d; migrated as it is", r.DeviceKey, r.Filename, fi.Size(), r.Size)
 	}
 	if m.o.DryRun {
-		m.action("  [DRY RUN] Would migrate coredump: %s/%s -> %s", r.key, r.filename, key)
+		m.action("  [DRY RUN] Would migrate coredump: %s/%s -> %s", r.DeviceKey, r.Filename, key)
 		m.r.CoredumpsMigrated++
 		return nil
 	}
 	if err := m.o.Store.Put(ctx, key, f, fi.Size(), "application/octet-stream"); err != nil {
 		if fatal(err) {
-			return fmt.Errorf("upload core dump %s/%s: %w", r.key, r.filename, err)
+			return fmt.Errorf("upload core dump %s/%s: %w", r.DeviceKey, r.Filename, err)
 		}
-		m.r.warn("Failed to migrate coredump %s/%s: %v", r.key, r.filename, err)
+		m.r.warn("Failed to migrate coredump %s/%s: %v", r.DeviceKey, r.Filename, err)
 		m.r.CoredumpsSkipped++
 		return nil
 	}
@@ -641,21 +582,17 @@ func (m *migrator) dump(ctx context.Context, r *dumpRow, path string) error {
 		m.o.BeforeCommit(m.done)
 	}
 	err = m.o.DB.Tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE coredumps SET filename = NULL WHERE id = $1 AND filename = $2`, r.id, r.filename)
-		if err != nil {
+		if err := coredumps.LegacyFileMovedTx(ctx, tx, r.ID, r.Filename); err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return fmt.Errorf("core dump %d changed during the migration", r.id)
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO legacy_coredump_files (device_id, filename, coredump_id, migrated_at) VALUES ($1, $2, $3, $4)`,
-			r.deviceID, r.filename, r.id, db.Now())
+		_, err := tx.ExecContext(ctx, `INSERT INTO legacy_coredump_files (device_id, filename, coredump_id, migrated_at) VALUES ($1, $2, $3, $4)`,
+			r.DeviceID, r.Filename, r.ID, db.Now())
 		return err
 	})
 	if err != nil {
-		return db.Classify(fmt.Errorf("record migrated core dump %s/%s: %w", r.key, r.filename, err))
+		return db.Classify(fmt.Errorf("record migrated core dump %s/%s: %w", r.DeviceKey, r.Filename, err))
 	}
-	m.action("  Migrated coredump: %s/%s -> %s", r.key, r.filename, key)
+	m.action("  Migrated coredump: %s/%s -> %s", r.DeviceKey, r.Filename, key)
 	m.r.CoredumpsMigrated++
 	m.committed()
 	return nil
