@@ -5,7 +5,8 @@
 // line by line; log lines and START/END markers are skipped) or a bare ELF
 // core. All container versions are handled: binary 0x0001–0x0003 and ELF
 // 0x0100–0x0104, CRC32 or SHA-256, chip from the version word (package
-// chips). See ../shared/docs/ESP-FORMATS.md for the formats.
+// chips). The formats are ESP-IDF's own: components/espcoredump in ESP-IDF and its
+// esp-coredump tool, whose output the tests compare against.
 //
 // Inspect is the cheap look ingest takes at an upload: container, version,
 // chip, checksum, app ELF SHA prefix and a problem kind. It runs the same

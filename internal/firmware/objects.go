@@ -128,7 +128,7 @@ func (s *Service) OwnedTx(ctx context.Context, tx *sql.Tx, key string) (bool, er
 }
 
 // RepairMissing removes the version whose object at key is gone from the history; its
-// remaining objects are queued for deletion (DESIGN.md rule 2). The model's current
+// remaining objects are queued for deletion (docs/ARCHITECTURE.md, rule 2). The model's current
 // version is left as it is and reported unrepairable: devices would lose their update.
 // Nothing changes if the object is back (written meanwhile); a version already gone
 // counts as repaired.
