@@ -45,6 +45,9 @@ type Failure struct {
 	// Report is what the dump holds without its firmware ELF (no_firmware, elf_mismatch):
 	// the ELF only adds names and lines.
 	Report *espcore.Report
+	// elf is the picked version whose ELF could not be used ("" when none was picked):
+	// its row exists, so finding it again under the model's lock is no arrival.
+	elf string
 }
 
 func (f *Failure) Error() string { return f.Kind + ": " + f.Msg }
@@ -240,7 +243,7 @@ func (s *Service) finishMissingFirmware(ctx context.Context, r *coredumps.Decode
 		if err := firmware.ShareModel(ctx, s.db, tx, r.ModelID); err != nil {
 			return err
 		}
-		if _, err := s.pick(ctx, tx, r); err == nil {
+		if c, err := s.pick(ctx, tx, r); err == nil && (f.elf == "" || c.version != f.elf) {
 			arrived = true
 			return nil
 		}
@@ -289,7 +292,9 @@ func (s *Service) decode(ctx context.Context, r *coredumps.DecodeTarget) (string
 		b, err := s.firmware.ReadELF(ctx, r.ModelCode, fw.version)
 		switch {
 		case errors.Is(err, blob.ErrNotFound):
-			return nil, withoutELF(fail(KindNoFirmware, "firmware %s of model %s has no stored ELF", fw.version, r.ModelCode), dump)
+			f := fail(KindNoFirmware, "firmware %s of model %s has no stored ELF", fw.version, r.ModelCode)
+			f.elf = fw.version
+			return nil, withoutELF(f, dump)
 		case err != nil:
 			return nil, transient(err)
 		}
@@ -318,6 +323,7 @@ func (s *Service) decode(ctx context.Context, r *coredumps.DecodeTarget) (string
 		}
 		var f *Failure
 		if errors.As(err, &f) {
+			f.elf = fw.version
 			return "", nil, withoutELF(err, dump) // e.g. the stored ELF cannot be read
 		}
 		if h := espcore.Inspect(dump); h.Kind == espcore.KindUnknown {

@@ -121,8 +121,6 @@ func TestIDsByKey(t *testing.T) {
 	})
 }
 
-func ptr(s string) *string { return &s }
-
 // legacyNop stands in for the other owners and the notifier: these tests need none.
 type legacyNop struct{}
 

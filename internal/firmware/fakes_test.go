@@ -15,9 +15,9 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
+	"github.com/iotsupport/iotsupport/internal/chips"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/devices"
-	"github.com/iotsupport/iotsupport/internal/espimage"
 	"github.com/iotsupport/iotsupport/internal/espimage/espimagetest"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/testenv"
@@ -151,7 +151,7 @@ func (f *fixture) model(t *testing.T, code string) *devices.Model {
 // (and salt), so every version has its own ELF SHA-256 (returned in lower-case hex).
 func build(t *testing.T, code, version string, salt ...string) ([]byte, string) {
 	t.Helper()
-	ci, _ := espimage.ChipByName("esp32c3")
+	ci, _ := chips.ByName("esp32c3")
 	elf := append(bundletest.MinimalELF(ci.Arch.ELFMachine()), []byte("unique to "+version+strings.Join(salt, ""))...)
 	sum := sha256.Sum256(elf)
 	z, err := bundletest.Synthetic(code, "esp32c3", version, bundletest.Options{
