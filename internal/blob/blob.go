@@ -3,6 +3,7 @@
 package blob
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -271,4 +272,23 @@ func (e *exactReader) probe() error {
 	}
 	e.err = io.ErrNoProgress
 	return e.err
+}
+
+// ReadAll reads an object whole: ErrNotFound when it is missing, an error when it is over
+// limit bytes (0: no limit).
+func ReadAll(ctx context.Context, s Store, key string, limit int64) ([]byte, error) {
+	rc, info, err := s.Get(ctx, key, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	if limit > 0 && info.Size > limit {
+		return nil, fmt.Errorf("%s is %d bytes, over the %d-byte limit", key, info.Size, limit)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(info.Size))
+	if _, err := io.Copy(&buf, rc); err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	return buf.Bytes(), nil
 }

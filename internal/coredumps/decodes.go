@@ -1,17 +1,16 @@
 package coredumps
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
+	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/db"
 )
 
@@ -61,21 +60,7 @@ func (s *Service) DecodeTarget(ctx context.Context, id int64) (*DecodeTarget, er
 // ReadDump reads a dump's object whole: blob.ErrNotFound when it is missing, an error
 // when it is over limit bytes (0: no limit).
 func (s *Service) ReadDump(ctx context.Context, t *DecodeTarget, limit int64) ([]byte, error) {
-	key := Key(t.DeviceKey, t.ID)
-	rc, info, err := s.store.Get(ctx, key, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	if limit > 0 && info.Size > limit {
-		return nil, fmt.Errorf("%s is %d bytes, over the %d-byte limit", key, info.Size, limit)
-	}
-	var buf bytes.Buffer
-	buf.Grow(int(info.Size))
-	if _, err := io.Copy(&buf, rc); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return blob.ReadAll(ctx, s.store, Key(t.DeviceKey, t.ID), limit)
 }
 
 // Result is the outcome of decoding a dump.

@@ -1,14 +1,12 @@
 package firmware
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
-	"io"
 	"strings"
 
+	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/db"
 )
 
@@ -52,17 +50,7 @@ func (s *Service) ELFByPrefix(ctx context.Context, q db.Querier, modelID int64, 
 
 // ReadELF reads a stored version's ELF whole (blob.ErrNotFound when it is missing).
 func (s *Service) ReadELF(ctx context.Context, modelCode, version string) ([]byte, error) {
-	rc, info, err := s.store.Get(ctx, Key(modelCode, version, "firmware.elf"), nil)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	var buf bytes.Buffer
-	buf.Grow(int(info.Size))
-	if _, err := io.Copy(&buf, rc); err != nil {
-		return nil, fmt.Errorf("read firmware %s %s ELF: %w", modelCode, version, err)
-	}
-	return buf.Bytes(), nil
+	return blob.ReadAll(ctx, s.store, Key(modelCode, version, "firmware.elf"), 0)
 }
 
 // Needed reports which of the given versions of the model (version → ELF SHA-256, "" when

@@ -242,7 +242,7 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 		}
 		writeObjects := true
 		if !res.Created {
-			same := existingArt.Valid && sameArtifacts(existingArt.String, arts)
+			same := existingArt.Valid && SameArtifacts(existingArt.String, arts)
 			if !same && !replace {
 				return apperr.Existsf("FirmwareVersion for %s %s already exists with different content (use ?replace=true to overwrite)", m.Code, version)
 			}
@@ -369,7 +369,8 @@ func (s *Service) protected(ctx context.Context, tx *sql.Tx, modelID int64, vers
 	return out, nil
 }
 
-func sameArtifacts(stored string, arts map[string]ArtifactInfo) bool {
+// SameArtifacts reports whether a stored artifact record (JSON) lists exactly arts.
+func SameArtifacts(stored string, arts map[string]ArtifactInfo) bool {
 	var old map[string]ArtifactInfo
 	if json.Unmarshal([]byte(stored), &old) != nil || len(old) != len(arts) {
 		return false

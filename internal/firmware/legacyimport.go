@@ -12,11 +12,6 @@ import (
 // This file holds what `iotsupport migrate-to-s3` needs of the version history when it
 // imports the older service's bundles (Import stores them).
 
-// SameArtifacts reports whether a version's stored artifact record (JSON) is arts.
-func SameArtifacts(stored string, arts map[string]ArtifactInfo) bool {
-	return sameArtifacts(stored, arts)
-}
-
 // StoredVersion is what an import compares a bundle with.
 type StoredVersion struct {
 	UploadedAt time.Time
