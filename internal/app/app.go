@@ -27,6 +27,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/fleet"
 	"github.com/iotsupport/iotsupport/internal/fsck"
 	"github.com/iotsupport/iotsupport/internal/httpapi"
 	"github.com/iotsupport/iotsupport/internal/jobs"
@@ -172,6 +173,8 @@ type Services struct {
 	Decoding *decoding.Service
 	Jobs     *jobs.Client
 	Fsck     *fsck.Checker
+	// Fleet records device telemetry and answers the fleet view.
+	Fleet *fleet.Service
 }
 
 // Assemble builds the service graph over an open database and store. notifier tells
@@ -187,7 +190,9 @@ func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, 
 	if s.Queue, err = decoding.NewQueue(d, inserts, log); err != nil {
 		return nil, err
 	}
-	s.Coredumps = coredumps.NewService(d, store, s.Queue, s.Audit, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
+	s.Fleet = fleet.NewService(d, fleet.Options{FlushInterval: cfg.FleetFlushInterval, HistoryDays: cfg.FleetHistoryDays,
+		PruneBatch: cfg.FleetPruneBatch, MaxUnsavedBoots: cfg.FleetMaxUnsavedBoots}, log, reg)
+	s.Coredumps = coredumps.NewService(d, store, s.Queue, s.Audit, s.Fleet, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
 		UploadsPerHour: cfg.CoredumpUploadsPerHour}, log)
 	s.Firmware = firmware.NewService(d, store, s.Devices, s.Coredumps, notifier, log, firmware.Config{
 		MaxFirmwares: cfg.MaxFirmwares, MaxBundleBytes: cfg.FirmwareMaxBundleBytes, TempDir: cfg.TempDir,
@@ -230,6 +235,7 @@ type App struct {
 func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go a.Outbox.Run(bg)
+	go a.Fleet.Run(bg)
 	go a.Audit.RunPruner(bg, time.Duration(a.Cfg.AuditRetentionDays)*24*time.Hour, time.Hour, a.Log)
 	if a.Cfg.FsckInterval > 0 {
 		go fsck.NewPeriodic(a.Fsck, a.Cfg.FsckGrace, a.Log, a.Metrics).Run(bg, a.Cfg.FsckInterval)
@@ -316,7 +322,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		BatchMax: cfg.ProvisioningBatchMax, MaxPartitionSize: cfg.ProvisioningMaxPartitionSize})
 	a.HTTP = httpapi.New(httpapi.Deps{Log: log, Devices: a.Devices, Coredumps: a.Coredumps, Metrics: reg, AppEnv: cfg.AppEnv,
 		PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
-		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, Fleet: a.Fleet, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
 		Ready: []httpapi.Checker{httpapi.DatabaseCheck(d), httpapi.StorageCheck(store),
 			httpapi.OutboxCheck(func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) })}})
@@ -396,6 +402,10 @@ func (a *App) Serve(ctx context.Context, ready func(addr string)) error {
 	}
 	// Firmware notifications still waiting for other replicas' caches go out now.
 	a.Firmware.FlushNotifications()
+	// Check-ins coalesced since the last flush are written before the process ends.
+	if err := a.Fleet.Flush(sctx); err != nil {
+		a.Log.Error("fleet: final flush failed; last-seen updates since the previous flush are lost", "error", err)
+	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

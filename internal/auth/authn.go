@@ -187,7 +187,7 @@ func (a *Authenticator) jwt(ctx context.Context, raw string, fromCookie bool) (*
 }
 
 func deviceIdentity(d *devices.Device) *Identity {
-	return &Identity{Kind: KindDevice, Name: d.Key, DeviceID: d.ID, DeviceKey: d.Key, Active: d.Active}
+	return &Identity{Kind: KindDevice, Name: d.Key, DeviceID: d.ID, DeviceKey: d.Key, ModelID: d.DeviceModelID, Active: d.Active}
 }
 
 // basicDevice checks a device's key and secret. A correct login is never refused: limits

@@ -54,7 +54,9 @@ type Identity struct {
 	// Device fields are set when Kind is KindDevice.
 	DeviceID  int64
 	DeviceKey string
-	Active    bool
+	// ModelID is the device's model (fleet telemetry is kept per model).
+	ModelID int64
+	Active  bool
 	// FromCookie marks browser sessions, whose writes need the CSRF check.
 	FromCookie bool
 }

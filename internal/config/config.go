@@ -105,7 +105,12 @@ type Config struct {
 	SidecarTimeout    time.Duration
 
 	AuditRetentionDays int
-	AuditWriteTimeout  time.Duration
+
+	FleetFlushInterval   time.Duration
+	FleetHistoryDays     int
+	FleetPruneBatch      int
+	FleetMaxUnsavedBoots int
+	AuditWriteTimeout    time.Duration
 
 	MQTTURL      string
 	MQTTUsername string
@@ -266,6 +271,18 @@ var Settings = []Setting{
 	{Name: "PARSE_SIDECAR_XFER_DIR", Default: "", Doc: "Directory shared with the sidecar; files are named `coredump_{id}.dmp` / `.elf` and removed afterwards.", apply: func(c *Config, v string) error { c.SidecarXferDir = v; return nil }},
 	{Name: "PARSE_SIDECAR_TIMEOUT", Default: "120s", Doc: "Timeout of one sidecar request.", apply: durationSetting(func(c *Config) *time.Duration { return &c.SidecarTimeout })},
 	{Name: "AUDIT_RETENTION_DAYS", Default: "365", Doc: "Audit log entries older than this many days are deleted (hourly, in batches).", apply: intSetting(1, 100000, func(c *Config) *int { return &c.AuditRetentionDays })},
+	{Name: "FLEET_FLUSH_INTERVAL", Default: "10s", Doc: "How often each replica writes the device check-ins it coalesced in memory (last seen, running version), one statement per table. A crashed replica loses at most this much last-seen history; boots and core dumps are written at once. At most 5m.",
+		apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 100*time.Millisecond || d > 5*time.Minute {
+				return fmt.Errorf("must be a duration from 100ms to 5m, like 10s")
+			}
+			c.FleetFlushInterval = d
+			return nil
+		}},
+	{Name: "FLEET_HISTORY_DAYS", Default: "90", Doc: "Days of fleet history kept (devices seen per version and day, boots, crashes); older rows are pruned hourly, in batches. Fleet-view windows reach back at most this far.", apply: intSetting(1, 3650, func(c *Config) *int { return &c.FleetHistoryDays })},
+	{Name: "FLEET_PRUNE_BATCH", Default: "1000", Doc: "Fleet history rows one pruning statement deletes.", apply: intSetting(1, 1000000, func(c *Config) *int { return &c.FleetPruneBatch })},
+	{Name: "FLEET_MAX_UNSAVED_BOOTS", Default: "100000", Doc: "Device boots a replica holds in memory while the database cannot store them (retried every flush); past it the oldest are dropped and counted in `iotsupport_fleet_dropped_boots_total`.", apply: intSetting(1, 10000000, func(c *Config) *int { return &c.FleetMaxUnsavedBoots })},
 	{Name: "AUDIT_WRITE_TIMEOUT", Default: "10s", Doc: "Longest an audit log write may take after its request; it does not depend on the client staying connected.", apply: durationSetting(func(c *Config) *time.Duration { return &c.AuditWriteTimeout })},
 	{Name: "MQTT_URL", Default: "", Doc: "Broker for device notifications, `mqtt://host[:1883]` or `mqtts://host[:8883]`; empty disables MQTT.", apply: func(c *Config, v string) error {
 		if v != "" && !strings.HasPrefix(v, "mqtt://") && !strings.HasPrefix(v, "mqtts://") {

@@ -85,6 +85,13 @@ type UploadAudit interface {
 	RecordPendingTx(ctx context.Context, tx *sql.Tx, status int) error
 }
 
+// Fleet records a stored dump as a crash of its device on the dump's version, and the
+// device as seen running it (fleet.Service). Its statements join the upload's batch, so
+// they commit with the dump.
+type Fleet interface {
+	DumpQueries(deviceID int64, version string, at time.Time) []db.Query
+}
+
 // Service implements core dump operations: it is the only writer of the coredumps and
 // coredump_uploads tables and of the objects under coredumps/.
 type Service struct {
@@ -92,6 +99,7 @@ type Service struct {
 	store   blob.Store
 	decodes DecodeQueue
 	audit   UploadAudit
+	fleet   Fleet
 	opts    Options
 	log     *slog.Logger
 	// now is the clock (tests move it).
@@ -100,11 +108,11 @@ type Service struct {
 	refused refusals
 }
 
-// NewService returns a Service. decodes and audit are required: every stored dump gets
-// its decode job and every upload its audit entry.
-func NewService(d *db.DB, store blob.Store, decodes DecodeQueue, audit UploadAudit, opts Options, log *slog.Logger) *Service {
-	if decodes == nil || audit == nil {
-		panic("coredumps.NewService: a decode queue and an audit log are required")
+// NewService returns a Service. decodes, audit and fleet are required: every stored dump
+// gets its decode job, every upload its audit entry, and the fleet view its crash.
+func NewService(d *db.DB, store blob.Store, decodes DecodeQueue, audit UploadAudit, fleet Fleet, opts Options, log *slog.Logger) *Service {
+	if decodes == nil || audit == nil || fleet == nil {
+		panic("coredumps.NewService: a decode queue, an audit log and the fleet are required")
 	}
 	if log == nil {
 		log = slog.Default()
@@ -118,7 +126,7 @@ func NewService(d *db.DB, store blob.Store, decodes DecodeQueue, audit UploadAud
 	if opts.UploadsPerHour <= 0 {
 		opts.UploadsPerHour = 30
 	}
-	return &Service{db: d, store: store, decodes: decodes, audit: audit, opts: opts, log: log, now: db.Now,
+	return &Service{db: d, store: store, decodes: decodes, audit: audit, fleet: fleet, opts: opts, log: log, now: db.Now,
 		refused: refusals{until: map[int64]refusal{}}}
 }
 

@@ -3,10 +3,12 @@ package coredumps
 import (
 	"context"
 	"database/sql"
+	"log/slog"
 	"sync"
 
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/fleet"
 )
 
 // queued records the decode jobs the service asked for, by dump id.
@@ -27,5 +29,5 @@ type noAudit struct{}
 func (noAudit) RecordPendingTx(context.Context, *sql.Tx, int) error { return nil }
 
 func newTestService(d *db.DB, store blob.Store, opts Options) *Service {
-	return NewService(d, store, &queued{}, noAudit{}, opts, nil)
+	return NewService(d, store, &queued{}, noAudit{}, fleet.NewService(d, fleet.Options{}, slog.New(slog.DiscardHandler), nil), opts, nil)
 }

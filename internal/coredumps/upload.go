@@ -161,8 +161,8 @@ func (s *Service) insert(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, 
 	prefix, keep := DevicePrefix(r.deviceKey), s.opts.Keep-1
 	rowArgs := append(r.args(), prefix)
 	covering, more := outbox.Covering(keySQL("$15", "coredumps.id"), Key(r.deviceKey, 0), len(rowArgs)+1)
-	err := s.db.Batch(ctx, tx,
-		db.Query{SQL: `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1` +
+	qs := []db.Query{
+		{SQL: `SELECT d.id FROM devices d JOIN device_models m ON m.id = d.device_model_id WHERE d.id = $1` +
 			s.db.LockOf(db.ForUpdate, "d") + s.db.LockOf(db.ForShare, "m"),
 			Args: []any{r.deviceID}, Scan: func(row db.Row) error {
 				var id int64
@@ -170,20 +170,22 @@ func (s *Service) insert(ctx context.Context, tx *sql.Tx, r newRow) (*Coredump, 
 				found = err == nil
 				return err
 			}},
-		db.Query{SQL: `SELECT (SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2),
+		{SQL: `SELECT (SELECT COUNT(*) FROM coredump_uploads WHERE device_id = $1 AND uploaded_at > $2),
 			EXISTS (SELECT 1 FROM coredump_uploads WHERE device_id = $1 AND uploaded_at <= $2)`,
 			Args: []any{r.deviceID, r.now.Add(-time.Hour)}, Scan: func(row db.Row) error { return row.Scan(&st.recent, &st.expired) }},
-		db.Query{SQL: `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, Args: []any{r.deviceID, r.now}},
-		db.Query{SQL: outbox.EnqueueSelected(`SELECT `+keySQL("$2", "id")+` AS key FROM (`+beyondNewest("$1", "$3")+`) AS doomed`, "$4"),
+		{SQL: `INSERT INTO coredump_uploads (device_id, uploaded_at) VALUES ($1, $2)`, Args: []any{r.deviceID, r.now}},
+		{SQL: outbox.EnqueueSelected(`SELECT `+keySQL("$2", "id")+` AS key FROM (`+beyondNewest("$1", "$3")+`) AS doomed`, "$4"),
 			Args: []any{r.deviceID, prefix, keep, r.now}},
-		db.Query{SQL: `DELETE FROM coredumps WHERE id IN (` + beyondNewest("$1", "$2") + `)`, Args: []any{r.deviceID, keep}},
-		db.Query{SQL: insertRow + `, EXISTS (SELECT 1 FROM blob_deletions b WHERE ` + covering + `)`, Args: append(rowArgs, more...),
+		{SQL: `DELETE FROM coredumps WHERE id IN (` + beyondNewest("$1", "$2") + `)`, Args: []any{r.deviceID, keep}},
+		{SQL: insertRow + `, EXISTS (SELECT 1 FROM blob_deletions b WHERE ` + covering + `)`, Args: append(rowArgs, more...),
 			Scan: func(row db.Row) error {
 				var err error
 				c, err = scan(extraScanner{row, []any{&queued}})
 				return err
 			}},
-	)
+	}
+	// The dump is its device's crash in the fleet view, and says what it runs.
+	err := s.db.Batch(ctx, tx, append(qs, s.fleet.DumpQueries(r.deviceID, r.version, r.now)...)...)
 	if !found && errors.Is(err, sql.ErrNoRows) { // pgx.ErrNoRows is sql.ErrNoRows too
 		return nil, st, false, apperr.NotFoundf("Device %d was not found", r.deviceID)
 	}

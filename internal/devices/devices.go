@@ -18,6 +18,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/naming"
 )
 
 // Device is a device with its model reference and derived fields.
@@ -45,6 +46,12 @@ type Device struct {
 	LastRotationCompletedAt *time.Time
 	// RotationExcluded is the older service's devices.active = false, kept on adoption.
 	RotationExcluded bool
+	// What the device last reported (internal/fleet's device_status; nil until it has).
+	LastSeenAt      *time.Time
+	RunningVersion  *string
+	RunningSince    *time.Time
+	LastResetReason *string
+	LastBootAt      *time.Time
 }
 
 // RotationStates are the values of rotation_state (the older service's enum).
@@ -58,18 +65,24 @@ func (d *Device) ClientID() string { return "iotdevice-" + d.ModelCode + "-" + d
 const deviceColumns = `d.id, d.key, d.device_model_id, m.code, m.name, m.firmware_version, d.active, d.config,
 	d.device_name, d.device_entity_id, d.enable_ota, d.created_at, d.updated_at,
 	d.rotation_state, d.secret_created_at, d.last_rotation_attempt_at, d.last_rotation_completed_at, d.rotation_excluded,
-	(SELECT c.uploaded_at FROM coredumps c WHERE c.device_id = d.id ORDER BY c.uploaded_at DESC LIMIT 1)`
+	(SELECT c.uploaded_at FROM coredumps c WHERE c.device_id = d.id ORDER BY c.uploaded_at DESC LIMIT 1),
+	st.last_seen_at, st.running_version, st.running_since, st.last_reset_reason, st.last_boot_at`
 
 func scanDevice(s scanner) (*Device, error) {
 	var d Device
 	var fw, name, entity sql.NullString
 	var ota sql.NullBool
 	var lastCoredump, secretAt, attemptAt, completedAt sql.NullTime
+	var seen, since, bootAt sql.NullTime
+	var running, reason sql.NullString
 	if err := s.Scan(&d.ID, &d.Key, &d.DeviceModelID, &d.ModelCode, &d.ModelName, &fw, &d.Active, &d.Config,
 		&name, &entity, &ota, &d.CreatedAt, &d.UpdatedAt,
-		&d.RotationState, &secretAt, &attemptAt, &completedAt, &d.RotationExcluded, &lastCoredump); err != nil {
+		&d.RotationState, &secretAt, &attemptAt, &completedAt, &d.RotationExcluded, &lastCoredump,
+		&seen, &running, &since, &reason, &bootAt); err != nil {
 		return nil, err
 	}
+	d.LastSeenAt, d.RunningSince, d.LastBootAt = nullTime(seen), nullTime(since), nullTime(bootAt)
+	d.RunningVersion, d.LastResetReason = nullStr(running), nullStr(reason)
 	d.LastCoredumpAt, d.SecretCreatedAt = nullTime(lastCoredump), nullTime(secretAt)
 	d.LastRotationAttemptAt, d.LastRotationCompletedAt = nullTime(attemptAt), nullTime(completedAt)
 	d.ModelFirmware, d.DeviceName, d.DeviceEntityID = nullStr(fw), nullStr(name), nullStr(entity)
@@ -88,12 +101,17 @@ func nullTime(t sql.NullTime) *time.Time {
 	return &u
 }
 
-const deviceFrom = ` FROM devices d JOIN device_models m ON m.id = d.device_model_id`
+const deviceFrom = ` FROM devices d JOIN device_models m ON m.id = d.device_model_id LEFT JOIN device_status st ON st.device_id = d.id`
 
 // DeviceFilter narrows ListDevices; zero fields match every device.
 type DeviceFilter struct {
 	ModelID       int64
 	RotationState string
+	// RunningVersion matches the version the device last reported running.
+	RunningVersion string
+	// SeenBefore and SeenAfter bound last_seen_at (before: strictly earlier; after: at or
+	// later); devices that never reported match neither.
+	SeenBefore, SeenAfter *time.Time
 }
 
 // ListDevices returns devices ordered by key, optionally of one model.
@@ -119,6 +137,21 @@ func (s *Service) FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, e
 		}
 		args = append(args, f.RotationState)
 		q += fmt.Sprintf(` AND d.rotation_state = $%d`, len(args))
+	}
+	if f.RunningVersion != "" {
+		if !naming.ValidVersion(f.RunningVersion) {
+			return nil, apperr.Validationf("running_version %q is not a valid firmware version", f.RunningVersion)
+		}
+		args = append(args, f.RunningVersion)
+		q += fmt.Sprintf(` AND st.running_version = $%d`, len(args))
+	}
+	if f.SeenBefore != nil {
+		args = append(args, f.SeenBefore.UTC())
+		q += fmt.Sprintf(` AND st.last_seen_at < $%d`, len(args))
+	}
+	if f.SeenAfter != nil {
+		args = append(args, f.SeenAfter.UTC())
+		q += fmt.Sprintf(` AND st.last_seen_at >= $%d`, len(args))
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY d.key`, args...)
 	if err != nil {

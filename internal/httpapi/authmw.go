@@ -44,6 +44,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		r = r.WithContext(auth.WithIdentity(r.Context(), id))
+		if id.IsDevice() {
+			// Every authenticated device request says it is alive (and, in its headers,
+			// what it runs and why it booted): coalesced in memory, not a write.
+			s.deps.Fleet.Observe(r.Context(), id.DeviceID, id.ModelID, r.Header)
+		}
 		if r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions || s.deps.Audit == nil {
 			next.ServeHTTP(w, r)
 			return

@@ -22,6 +22,11 @@ type DeviceSummary struct {
 	RotationState   string     `json:"rotation_state" enum:"OK,QUEUED,PENDING,TIMEOUT" doc:"OK unless a credential rotation is pending"`
 	SecretCreatedAt *time.Time `json:"secret_created_at" doc:"When the current device secret was issued"`
 	LastCoredumpAt  *time.Time `json:"last_coredump_at"`
+	LastSeenAt      *time.Time `json:"last_seen_at" doc:"Last authenticated request or core dump (up to FLEET_FLUSH_INTERVAL behind); null until the device reports"`
+	RunningVersion  *string    `json:"running_version" doc:"The version the device last said it runs (X-Firmware-Version, or a core dump's firmware_version)"`
+	RunningSince    *time.Time `json:"running_since" doc:"When the device was first seen running running_version"`
+	LastResetReason *string    `json:"last_reset_reason" doc:"X-Reset-Reason of the device's last boot (esp_reset_reason_t without ESP_RST_)"`
+	LastBootAt      *time.Time `json:"last_boot_at" doc:"When the device's last boot (a new X-Boot-Id) was first seen"`
 }
 
 // DeviceModelRef is the model embedded in a device.
@@ -48,7 +53,8 @@ type DeviceBody struct {
 func deviceSummary(d *devices.Device) DeviceSummary {
 	return DeviceSummary{ID: d.ID, Key: d.Key, DeviceModelID: d.DeviceModelID, Active: d.Active, DeviceName: d.DeviceName,
 		DeviceEntityID: d.DeviceEntityID, EnableOTA: d.EnableOTA, RotationState: d.RotationState, SecretCreatedAt: d.SecretCreatedAt,
-		LastCoredumpAt: d.LastCoredumpAt}
+		LastCoredumpAt: d.LastCoredumpAt, LastSeenAt: d.LastSeenAt, RunningVersion: d.RunningVersion, RunningSince: d.RunningSince,
+		LastResetReason: d.LastResetReason, LastBootAt: d.LastBootAt}
 }
 
 func deviceBody(d *devices.Device) *DeviceBody {
@@ -89,10 +95,20 @@ func (s *Server) registerDevices() {
 	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-devices", Method: http.MethodGet, Path: "/api/devices",
 		Summary: "List devices", Tags: tags}),
 		func(ctx context.Context, in *struct {
-			ModelID       int64  `query:"model_id" minimum:"0" doc:"Only devices of this model"`
-			RotationState string `query:"rotation_state" enum:"OK,QUEUED,PENDING,TIMEOUT" doc:"Only devices in this rotation state"`
+			ModelID        int64     `query:"model_id" minimum:"0" doc:"Only devices of this model"`
+			RotationState  string    `query:"rotation_state" enum:"OK,QUEUED,PENDING,TIMEOUT" doc:"Only devices in this rotation state"`
+			RunningVersion string    `query:"running_version" doc:"Only devices that last reported running this version"`
+			SeenBefore     time.Time `query:"seen_before" doc:"Only devices last seen before this time (RFC 3339); devices that never reported are left out"`
+			SeenAfter      time.Time `query:"seen_after" doc:"Only devices last seen at or after this time (RFC 3339)"`
 		}) (*listDevicesOut, error) {
-			ds, err := s.deps.Devices.FindDevices(ctx, devices.DeviceFilter{ModelID: in.ModelID, RotationState: in.RotationState})
+			f := devices.DeviceFilter{ModelID: in.ModelID, RotationState: in.RotationState, RunningVersion: in.RunningVersion}
+			if !in.SeenBefore.IsZero() {
+				f.SeenBefore = &in.SeenBefore
+			}
+			if !in.SeenAfter.IsZero() {
+				f.SeenAfter = &in.SeenAfter
+			}
+			ds, err := s.deps.Devices.FindDevices(ctx, f)
 			if err != nil {
 				return nil, err
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/fleet"
 	"github.com/iotsupport/iotsupport/internal/provisioning"
 	"github.com/iotsupport/iotsupport/internal/publicurl"
 	"github.com/iotsupport/iotsupport/internal/testsession"
@@ -44,6 +45,8 @@ type Deps struct {
 	AuditWriteTimeout time.Duration
 	// Firmware serves bundles and downloads.
 	Firmware *firmware.Service
+	// Fleet records device telemetry and answers the fleet view.
+	Fleet *fleet.Service
 	// Coredumps stores and serves core dumps.
 	Coredumps *coredumps.Service
 	// Provisioning issues devices' provisioning records (NVS images).
@@ -110,6 +113,7 @@ func New(deps Deps) *Server {
 	s.registerDocs(r)
 	s.registerModels()
 	s.registerDevices()
+	s.registerFleet()
 	s.registerTokens()
 	s.registerIoT()
 	s.registerCoredumps()
