@@ -93,7 +93,7 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("scenario %s missing from the report", s)
 		}
 	}
-	for _, want := range []string{"download-1MiB", "download-16MiB", "decode/esp32c6"} {
+	for _, want := range []string{"checkin+headers", "download-1MiB", "download-16MiB", "decode/esp32c6"} {
 		found := false
 		for _, r := range rep.Results {
 			found = found || r.Scenario == want
@@ -128,7 +128,7 @@ func TestBenchKeepDirty(t *testing.T) {
 		t.Skip("starts a server")
 	}
 	rep := runBench(t, append(os.Environ(), "DATABASE_URL=", "STORAGE_BACKEND="), "--scenario", "checkin", "--duration", "1s", "--concurrency", "2", "--keep-dirty")
-	if rep.SyncedRounds != 0 || len(rep.Results) != 1 || rep.Results[0].Server.Requests <= 0 {
+	if rep.SyncedRounds != 0 || len(rep.Results) != 2 || rep.Results[0].Server.Requests <= 0 || rep.Results[1].Server.Requests <= 0 {
 		t.Fatalf("synced rounds %d, results %+v", rep.SyncedRounds, rep.Results)
 	}
 	var table bytes.Buffer

@@ -102,8 +102,22 @@ func (r *runner) checkin(ctx context.Context) ([]Result, error) {
 		_, err = io.Copy(io.Discard, resp.Body)
 		return 0, err
 	}
-	srv, base, peak := r.compare(ctx, "checkin", conc, srvOp, baseOp)
-	return []Result{{Scenario: "checkin", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: base}}, nil
+	// The variant sends the fleet telemetry headers ESP-IDF devices set on every request:
+	// a fixed boot id per device (stored once, then known) and its running version. It
+	// runs in the same alternating rounds, so both ratios share one baseline.
+	telemetry := make([]http.Header, len(devs))
+	for i := range devs {
+		telemetry[i] = http.Header{"X-Firmware-Version": {r.fx.fw1.version}, "X-Boot-Id": {fmt.Sprintf("bench-%d-%d", i, time.Now().UnixNano())},
+			"X-Reset-Reason": {"POWERON"}}
+	}
+	hdrOp := func(ctx context.Context, w int) (int64, error) {
+		i := w % len(devs)
+		return r.deviceGet(ctx, devs[i], "/api/iot/firmware-version", telemetry[i], http.StatusOK, -1)
+	}
+	srv, bases, peak := r.compareAll(ctx, "checkin", conc, srvOp, baseOp, hdrOp)
+	return []Result{{Scenario: "checkin", Concurrency: conc, Server: srv, PeakRSS: peak, Baseline: &bases[0]},
+		{Scenario: "checkin+headers", Concurrency: conc, Server: bases[1], PeakRSS: peak, Baseline: &bases[0],
+			Note: "devices send X-Firmware-Version, X-Boot-Id and X-Reset-Reason; measured in the same rounds as checkin"}}, nil
 }
 
 func (r *runner) download(ctx context.Context) ([]Result, error) {

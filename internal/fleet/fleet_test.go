@@ -26,7 +26,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 var t0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
@@ -263,10 +263,10 @@ func TestFleetHistoryRetention(t *testing.T) {
 			t.Fatalf("pruned %d rows, want 60", n)
 		}
 		for q, want := range map[string]int{
-			`SELECT COUNT(*) FROM fleet_device_days`:                      5,
-			`SELECT COUNT(*) FROM fleet_boots`:                            5,
-			`SELECT COUNT(*) FROM fleet_dumps`:                            0,
-			`SELECT COUNT(*) FROM device_status`:                          10,
+			`SELECT COUNT(*) FROM fleet_device_days`:                         5,
+			`SELECT COUNT(*) FROM fleet_boots`:                               5,
+			`SELECT COUNT(*) FROM fleet_dumps`:                               0,
+			`SELECT COUNT(*) FROM device_status`:                             10,
 			`SELECT COUNT(*) FROM fleet_device_days WHERE version = '1.0.0'`: 0,
 		} {
 			if got := count(t, env.DB, q); got != want {

@@ -29,15 +29,23 @@ func BenchmarkDeviceRequests(b *testing.B) {
 	for _, c := range []struct {
 		name, path, rng string
 		status          int
+		telemetry       bool
 	}{
-		{"checkin", "/api/iot/firmware-version", "", 200},
-		{"ranged-4KiB", "/api/iot/firmware", "bytes=65536-69631", 206},
+		{"checkin", "/api/iot/firmware-version", "", 200, false},
+		// What an ESP-IDF device sends on every request once it reports to the fleet view.
+		{"checkin-headers", "/api/iot/firmware-version", "", 200, true},
+		{"ranged-4KiB", "/api/iot/firmware", "bytes=65536-69631", 206, false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			req := httptest.NewRequest("GET", c.path, nil)
 			req.SetBasicAuth(d.Key, d.Secret)
 			if c.rng != "" {
 				req.Header.Set("Range", c.rng)
+			}
+			if c.telemetry {
+				req.Header.Set("X-Firmware-Version", "1.0.0")
+				req.Header.Set("X-Boot-Id", "bench-boot")
+				req.Header.Set("X-Reset-Reason", "POWERON")
 			}
 			b.ReportAllocs()
 			for b.Loop() {
