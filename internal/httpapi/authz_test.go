@@ -58,6 +58,7 @@ var routeNeeds = map[string]struct {
 	"GET /api/iot/firmware-version":                                            {"device", 200},
 	"POST /api/device-models/{model_id}/firmware":                              {"editor", 404},
 	"GET /api/device-models/{model_id}/firmware":                               {"viewer", 404},
+	"GET /api/device-models/{model_id}/fleet":                                  {"viewer", 404},
 	"GET /api/device-models/{model_id}/firmware-versions":                      {"viewer", 404},
 	"PUT /api/device-models/{model_id}/firmware-version":                       {"editor", 400},
 	"GET /api/device-models/{model_id}/firmware-versions/{version}/{artifact}": {"viewer", 404},
