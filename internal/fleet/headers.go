@@ -11,6 +11,7 @@ package fleet
 import (
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/iotsupport/iotsupport/internal/naming"
 )
@@ -81,5 +82,5 @@ func validBootID(s string) bool {
 	return true
 }
 
-// isCrash reports whether a boot's reason means the boot before it crashed.
-func isCrash(reason string) bool { return slices.Contains(CrashReasons, reason) }
+// crashReasonsSQL is CrashReasons as an SQL list ('PANIC', …): fixed names, no quoting needed.
+var crashReasonsSQL = "'" + strings.Join(CrashReasons, "', '") + "'"

@@ -128,7 +128,7 @@ func (s *Service) View(ctx context.Context, modelID int64, window string) (*View
 		// DumpQueries), so crashed devices are a subset of seen ones.
 		{`SELECT version, COUNT(DISTINCT device_id) FROM (
 				SELECT device_id, version FROM fleet_boots WHERE model_id = $1 AND booted_at >= $2 AND version IS NOT NULL
-					AND reason IN ('PANIC', 'INT_WDT', 'TASK_WDT', 'WDT')
+					AND reason IN (` + crashReasonsSQL + `)
 				UNION SELECT device_id, version FROM fleet_dumps WHERE model_id = $1 AND uploaded_at >= $2) AS crashed
 			GROUP BY version`,
 			[]any{modelID, since}, func(st *VersionStats, n int) { st.CrashedDevices = n }},
