@@ -349,6 +349,20 @@ func TestFleetReplicasMerge(t *testing.T) {
 		if *d.LastResetReason != "TASK_WDT" || !d.LastBootAt.Equal(t0.Add(30*time.Minute)) {
 			t.Fatalf("device 1: reason %s at %s", *d.LastResetReason, d.LastBootAt)
 		}
+		// A replica that restarted (knowing no boot) and a late request of the earlier boot
+		// leave the latest boot as it is.
+		restarted := newFleet(env.DB, ca, fleet.Options{})
+		ca.Set(t0.Add(40 * time.Minute))
+		restarted.Observe(ctx, ids[1], model, headers(fleet.HeaderVersion, "2.0.0", fleet.HeaderBootID, "y", fleet.HeaderReason, "TASK_WDT"))
+		restarted.Observe(ctx, ids[1], model, headers(fleet.HeaderVersion, "2.0.0", fleet.HeaderBootID, "x", fleet.HeaderReason, "BROWNOUT"))
+		mustFlush(t, restarted)
+		d, _ = devs.GetDevice(ctx, ids[1])
+		if *d.LastResetReason != "TASK_WDT" || !d.LastBootAt.Equal(t0.Add(30*time.Minute)) || !d.LastSeenAt.Equal(t0.Add(40*time.Minute)) {
+			t.Fatalf("device 1 after a restart and a late request: reason %s at %s, seen %s", *d.LastResetReason, d.LastBootAt, d.LastSeenAt)
+		}
+		if n := count(t, env.DB, `SELECT COUNT(*) FROM fleet_boots WHERE device_id = $1`, ids[1]); n != 2 {
+			t.Fatalf("boots of device 1 after the restart: %d, want 2", n)
+		}
 		// A device deleted between its check-in and the flush is skipped, not an error.
 		a.Observe(ctx, ids[2], model, headers(fleet.HeaderVersion, "2.0.0"))
 		a.Observe(ctx, ids[0], model, headers(fleet.HeaderVersion, "2.0.0"))

@@ -212,8 +212,9 @@ func (s *Service) writeBoot(ctx context.Context, b boot) error {
 				}},
 			{SQL: `INSERT INTO fleet_boots (device_id, boot_id, model_id, version, reason, booted_at) VALUES ($1, $2, $3, $4, $5, $6)
 				ON CONFLICT (device_id, boot_id) DO NOTHING`, Args: []any{b.deviceID, b.id, b.modelID, version, b.reason, b.at}},
-			{SQL: upsertStatus(1), Args: statusRow{deviceID: b.deviceID, seen: b.at, version: b.version, since: b.at, at: b.at,
-				reason: b.reason, bootAt: b.at, bootID: b.id}.args()},
+			// The status takes the device's latest stored boot, not this one: a replica that
+			// restarted, or a late request of an earlier boot, must not move last_boot_at.
+			{SQL: upsertStatusLatestBoot, Args: statusRow{deviceID: b.deviceID, seen: b.at, version: b.version, since: b.at, at: b.at}.args()[:5]},
 		}
 		if b.version != "" {
 			qs = append(qs, db.Query{SQL: upsertDays(1), Args: []any{b.modelID, Day(b.at), b.version, b.deviceID, b.at}})
@@ -230,36 +231,31 @@ func (s *Service) writeBoot(ctx context.Context, b boot) error {
 	return err
 }
 
-// statusRow is one device_status row to merge.
+// statusRow is one device_status row to merge; its boot fields are NULL (boots set them
+// from fleet_boots, see upsertStatusLatestBoot).
 type statusRow struct {
-	deviceID       int64
-	seen           time.Time
-	version        string // "" keeps the stored one
-	since, at      time.Time
-	reason, bootID string // "" when the row carries no boot
-	bootAt         time.Time
-}
-
-func nullable[T comparable](v T) any {
-	var zero T
-	if v == zero {
-		return nil
-	}
-	return v
+	deviceID  int64
+	seen      time.Time
+	version   string // "" keeps the stored one
+	since, at time.Time
 }
 
 func (r statusRow) args() []any {
-	a := []any{r.deviceID, r.seen, nullable(r.version), nil, nil, nullable(r.reason), nil, nullable(r.bootID)}
+	a := []any{r.deviceID, r.seen, nil, nil, nil, nil, nil, nil}
 	if r.version != "" {
-		a[3], a[4] = r.since, r.at
-	}
-	if r.bootID != "" {
-		a[6] = r.bootAt
+		a[2], a[3], a[4] = r.version, r.since, r.at
 	}
 	return a
 }
 
 const statusCols = 8
+
+// upsertStatusLatestBoot merges one device_status row ($1–$5 as in upsertStatus) whose
+// boot fields are those of the device's latest row in fleet_boots.
+var upsertStatusLatestBoot = `INSERT INTO device_status (device_id, last_seen_at, running_version, running_since, version_seen_at,
+		last_reset_reason, last_boot_at, last_boot_id)
+	SELECT $1, $2, $3, $4, $5, b.reason, b.booted_at, b.boot_id FROM fleet_boots b WHERE b.device_id = $1
+		ORDER BY b.booted_at DESC, b.boot_id DESC LIMIT 1` + statusMerge
 
 // upsertStatus merges n device_status rows, whichever replica or writer comes first:
 // the latest last_seen_at wins; the running version is the later claim (version_seen_at),
@@ -267,7 +263,10 @@ const statusCols = 8
 // the later boot's.
 func upsertStatus(n int) string {
 	return `INSERT INTO device_status (device_id, last_seen_at, running_version, running_since, version_seen_at,
-		last_reset_reason, last_boot_at, last_boot_id) VALUES ` + placeholders(n, statusCols) + `
+		last_reset_reason, last_boot_at, last_boot_id) VALUES ` + placeholders(n, statusCols) + statusMerge
+}
+
+const statusMerge = `
 	ON CONFLICT (device_id) DO UPDATE SET
 		last_seen_at = CASE WHEN excluded.last_seen_at > device_status.last_seen_at THEN excluded.last_seen_at ELSE device_status.last_seen_at END,
 		running_version = CASE WHEN ` + laterClaim + ` THEN excluded.running_version ELSE device_status.running_version END,
@@ -277,7 +276,6 @@ func upsertStatus(n int) string {
 		last_reset_reason = CASE WHEN ` + laterBoot + ` THEN excluded.last_reset_reason ELSE device_status.last_reset_reason END,
 		last_boot_id = CASE WHEN ` + laterBoot + ` THEN excluded.last_boot_id ELSE device_status.last_boot_id END,
 		last_boot_at = CASE WHEN ` + laterBoot + ` THEN excluded.last_boot_at ELSE device_status.last_boot_at END`
-}
 
 const (
 	laterClaim = `(excluded.running_version IS NOT NULL AND (device_status.version_seen_at IS NULL OR excluded.version_seen_at >= device_status.version_seen_at))`
