@@ -82,16 +82,22 @@ func (s *Service) View(ctx context.Context, modelID int64, window string) (*View
 	if err != nil {
 		return nil, err
 	}
+	return s.ViewSince(ctx, modelID, s.now().Add(-w), window)
+}
+
+// ViewSince is View over the time since a given moment (a rollout stage's start, say);
+// label is reported as the window.
+func (s *Service) ViewSince(ctx context.Context, modelID int64, since time.Time, label string) (*View, error) {
+	since = since.UTC()
 	var current sql.NullString
-	err = s.db.QueryRowContext(ctx, `SELECT firmware_version FROM device_models WHERE id = $1`, modelID).Scan(&current)
+	err := s.db.QueryRowContext(ctx, `SELECT firmware_version FROM device_models WHERE id = $1`, modelID).Scan(&current)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, apperr.NotFoundf("Device model %d was not found", modelID)
 	}
 	if err != nil {
 		return nil, db.Err("fleet view", err)
 	}
-	since := s.now().Add(-w)
-	v := &View{Window: window}
+	v := &View{Window: label}
 	// A device is stale when it has not been seen (or, never seen, created) for longer
 	// than the window.
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*),
