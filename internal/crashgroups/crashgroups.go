@@ -1,0 +1,283 @@
+// Package crashgroups turns decoded core dumps into crash groups: one problem per crash
+// signature and device model, with how many dumps and devices, on which versions and
+// days, and its status (open, resolved, ignored). It owns the crash_group* tables. A dump
+// is assigned inside the decode job's transaction (AssignTx); counts live in their own
+// rows, so retention pruning dumps never changes them.
+package crashgroups
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/iotsupport/iotsupport/internal/db"
+)
+
+// Statuses of a group.
+const (
+	StatusOpen     = "open"
+	StatusResolved = "resolved"
+	StatusIgnored  = "ignored"
+)
+
+// Versions is what grouping needs of the firmware owner (firmware.Service): the order of a
+// model's uploaded versions, for regressions.
+type Versions interface {
+	UploadedAfter(ctx context.Context, q db.Querier, modelID int64, version, than string) (bool, error)
+}
+
+// Jobs inserts River jobs inside the caller's transaction (jobs.Inserter): events and the
+// backfill are durable and start only after the commit.
+type Jobs interface {
+	InsertTx(ctx context.Context, tx *sql.Tx, args river.JobArgs, opts *river.InsertOpts) error
+}
+
+// Service assigns dumps to groups and serves the groups.
+type Service struct {
+	db       *db.DB
+	versions Versions
+	jobs     Jobs
+	dumps    Dumps
+	log      *slog.Logger
+	opts     Options
+	now      func() time.Time
+}
+
+// Options tune the service.
+type Options struct {
+	// WebhookAttempts is how often an event's webhook delivery is tried (WEBHOOK_MAX_ATTEMPTS);
+	// 0 queues none (WEBHOOK_URL unset).
+	WebhookAttempts int
+}
+
+// NewService returns the service; every dependency is required.
+func NewService(d *db.DB, versions Versions, jobs Jobs, dumps Dumps, opts Options, log *slog.Logger) *Service {
+	if versions == nil || jobs == nil || dumps == nil {
+		panic("crashgroups.NewService: the firmware and core dump owners and a job inserter are required")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{db: d, versions: versions, jobs: jobs, dumps: dumps, opts: opts, log: log, now: db.Now}
+}
+
+// SetClock replaces the clock (tests).
+func (s *Service) SetClock(now func() time.Time) { s.now = now }
+
+// Dump is a decoded dump to assign.
+type Dump struct {
+	ID         int64
+	DeviceID   int64
+	ModelID    int64
+	ModelCode  string
+	Version    string
+	UploadedAt time.Time
+}
+
+// Assignment is what AssignTx did.
+type Assignment struct {
+	GroupID   int64 // 0 when the dump is in no group
+	New       bool  // the group was created by this dump
+	Regressed bool  // the dump reopened a resolved group
+}
+
+// AssignTx puts a decoded dump into its group inside tx, the transaction that records
+// the decode: report is the decoded report (nil when the dump ended in ERROR, which is
+// grouped nowhere). A dump decoded again (reparse) moves to its new group, or stays
+// counted once in the same one. A new group and a regression queue their events.
+func (s *Service) AssignTx(ctx context.Context, tx *sql.Tx, d Dump, report []byte) (Assignment, error) {
+	a, err := s.assign(ctx, tx, d, report, true)
+	if err != nil {
+		return a, fmt.Errorf("assign core dump %d to a crash group: %w", d.ID, err)
+	}
+	return a, nil
+}
+
+func (s *Service) assign(ctx context.Context, tx *sql.Tx, d Dump, report []byte, events bool) (Assignment, error) {
+	var sig Signature
+	ok := false
+	if report != nil {
+		sig, ok = Compute(report)
+	}
+	old, err := assigned(ctx, tx, d.ID)
+	if err != nil {
+		return Assignment{}, err
+	}
+	if !ok {
+		if old != nil {
+			return Assignment{}, s.unassign(ctx, tx, old)
+		}
+		return Assignment{}, nil
+	}
+	at := d.UploadedAt.UTC()
+	if at.IsZero() {
+		at = s.now()
+	}
+	groupID, created, err := s.group(ctx, tx, d, sig, at)
+	if err != nil {
+		return Assignment{}, err
+	}
+	if old != nil && old.groupID == groupID && old.groupingVersion == GroupingVersion {
+		return Assignment{GroupID: groupID}, nil // decoded again into the same group: counted once
+	}
+	if old != nil {
+		if err := s.unassign(ctx, tx, old); err != nil {
+			return Assignment{}, err
+		}
+	}
+	a := Assignment{GroupID: groupID, New: created}
+	var status string
+	var resolvedIn sql.NullString
+	if err := tx.QueryRowContext(ctx, `SELECT status, resolved_in_version FROM crash_groups WHERE id = $1`+s.db.Lock(db.ForUpdate), groupID).
+		Scan(&status, &resolvedIn); err != nil {
+		return a, fmt.Errorf("lock crash group %d: %w", groupID, err)
+	}
+	if status == StatusResolved {
+		// Resolved in V: a dump of a version uploaded after V reopens it; without a V, any dump does.
+		a.Regressed = !resolvedIn.Valid
+		if resolvedIn.Valid && d.Version != resolvedIn.String {
+			if a.Regressed, err = s.versions.UploadedAfter(ctx, tx, d.ModelID, d.Version, resolvedIn.String); err != nil {
+				return a, err
+			}
+		}
+	}
+	day := at.Format(time.DateOnly)
+	res, err := tx.ExecContext(ctx, `INSERT INTO crash_group_devices (group_id, device_id, dump_count, first_seen_at, last_seen_at, last_version)
+		VALUES ($1, $2, 1, $3, $3, $4) ON CONFLICT (group_id, device_id) DO NOTHING`, groupID, d.DeviceID, at, d.Version)
+	if err != nil {
+		return a, fmt.Errorf("count device: %w", err)
+	}
+	newDevice, _ := res.RowsAffected()
+	if newDevice == 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE crash_group_devices SET dump_count = dump_count + 1,
+			first_seen_at = CASE WHEN $3 < first_seen_at THEN $3 ELSE first_seen_at END,
+			last_version = CASE WHEN $3 >= last_seen_at THEN $4 ELSE last_version END,
+			last_seen_at = CASE WHEN $3 >= last_seen_at THEN $3 ELSE last_seen_at END
+			WHERE group_id = $1 AND device_id = $2`, groupID, d.DeviceID, at, d.Version); err != nil {
+			return a, fmt.Errorf("count device: %w", err)
+		}
+	}
+	regressed := any(nil)
+	newStatus := status
+	if a.Regressed {
+		regressed, newStatus = s.now(), StatusOpen
+	}
+	err = s.db.Batch(ctx, tx,
+		db.Query{SQL: `INSERT INTO crash_group_daily (group_id, version, day, device_id, dumps) VALUES ($1, $2, $3, $4, 1)
+			ON CONFLICT (group_id, version, day, device_id) DO UPDATE SET dumps = crash_group_daily.dumps + 1`,
+			Args: []any{groupID, d.Version, day, d.DeviceID}},
+		db.Query{SQL: `INSERT INTO crash_group_dumps (coredump_id, group_id, device_id, version, day, grouping_version) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (coredump_id) DO UPDATE SET group_id = $2, device_id = $3, version = $4, day = $5, grouping_version = $6`,
+			Args: []any{d.ID, groupID, d.DeviceID, d.Version, day, GroupingVersion}},
+		db.Query{SQL: `UPDATE crash_groups SET dump_count = dump_count + 1, device_count = device_count + $2,
+			first_version = CASE WHEN $3 < first_seen_at THEN $4 ELSE first_version END,
+			first_seen_at = CASE WHEN $3 < first_seen_at THEN $3 ELSE first_seen_at END,
+			last_version = CASE WHEN $3 >= last_seen_at THEN $4 ELSE last_version END,
+			culprit = CASE WHEN $3 >= last_seen_at THEN $5 ELSE culprit END,
+			last_seen_at = CASE WHEN $3 >= last_seen_at THEN $3 ELSE last_seen_at END,
+			status = $6, regressed_at = COALESCE($7, regressed_at), updated_at = $8 WHERE id = $1`,
+			Args: []any{groupID, newDevice, at, d.Version, sig.Culprit, newStatus, regressed, s.now()}},
+	)
+	if err != nil {
+		return a, fmt.Errorf("count dump in crash group %d: %w", groupID, err)
+	}
+	if events && (a.New || a.Regressed) {
+		kind := EventNew
+		if !a.New {
+			kind = EventRegressed
+		}
+		if err := s.queueEvent(ctx, tx, Event{Event: kind, GroupID: groupID, Model: d.ModelCode, Title: sig.Title, Version: d.Version}); err != nil {
+			return a, err
+		}
+	}
+	return a, nil
+}
+
+// group finds the group of a signature (its own or the one it was merged into) or creates
+// it. A concurrent creator's row is found once it commits: the insert waits on the unique key.
+func (s *Service) group(ctx context.Context, tx *sql.Tx, d Dump, sig Signature, at time.Time) (id int64, created bool, err error) {
+	lookup := func() (int64, error) {
+		var id int64
+		err := tx.QueryRowContext(ctx, `SELECT group_id FROM crash_group_fingerprints WHERE model_id = $1 AND fingerprint = $2`,
+			d.ModelID, sig.Fingerprint).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, nil
+		}
+		return id, err
+	}
+	if id, err = lookup(); err != nil || id != 0 {
+		return id, false, err
+	}
+	now := s.now()
+	err = tx.QueryRowContext(ctx, `INSERT INTO crash_groups (model_id, fingerprint, grouping_version, title, fault, culprit,
+		first_seen_at, last_seen_at, first_version, last_version, status, created_at, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $8, 'open', $9, $9) ON CONFLICT (model_id, fingerprint) DO NOTHING RETURNING id`,
+		d.ModelID, sig.Fingerprint, GroupingVersion, sig.Title, sig.Fault, sig.Culprit, at, d.Version, now).Scan(&id)
+	switch {
+	case errors.Is(err, sql.ErrNoRows): // created meanwhile by another decode, which committed
+		id, err = lookup()
+		if err == nil && id == 0 {
+			err = fmt.Errorf("crash group of fingerprint %s exists without its fingerprint row", sig.Fingerprint)
+		}
+		return id, false, err
+	case err != nil:
+		return 0, false, fmt.Errorf("create crash group: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO crash_group_fingerprints (model_id, fingerprint, group_id) VALUES ($1, $2, $3)`,
+		d.ModelID, sig.Fingerprint, id); err != nil {
+		return 0, false, fmt.Errorf("record fingerprint: %w", err)
+	}
+	return id, true, nil
+}
+
+// assignment is a dump's current place.
+type assignment struct {
+	coredumpID, groupID, deviceID int64
+	version, day                  string
+	groupingVersion               int
+}
+
+func assigned(ctx context.Context, tx *sql.Tx, coredumpID int64) (*assignment, error) {
+	a := assignment{coredumpID: coredumpID}
+	err := tx.QueryRowContext(ctx, `SELECT group_id, device_id, version, day, grouping_version FROM crash_group_dumps WHERE coredump_id = $1`,
+		coredumpID).Scan(&a.groupID, &a.deviceID, &a.version, &a.day, &a.groupingVersion)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read crash group of core dump %d: %w", coredumpID, err)
+	}
+	return &a, nil
+}
+
+// unassign takes a dump out of its group's counts (it was decoded again into another
+// group, or into no report).
+func (s *Service) unassign(ctx context.Context, tx *sql.Tx, a *assignment) error {
+	var goneDevice int64
+	err := s.db.Batch(ctx, tx,
+		db.Query{SQL: `UPDATE crash_group_daily SET dumps = dumps - 1 WHERE group_id = $1 AND version = $2 AND day = $3 AND device_id = $4`,
+			Args: []any{a.groupID, a.version, a.day, a.deviceID}},
+		db.Query{SQL: `DELETE FROM crash_group_daily WHERE group_id = $1 AND version = $2 AND day = $3 AND device_id = $4 AND dumps <= 0`,
+			Args: []any{a.groupID, a.version, a.day, a.deviceID}},
+		db.Query{SQL: `UPDATE crash_group_devices SET dump_count = dump_count - 1 WHERE group_id = $1 AND device_id = $2`,
+			Args: []any{a.groupID, a.deviceID}},
+		db.Query{SQL: `SELECT COUNT(*) FROM crash_group_devices WHERE group_id = $1 AND device_id = $2 AND dump_count <= 0`,
+			Args: []any{a.groupID, a.deviceID}, Scan: func(r db.Row) error { return r.Scan(&goneDevice) }},
+		db.Query{SQL: `DELETE FROM crash_group_devices WHERE group_id = $1 AND device_id = $2 AND dump_count <= 0`,
+			Args: []any{a.groupID, a.deviceID}},
+		db.Query{SQL: `DELETE FROM crash_group_dumps WHERE coredump_id = $1`, Args: []any{a.coredumpID}},
+	)
+	if err == nil {
+		_, err = tx.ExecContext(ctx, `UPDATE crash_groups SET dump_count = dump_count - 1, device_count = device_count - $2, updated_at = $3
+			WHERE id = $1`, a.groupID, goneDevice, s.now())
+	}
+	if err != nil {
+		return fmt.Errorf("take core dump %d out of crash group %d: %w", a.coredumpID, a.groupID, err)
+	}
+	return nil
+}
