@@ -43,9 +43,6 @@ func (s *Service) EnsureBackfill(ctx context.Context) error {
 	return db.Err("queue crash group backfill", err)
 }
 
-// BackfillBatch is how many dumps one backfill transaction groups.
-const BackfillBatch = 100
-
 // BackfillStep groups the next batch of decoded dumps after the stored cursor and moves
 // the cursor in the same transaction, so an interrupted backfill resumes where it stopped.
 // It reports whether the backfill is finished and how many dumps it looked at.
@@ -62,7 +59,7 @@ func (s *Service) BackfillStep(ctx context.Context) (done bool, n int, err error
 		if err != nil {
 			return err
 		}
-		batch, err := s.dumps.DecodedAfter(ctx, tx, after, BackfillBatch)
+		batch, err := s.dumps.DecodedAfter(ctx, tx, after, s.opts.BackfillBatch)
 		if err != nil {
 			return err
 		}
@@ -75,7 +72,7 @@ func (s *Service) BackfillStep(ctx context.Context) (done bool, n int, err error
 			after = d.ID
 		}
 		n = len(batch)
-		done = n < BackfillBatch
+		done = n < s.opts.BackfillBatch
 		var finished any
 		if done {
 			finished = s.now()

@@ -53,6 +53,8 @@ type Options struct {
 	// WebhookAttempts is how often an event's webhook delivery is tried (WEBHOOK_MAX_ATTEMPTS);
 	// 0 queues none (WEBHOOK_URL unset).
 	WebhookAttempts int
+	// BackfillBatch is how many dumps one backfill transaction groups (default 100).
+	BackfillBatch int
 }
 
 // NewService returns the service; every dependency is required.
@@ -62,6 +64,9 @@ func NewService(d *db.DB, versions Versions, jobs Jobs, dumps Dumps, opts Option
 	}
 	if log == nil {
 		log = slog.Default()
+	}
+	if opts.BackfillBatch <= 0 {
+		opts.BackfillBatch = 100
 	}
 	return &Service{db: d, versions: versions, jobs: jobs, dumps: dumps, opts: opts, log: log, now: db.Now}
 }
