@@ -384,4 +384,3 @@ func TestNewGroupsByVersion(t *testing.T) {
 		}
 	})
 }
-
