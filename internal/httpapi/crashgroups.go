@@ -9,7 +9,8 @@ import (
 	"github.com/iotsupport/iotsupport/internal/crashgroups"
 )
 
-type crashGroupPath struct {
+// CrashGroupPath is the {id} of a crash group route.
+type CrashGroupPath struct {
 	ID int64 `path:"id" minimum:"1" doc:"Crash group id"`
 }
 
@@ -46,7 +47,7 @@ func (s *Server) registerCrashGroups() {
 		})
 	huma.Register(s.api, huma.Operation{OperationID: "get-crash-group", Method: http.MethodGet, Path: "/api/crash-groups/{id}",
 		Summary: "Get a crash group with its counts per version and day and sample core dumps", Tags: tags},
-		func(ctx context.Context, in *crashGroupPath) (*struct{ Body *crashgroups.Detail }, error) {
+		func(ctx context.Context, in *CrashGroupPath) (*struct{ Body *crashgroups.Detail }, error) {
 			d, err := s.deps.CrashGroups.Get(ctx, in.ID)
 			if err != nil {
 				return nil, err
@@ -62,7 +63,7 @@ func (s *Server) registerCrashGroups() {
 	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-crash-group-devices", Method: http.MethodGet, Path: "/api/crash-groups/{id}/devices",
 		Summary: "List a crash group's devices, most recent crash first", Tags: tags}),
 		func(ctx context.Context, in *struct {
-			crashGroupPath
+			CrashGroupPath
 			Limit    int   `query:"limit" minimum:"1" maximum:"1000" default:"100" doc:"Page size"`
 			BeforeID int64 `query:"before_id" minimum:"0" doc:"Return the devices after this device (the last device_id of the previous page)"`
 		}) (*devicesOut, error) {
@@ -79,7 +80,7 @@ func (s *Server) registerCrashGroups() {
 		Description: "A group resolved in a version reopens (regressed_at set) when a dump of a version uploaded after it arrives; " +
 			"resolved without a version, any new dump reopens it. Ignored groups keep counting."},
 		func(ctx context.Context, in *struct {
-			crashGroupPath
+			CrashGroupPath
 			Body struct {
 				Status            string  `json:"status" enum:"open,resolved,ignored"`
 				ResolvedInVersion *string `json:"resolved_in_version,omitempty" required:"false" doc:"With resolved: the firmware version that fixes it"`
@@ -95,7 +96,7 @@ func (s *Server) registerCrashGroups() {
 		Summary: "Merge a crash group into another of the same model", Tags: tags,
 		Description: "The group's dumps, devices and counts move into the target, and later dumps of either signature land there; the group is deleted."},
 		func(ctx context.Context, in *struct {
-			crashGroupPath
+			CrashGroupPath
 			Body struct {
 				Into int64 `json:"into" minimum:"1" doc:"The group that remains"`
 			}
