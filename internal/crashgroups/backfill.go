@@ -3,6 +3,7 @@ package crashgroups
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/espcore"
 )
 
 // Dumps is what the backfill needs of the core dump owner (coredumps.Service): decoded
@@ -64,9 +66,13 @@ func (s *Service) BackfillStep(ctx context.Context) (done bool, n int, err error
 			return err
 		}
 		for _, d := range batch {
+			var rep *espcore.Report
+			if json.Unmarshal(d.Report, &rep) != nil {
+				rep = nil // no report to group by
+			}
 			// No events: these crashes are history, not news.
 			if _, err := s.assign(ctx, tx, Dump{ID: d.ID, DeviceID: d.DeviceID, ModelID: d.ModelID, ModelCode: d.ModelCode,
-				Version: d.Version, UploadedAt: d.UploadedAt}, d.Report, false); err != nil {
+				Version: d.Version, UploadedAt: d.UploadedAt}, rep, false); err != nil {
 				return fmt.Errorf("core dump %d: %w", d.ID, err)
 			}
 			after = d.ID

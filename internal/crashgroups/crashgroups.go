@@ -16,6 +16,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/iotsupport/iotsupport/internal/db"
+	"github.com/iotsupport/iotsupport/internal/espcore"
 )
 
 // Statuses of a group.
@@ -92,30 +93,38 @@ type Assignment struct {
 }
 
 // AssignTx puts a decoded dump into its group inside tx, the transaction that records
-// the decode: report is the decoded report (nil when the dump ended in ERROR, which is
-// grouped nowhere). A dump decoded again (reparse) moves to its new group, or stays
-// counted once in the same one. A new group and a regression queue their events.
-func (s *Service) AssignTx(ctx context.Context, tx *sql.Tx, d Dump, report []byte) (Assignment, error) {
-	a, err := s.assign(ctx, tx, d, report, true)
+// the decode: rep is the decoded report (nil when the dump ended in ERROR, which is grouped
+// nowhere). A dump decoded again (reparse) moves to its new group, or stays counted once
+// in the same one. A new group and a regression queue their events.
+func (s *Service) AssignTx(ctx context.Context, tx *sql.Tx, d Dump, rep *espcore.Report) (Assignment, error) {
+	a, err := s.assign(ctx, tx, d, rep, true)
 	if err != nil {
 		return a, fmt.Errorf("assign core dump %d to a crash group: %w", d.ID, err)
 	}
 	return a, nil
 }
 
-func (s *Service) assign(ctx context.Context, tx *sql.Tx, d Dump, report []byte, events bool) (Assignment, error) {
+// count is the result of counting a dump in its group (countStatements).
+type count struct {
+	old        assignment // the dump's former place (groupID 0: none)
+	groupID    int64      // the signature's group, 0 when it has none yet
+	status     string
+	resolvedIn sql.NullString
+}
+
+func (s *Service) assign(ctx context.Context, tx *sql.Tx, d Dump, rep *espcore.Report, events bool) (Assignment, error) {
 	var sig Signature
 	ok := false
-	if report != nil {
-		sig, ok = Compute(report)
-	}
-	old, err := assigned(ctx, tx, d.ID)
-	if err != nil {
-		return Assignment{}, err
+	if rep != nil {
+		sig, ok = ComputeReport(rep)
 	}
 	if !ok {
-		if old != nil {
-			return Assignment{}, s.unassign(ctx, tx, old)
+		old, err := assigned(ctx, tx, d.ID)
+		if err != nil || old == nil {
+			return Assignment{}, err
+		}
+		if err := s.unassign(ctx, tx, old, true); err != nil {
+			return Assignment{}, err
 		}
 		return Assignment{}, nil
 	}
@@ -123,84 +132,115 @@ func (s *Service) assign(ctx context.Context, tx *sql.Tx, d Dump, report []byte,
 	if at.IsZero() {
 		at = s.now()
 	}
-	groupID, created, err := s.group(ctx, tx, d, sig, at)
+	c, err := s.countIn(ctx, tx, d, sig, at)
 	if err != nil {
 		return Assignment{}, err
 	}
-	if old != nil && old.groupID == groupID && old.groupingVersion == GroupingVersion {
-		return Assignment{GroupID: groupID}, nil // decoded again into the same group: counted once
-	}
-	if old != nil {
-		if err := s.unassign(ctx, tx, old); err != nil {
-			return Assignment{}, err
+	a := Assignment{GroupID: c.groupID}
+	if c.groupID == 0 {
+		// The first dump of this signature: create its group, then count the dump in it.
+		if a.GroupID, a.New, err = s.group(ctx, tx, d, sig, at); err != nil {
+			return a, err
+		}
+		if c, err = s.countIn(ctx, tx, d, sig, at); err != nil {
+			return a, err
+		}
+		if c.groupID != a.GroupID {
+			return a, fmt.Errorf("crash group %d of fingerprint %s not found after creating it", a.GroupID, sig.Fingerprint)
 		}
 	}
-	a := Assignment{GroupID: groupID, New: created}
-	var status string
-	var resolvedIn sql.NullString
-	if err := tx.QueryRowContext(ctx, `SELECT status, resolved_in_version FROM crash_groups WHERE id = $1`+s.db.Lock(db.ForUpdate), groupID).
-		Scan(&status, &resolvedIn); err != nil {
-		return a, fmt.Errorf("lock crash group %d: %w", groupID, err)
+	if c.old.groupID == a.GroupID && c.old.groupingVersion == GroupingVersion {
+		return a, nil // decoded again into the same group: counted once, nothing else changes
 	}
-	if status == StatusResolved {
+	if c.old.groupID != 0 {
+		if err := s.unassign(ctx, tx, &c.old, false); err != nil {
+			return a, err
+		}
+	}
+	if c.status == StatusResolved {
 		// Resolved in V: a dump of a version uploaded after V reopens it; without a V, any dump does.
-		a.Regressed = !resolvedIn.Valid
-		if resolvedIn.Valid && d.Version != resolvedIn.String {
-			if a.Regressed, err = s.versions.UploadedAfter(ctx, tx, d.ModelID, d.Version, resolvedIn.String); err != nil {
+		a.Regressed = !c.resolvedIn.Valid
+		if c.resolvedIn.Valid && d.Version != c.resolvedIn.String {
+			if a.Regressed, err = s.versions.UploadedAfter(ctx, tx, d.ModelID, d.Version, c.resolvedIn.String); err != nil {
 				return a, err
 			}
 		}
-	}
-	day := at.Format(time.DateOnly)
-	res, err := tx.ExecContext(ctx, `INSERT INTO crash_group_devices (group_id, device_id, dump_count, first_seen_at, last_seen_at, last_version)
-		VALUES ($1, $2, 1, $3, $3, $4) ON CONFLICT (group_id, device_id) DO NOTHING`, groupID, d.DeviceID, at, d.Version)
-	if err != nil {
-		return a, fmt.Errorf("count device: %w", err)
-	}
-	newDevice, _ := res.RowsAffected()
-	if newDevice == 0 {
-		if _, err := tx.ExecContext(ctx, `UPDATE crash_group_devices SET dump_count = dump_count + 1,
-			first_seen_at = CASE WHEN $3 < first_seen_at THEN $3 ELSE first_seen_at END,
-			last_version = CASE WHEN $3 >= last_seen_at THEN $4 ELSE last_version END,
-			last_seen_at = CASE WHEN $3 >= last_seen_at THEN $3 ELSE last_seen_at END
-			WHERE group_id = $1 AND device_id = $2`, groupID, d.DeviceID, at, d.Version); err != nil {
-			return a, fmt.Errorf("count device: %w", err)
+		if a.Regressed {
+			if _, err := tx.ExecContext(ctx, `UPDATE crash_groups SET status = 'open', regressed_at = $2 WHERE id = $1`, a.GroupID, s.now()); err != nil {
+				return a, fmt.Errorf("reopen crash group %d: %w", a.GroupID, err)
+			}
 		}
-	}
-	regressed := any(nil)
-	newStatus := status
-	if a.Regressed {
-		regressed, newStatus = s.now(), StatusOpen
-	}
-	err = s.db.Batch(ctx, tx,
-		db.Query{SQL: `INSERT INTO crash_group_daily (group_id, version, day, device_id, dumps) VALUES ($1, $2, $3, $4, 1)
-			ON CONFLICT (group_id, version, day, device_id) DO UPDATE SET dumps = crash_group_daily.dumps + 1`,
-			Args: []any{groupID, d.Version, day, d.DeviceID}},
-		db.Query{SQL: `INSERT INTO crash_group_dumps (coredump_id, group_id, device_id, version, day, grouping_version) VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (coredump_id) DO UPDATE SET group_id = $2, device_id = $3, version = $4, day = $5, grouping_version = $6`,
-			Args: []any{d.ID, groupID, d.DeviceID, d.Version, day, GroupingVersion}},
-		db.Query{SQL: `UPDATE crash_groups SET dump_count = dump_count + 1, device_count = device_count + $2,
-			first_version = CASE WHEN $3 < first_seen_at THEN $4 ELSE first_version END,
-			first_seen_at = CASE WHEN $3 < first_seen_at THEN $3 ELSE first_seen_at END,
-			last_version = CASE WHEN $3 >= last_seen_at THEN $4 ELSE last_version END,
-			culprit = CASE WHEN $3 >= last_seen_at THEN $5 ELSE culprit END,
-			last_seen_at = CASE WHEN $3 >= last_seen_at THEN $3 ELSE last_seen_at END,
-			status = $6, regressed_at = COALESCE($7, regressed_at), updated_at = $8 WHERE id = $1`,
-			Args: []any{groupID, newDevice, at, d.Version, sig.Culprit, newStatus, regressed, s.now()}},
-	)
-	if err != nil {
-		return a, fmt.Errorf("count dump in crash group %d: %w", groupID, err)
 	}
 	if events && (a.New || a.Regressed) {
 		kind := EventNew
 		if !a.New {
 			kind = EventRegressed
 		}
-		if err := s.queueEvent(ctx, tx, Event{Event: kind, GroupID: groupID, Model: d.ModelCode, Title: sig.Title, Version: d.Version}); err != nil {
+		if err := s.queueEvent(ctx, tx, Event{Event: kind, GroupID: a.GroupID, Model: d.ModelCode, Title: sig.Title, Version: d.Version}); err != nil {
 			return a, err
 		}
 	}
 	return a, nil
+}
+
+// countIn counts the dump in its signature's group, unless it is counted there already,
+// in one batch (one round trip on PostgreSQL): it reads the dump's former place and the
+// group, locks the group's row (before any device row, as Merge does), counts the device,
+// the day and the dump, and records the dump's place. Every statement finds the group by
+// the fingerprint itself, so none waits for another's answer; without a group yet they
+// change nothing and the caller creates it. The group's device_count grows when this
+// dump is its device's first (the device row's count is then 1: rows at 0 are deleted).
+func (s *Service) countIn(ctx context.Context, tx *sql.Tx, d Dump, sig Signature, at time.Time) (count, error) {
+	const (
+		group = `(SELECT group_id FROM crash_group_fingerprints WHERE model_id = $2 AND fingerprint = $3)`
+		fresh = ` AND NOT EXISTS (SELECT 1 FROM crash_group_dumps WHERE coredump_id = $1 AND group_id = ` + group + ` AND grouping_version = $4)`
+	)
+	var c count
+	args := []any{d.ID, d.ModelID, sig.Fingerprint, GroupingVersion}
+	err := s.db.Batch(ctx, tx,
+		db.Query{SQL: `SELECT COALESCE((SELECT group_id FROM crash_group_dumps WHERE coredump_id = $1), 0),
+			COALESCE((SELECT device_id FROM crash_group_dumps WHERE coredump_id = $1), 0),
+			COALESCE((SELECT version FROM crash_group_dumps WHERE coredump_id = $1), ''),
+			COALESCE((SELECT day FROM crash_group_dumps WHERE coredump_id = $1), ''),
+			COALESCE((SELECT grouping_version FROM crash_group_dumps WHERE coredump_id = $1), 0),
+			COALESCE(` + group + `, 0),
+			COALESCE((SELECT status FROM crash_groups WHERE id = ` + group + `), ''),
+			(SELECT resolved_in_version FROM crash_groups WHERE id = ` + group + `)`,
+			Args: args[:3], Scan: func(r db.Row) error {
+				return r.Scan(&c.old.groupID, &c.old.deviceID, &c.old.version, &c.old.day, &c.old.groupingVersion, &c.groupID, &c.status, &c.resolvedIn)
+			}},
+		db.Query{SQL: `UPDATE crash_groups SET updated_at = $5 WHERE id = ` + group + fresh, Args: append(args, s.now())},
+		db.Query{SQL: `INSERT INTO crash_group_devices (group_id, device_id, dump_count, first_seen_at, last_seen_at, last_version)
+			SELECT ` + group + `, $5, 1, $6, $6, $7 WHERE ` + group + ` IS NOT NULL` + fresh + `
+			ON CONFLICT (group_id, device_id) DO UPDATE SET dump_count = crash_group_devices.dump_count + 1,
+			first_seen_at = CASE WHEN excluded.first_seen_at < crash_group_devices.first_seen_at THEN excluded.first_seen_at ELSE crash_group_devices.first_seen_at END,
+			last_version = CASE WHEN excluded.last_seen_at >= crash_group_devices.last_seen_at THEN excluded.last_version ELSE crash_group_devices.last_version END,
+			last_seen_at = CASE WHEN excluded.last_seen_at >= crash_group_devices.last_seen_at THEN excluded.last_seen_at ELSE crash_group_devices.last_seen_at END`,
+			Args: append(args, d.DeviceID, at, d.Version)},
+		db.Query{SQL: `INSERT INTO crash_group_daily (group_id, version, day, device_id, dumps)
+			SELECT ` + group + `, $5, $6, $7, 1 WHERE ` + group + ` IS NOT NULL` + fresh + `
+			ON CONFLICT (group_id, version, day, device_id) DO UPDATE SET dumps = crash_group_daily.dumps + 1`,
+			Args: append(args, d.Version, at.Format(time.DateOnly), d.DeviceID)},
+		db.Query{SQL: `UPDATE crash_groups SET dump_count = dump_count + 1,
+			device_count = device_count + (SELECT COUNT(*) FROM crash_group_devices WHERE group_id = crash_groups.id AND device_id = $5 AND dump_count = 1),
+			first_version = CASE WHEN $6 < first_seen_at THEN $7 ELSE first_version END,
+			first_seen_at = CASE WHEN $6 < first_seen_at THEN $6 ELSE first_seen_at END,
+			last_version = CASE WHEN $6 >= last_seen_at THEN $7 ELSE last_version END,
+			culprit = CASE WHEN $6 >= last_seen_at THEN $8 ELSE culprit END,
+			last_seen_at = CASE WHEN $6 >= last_seen_at THEN $6 ELSE last_seen_at END
+			WHERE id = ` + group + fresh,
+			Args: append(args, d.DeviceID, at, d.Version, sig.Culprit)},
+		db.Query{SQL: `INSERT INTO crash_group_dumps (coredump_id, group_id, device_id, version, day, grouping_version)
+			SELECT $1, ` + group + `, $5, $6, $7, $4 WHERE ` + group + ` IS NOT NULL
+			ON CONFLICT (coredump_id) DO UPDATE SET group_id = excluded.group_id, device_id = excluded.device_id, version = excluded.version,
+			day = excluded.day, grouping_version = excluded.grouping_version`,
+			Args: append(args, d.DeviceID, d.Version, at.Format(time.DateOnly))},
+	)
+	if err != nil {
+		return c, fmt.Errorf("count core dump %d in its crash group: %w", d.ID, err)
+	}
+	c.old.coredumpID = d.ID
+	return c, nil
 }
 
 // group finds the group of a signature (its own or the one it was merged into) or creates
@@ -260,9 +300,9 @@ func assigned(ctx context.Context, tx *sql.Tx, coredumpID int64) (*assignment, e
 	return &a, nil
 }
 
-// unassign takes a dump out of its group's counts (it was decoded again into another
-// group, or into no report).
-func (s *Service) unassign(ctx context.Context, tx *sql.Tx, a *assignment) error {
+// unassign takes a dump out of its former group's counts (it was decoded again into another
+// group, or into no report); drop removes its place too (when it has no new one).
+func (s *Service) unassign(ctx context.Context, tx *sql.Tx, a *assignment, drop bool) error {
 	var goneDevice int64
 	err := s.db.Batch(ctx, tx,
 		db.Query{SQL: `UPDATE crash_group_daily SET dumps = dumps - 1 WHERE group_id = $1 AND version = $2 AND day = $3 AND device_id = $4`,
@@ -275,8 +315,10 @@ func (s *Service) unassign(ctx context.Context, tx *sql.Tx, a *assignment) error
 			Args: []any{a.groupID, a.deviceID}, Scan: func(r db.Row) error { return r.Scan(&goneDevice) }},
 		db.Query{SQL: `DELETE FROM crash_group_devices WHERE group_id = $1 AND device_id = $2 AND dump_count <= 0`,
 			Args: []any{a.groupID, a.deviceID}},
-		db.Query{SQL: `DELETE FROM crash_group_dumps WHERE coredump_id = $1`, Args: []any{a.coredumpID}},
 	)
+	if err == nil && drop {
+		_, err = tx.ExecContext(ctx, `DELETE FROM crash_group_dumps WHERE coredump_id = $1`, a.coredumpID)
+	}
 	if err == nil {
 		_, err = tx.ExecContext(ctx, `UPDATE crash_groups SET dump_count = dump_count - 1, device_count = device_count - $2, updated_at = $3
 			WHERE id = $1`, a.groupID, goneDevice, s.now())

@@ -3,6 +3,7 @@ package crashgroups_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/crashgroups"
+	"github.com/iotsupport/iotsupport/internal/espcore"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
 
@@ -116,9 +118,15 @@ func otherCrash(t *testing.T, h *harness, d int64, id int64) []byte {
 func assign(t *testing.T, h *harness, d crashgroups.Dump, report []byte) crashgroups.Assignment {
 	t.Helper()
 	var a crashgroups.Assignment
+	var rep *espcore.Report
+	if report != nil {
+		if err := json.Unmarshal(report, &rep); err != nil {
+			t.Fatal(err)
+		}
+	}
 	err := h.env.DB.Tx(context.Background(), func(tx *sql.Tx) error {
 		var err error
-		a, err = h.groups.AssignTx(context.Background(), tx, d, report)
+		a, err = h.groups.AssignTx(context.Background(), tx, d, rep)
 		return err
 	})
 	if err != nil {

@@ -95,10 +95,10 @@ type harness struct {
 	model  *devices.Model
 }
 
-func newHarness(t *testing.T, env *testenv.Env, keep int) *harness {
+func newHarness(t testing.TB, env *testenv.Env, keep int) *harness {
 	t.Helper()
 	h := &harness{env: env, jobs: &recJobs{}}
-	h.dumps = coredumps.NewService(env.DB, env.Store, queued{}, noAudit{}, coredumps.Options{Keep: keep, UploadsPerHour: 1000}, discard())
+	h.dumps = coredumps.NewService(env.DB, env.Store, queued{}, noAudit{}, coredumps.Options{Keep: keep, UploadsPerHour: 1 << 30}, discard())
 	h.devs = devices.NewService(env.DB, func(s string) string { s2 := sha256.Sum256([]byte(s)); return hex.EncodeToString(s2[:]) },
 		firmware.ModelObjects{}, coredumps.DeviceObjects{}, notify.Nop{})
 	h.fw = firmware.NewService(env.DB, env.Store, h.devs, h.dumps, notify.Nop{}, discard(), firmware.Config{
@@ -109,7 +109,7 @@ func newHarness(t *testing.T, env *testenv.Env, keep int) *harness {
 	return h
 }
 
-func (h *harness) newModel(t *testing.T, code string) *devices.Model {
+func (h *harness) newModel(t testing.TB, code string) *devices.Model {
 	t.Helper()
 	name := code
 	m, err := h.devs.CreateModel(context.Background(), devices.ModelInput{Code: code, Name: &name})
@@ -119,7 +119,7 @@ func (h *harness) newModel(t *testing.T, code string) *devices.Model {
 	return m
 }
 
-func (h *harness) device(t *testing.T, m *devices.Model) *devices.Device {
+func (h *harness) device(t testing.TB, m *devices.Model) *devices.Device {
 	t.Helper()
 	d, _, err := h.devs.CreateDevice(context.Background(), m.ID, `{}`)
 	if err != nil {
@@ -129,7 +129,7 @@ func (h *harness) device(t *testing.T, m *devices.Model) *devices.Device {
 }
 
 // firmware uploads the ELF of a shared test case as version v of the model.
-func (h *harness) firmware(t *testing.T, m *devices.Model, testCase, v string) {
+func (h *harness) firmware(t testing.TB, m *devices.Model, testCase, v string) {
 	t.Helper()
 	_, err := h.fw.Upload(context.Background(), firmware.ModelID(m.ID), func() (io.Reader, error) {
 		return bytes.NewReader(bundletest.BuildCase(t, m.Code, testCase, bundletest.Options{Version: v})), nil

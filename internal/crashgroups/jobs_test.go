@@ -19,6 +19,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/crashgroups"
 	"github.com/iotsupport/iotsupport/internal/decoding"
+	"github.com/iotsupport/iotsupport/internal/espcore"
 	"github.com/iotsupport/iotsupport/internal/jobs"
 	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/testenv"
@@ -26,7 +27,7 @@ import (
 
 type noGroups struct{}
 
-func (noGroups) AssignTx(context.Context, *sql.Tx, crashgroups.Dump, []byte) (crashgroups.Assignment, error) {
+func (noGroups) AssignTx(context.Context, *sql.Tx, crashgroups.Dump, *espcore.Report) (crashgroups.Assignment, error) {
 	return crashgroups.Assignment{}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/iotsupport/iotsupport/internal/chips"
+	"github.com/iotsupport/iotsupport/internal/espcore"
 )
 
 // GroupingVersion names the signature algorithm below. Changing what goes into a
@@ -30,29 +31,6 @@ type Signature struct {
 	Frames      []string // up to MaxFrames app function names, innermost first
 	Title       string   // "LoadProhibited in recur_func ← app_main"
 	Culprit     string   // the top app frame with its file and line: "fail_once (main.c:14)"
-}
-
-// report is the part of the decoder's report (espcore.Report as JSON) a signature reads.
-type report struct {
-	Chip        string `json:"chip"`
-	PanicReason string `json:"panic_reason"`
-	CrashedTask *struct {
-		TCB uint32 `json:"tcb"`
-	} `json:"crashed_task"`
-	Exception *struct {
-		CauseName string `json:"cause_name"`
-	} `json:"exception"`
-	Threads []struct {
-		TCB     uint32 `json:"tcb"`
-		Crashed bool   `json:"crashed"`
-		Frames  []struct {
-			PC       uint32 `json:"pc"`
-			Function string `json:"function"`
-			File     string `json:"file"`
-			Line     int    `json:"line"`
-			Inlined  bool   `json:"inlined"`
-		} `json:"frames"`
-	} `json:"threads"`
 }
 
 // machinery are the functions of ESP-IDF's panic, abort, assert and watchdog paths and
@@ -85,19 +63,27 @@ var (
 	spaces       = regexp.MustCompile(`\s+`)
 )
 
-// Compute derives the signature of a decoded report (the JSON coredumps stores). ok is
-// false when the report says nothing to group by: unparsable, or neither a fault nor a
+// Compute derives the signature of a decoded report as JSON (what coredumps stores). ok
+// is false when the report says nothing to group by: unparsable, or neither a fault nor a
 // named app frame.
 func Compute(reportJSON []byte) (sig Signature, ok bool) {
-	var r report
+	var r espcore.Report
 	if err := json.Unmarshal(reportJSON, &r); err != nil {
+		return Signature{}, false
+	}
+	return ComputeReport(&r)
+}
+
+// ComputeReport is Compute over the decoder's report itself (the decode job has it at hand).
+func ComputeReport(r *espcore.Report) (sig Signature, ok bool) {
+	if r == nil {
 		return Signature{}, false
 	}
 	chip, _ := chips.ByName(r.Chip)
 	var frames []string
 	var seen []string // machinery met before the first app frame
 	culprit := ""
-	if t := crashed(&r); t >= 0 {
+	if t := crashed(r); t >= 0 {
 		for _, f := range r.Threads[t].Frames {
 			name := clip(f.Function)
 			switch {
@@ -124,7 +110,7 @@ func Compute(reportJSON []byte) (sig Signature, ok bool) {
 			frames = append(frames, name)
 		}
 	}
-	sig.Fault = fault(&r, seen)
+	sig.Fault = fault(r, seen)
 	if sig.Fault == "" && len(frames) == 0 {
 		return Signature{}, false
 	}
@@ -147,7 +133,7 @@ func Compute(reportJSON []byte) (sig Signature, ok bool) {
 }
 
 // crashed is the index of the crashed task's thread, -1 when there is none.
-func crashed(r *report) int {
+func crashed(r *espcore.Report) int {
 	for i, t := range r.Threads {
 		if t.Crashed {
 			return i
@@ -166,7 +152,7 @@ func crashed(r *report) int {
 // fault names the crash's kind: from the panic reason when the dump has one (the
 // exception registers of an abort or assert are stale), else from the machinery frames,
 // else the exception cause.
-func fault(r *report, machineryFrames []string) string {
+func fault(r *espcore.Report, machineryFrames []string) string {
 	if reason := strings.TrimSpace(r.PanicReason); reason != "" {
 		return faultOfReason(reason)
 	}

@@ -215,3 +215,13 @@ func FuzzCompute(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCompute is the signature alone, over a real decoded report.
+func BenchmarkCompute(b *testing.B) {
+	rep := decodedReport(b, "esp32c3")
+	for b.Loop() {
+		if _, ok := Compute(rep); !ok {
+			b.Fatal("no signature")
+		}
+	}
+}

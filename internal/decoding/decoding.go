@@ -111,7 +111,7 @@ type Firmware interface {
 // Groups puts a decoded dump into its crash group inside the transaction that records the
 // decode (crashgroups.Service); a nil report (ERROR) takes it out of any group.
 type Groups interface {
-	AssignTx(ctx context.Context, tx *sql.Tx, d crashgroups.Dump, report []byte) (crashgroups.Assignment, error)
+	AssignTx(ctx context.Context, tx *sql.Tx, d crashgroups.Dump, rep *espcore.Report) (crashgroups.Assignment, error)
 }
 
 // Service decodes core dumps.
@@ -402,11 +402,11 @@ func (s *Service) finish(ctx context.Context, r *coredumps.DecodeTarget, status,
 		if err := s.dumps.RecordResult(ctx, tx, id, res); err != nil {
 			return err
 		}
-		var report []byte
+		var parsed *espcore.Report
 		if status == coredumps.StatusParsed {
-			report = res.Report
+			parsed = rep
 		}
-		_, err := s.groups.AssignTx(ctx, tx, groupDump(r), report)
+		_, err := s.groups.AssignTx(ctx, tx, groupDump(r), parsed)
 		return err
 	})
 	if err != nil {

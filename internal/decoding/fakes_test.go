@@ -249,6 +249,6 @@ func target(id int64, version, prefix string) coredumps.DecodeTarget {
 // noGroups groups nothing (the package's own rules do not depend on grouping).
 type noGroups struct{}
 
-func (noGroups) AssignTx(context.Context, *sql.Tx, crashgroups.Dump, []byte) (crashgroups.Assignment, error) {
+func (noGroups) AssignTx(context.Context, *sql.Tx, crashgroups.Dump, *espcore.Report) (crashgroups.Assignment, error) {
 	return crashgroups.Assignment{}, nil
 }

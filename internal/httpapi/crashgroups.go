@@ -11,7 +11,7 @@ import (
 
 // CrashGroupPath is the {id} of a crash group route.
 type CrashGroupPath struct {
-	ID int64 `path:"id" minimum:"1" doc:"Crash group id"`
+	ID int64 `path:"crash_group_id" minimum:"1" doc:"Crash group id"`
 }
 
 type crashGroupOut struct {
@@ -45,7 +45,7 @@ func (s *Server) registerCrashGroups() {
 			out.Body.CrashGroups, out.Body.Count = p.Groups, p.Count
 			return out, nil
 		})
-	huma.Register(s.api, huma.Operation{OperationID: "get-crash-group", Method: http.MethodGet, Path: "/api/crash-groups/{id}",
+	huma.Register(s.api, huma.Operation{OperationID: "get-crash-group", Method: http.MethodGet, Path: "/api/crash-groups/{crash_group_id}",
 		Summary: "Get a crash group with its counts per version and day and sample core dumps", Tags: tags},
 		func(ctx context.Context, in *CrashGroupPath) (*struct{ Body *crashgroups.Detail }, error) {
 			d, err := s.deps.CrashGroups.Get(ctx, in.ID)
@@ -60,7 +60,7 @@ func (s *Server) registerCrashGroups() {
 			Count   int                       `json:"count" doc:"How many devices the group has"`
 		}
 	}
-	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-crash-group-devices", Method: http.MethodGet, Path: "/api/crash-groups/{id}/devices",
+	huma.Register(s.api, listOp(huma.Operation{OperationID: "list-crash-group-devices", Method: http.MethodGet, Path: "/api/crash-groups/{crash_group_id}/devices",
 		Summary: "List a crash group's devices, most recent crash first", Tags: tags}),
 		func(ctx context.Context, in *struct {
 			CrashGroupPath
@@ -75,7 +75,7 @@ func (s *Server) registerCrashGroups() {
 			out.Body.Devices, out.Body.Count = p.Devices, p.Count
 			return out, nil
 		})
-	huma.Register(s.api, huma.Operation{OperationID: "update-crash-group", Method: http.MethodPut, Path: "/api/crash-groups/{id}",
+	huma.Register(s.api, huma.Operation{OperationID: "update-crash-group", Method: http.MethodPut, Path: "/api/crash-groups/{crash_group_id}",
 		Summary: "Set a crash group's status", Tags: tags,
 		Description: "A group resolved in a version reopens (regressed_at set) when a dump of a version uploaded after it arrives; " +
 			"resolved without a version, any new dump reopens it. Ignored groups keep counting."},
@@ -92,7 +92,7 @@ func (s *Server) registerCrashGroups() {
 			}
 			return &crashGroupOut{Body: g}, nil
 		})
-	huma.Register(s.api, huma.Operation{OperationID: "merge-crash-group", Method: http.MethodPost, Path: "/api/crash-groups/{id}/merge",
+	huma.Register(s.api, huma.Operation{OperationID: "merge-crash-group", Method: http.MethodPost, Path: "/api/crash-groups/{crash_group_id}/merge",
 		Summary: "Merge a crash group into another of the same model", Tags: tags,
 		Description: "The group's dumps, devices and counts move into the target, and later dumps of either signature land there; the group is deleted."},
 		func(ctx context.Context, in *struct {

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/apitest"
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
 	"github.com/iotsupport/iotsupport/internal/crashgroups"
+	"github.com/iotsupport/iotsupport/internal/espcore"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
 
@@ -95,7 +97,7 @@ func TestCrashGroupsAPI(t *testing.T) {
 			t.Fatalf("update %v", up)
 		}
 		entry := s.Expect(200, "GET", "/api/audit?limit=1", nil).Map(t)["entries"].([]any)[0].(map[string]any)
-		if entry["actor"] != "test-editor" || entry["method"] != "PUT" || entry["route"] != "/api/crash-groups/{id}" || entry["status"].(float64) != 200 {
+		if entry["actor"] != "test-editor" || entry["method"] != "PUT" || entry["route"] != "/api/crash-groups/{crash_group_id}" || entry["status"].(float64) != 200 {
 			t.Fatalf("audit %v", entry)
 		}
 
@@ -138,10 +140,14 @@ func otherSignature(t *testing.T, s *apitest.Server, env *testenv.Env, id int64)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var rep *espcore.Report
+	if err := json.Unmarshal([]byte(strings.ReplaceAll(report, `"app_main"`, `"other_main"`)), &rep); err != nil {
+		t.Fatal(err)
+	}
 	var a crashgroups.Assignment
 	err = env.DB.Tx(ctx, func(tx *sql.Tx) error {
 		a, err = s.App.CrashGroups.AssignTx(ctx, tx, crashgroups.Dump{ID: id, DeviceID: target.DeviceID, ModelID: target.ModelID,
-			ModelCode: target.ModelCode, Version: target.Version, UploadedAt: target.UploadedAt}, []byte(strings.ReplaceAll(report, `"app_main"`, `"other_main"`)))
+			ModelCode: target.ModelCode, Version: target.Version, UploadedAt: target.UploadedAt}, rep)
 		return err
 	})
 	if err != nil || !a.New {
