@@ -76,20 +76,42 @@ type Page struct {
 
 // List returns groups newest first by the sort, keyset-paged after the group BeforeID.
 func (s *Service) List(ctx context.Context, f Filter) (*Page, error) {
-	if f.Sort == "" {
-		f.Sort = "last_seen"
+	cond, args, err := filter(f)
+	if err != nil {
+		return nil, err
 	}
-	col, ok := sortColumn[f.Sort]
-	if !ok {
-		return nil, apperr.Validationf("sort must be last_seen, devices or dumps")
+	p := &Page{Groups: []*Group{}}
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM crash_groups g WHERE `+cond, args...).Scan(&p.Count); err != nil {
+		return nil, db.Err("list crash groups", err)
 	}
+	q, args, err := s.listQuery(ctx, f)
+	if err != nil {
+		return nil, db.Err("list crash groups", err)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, db.Err("list crash groups", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		g, err := scanGroup(rows)
+		if err != nil {
+			return nil, db.Err("list crash groups", err)
+		}
+		p.Groups = append(p.Groups, g)
+	}
+	return p, db.Err("list crash groups", rows.Err())
+}
+
+// filter is the WHERE clause of a filter (over crash_groups g) and its arguments.
+func filter(f Filter) (string, []any, error) {
 	switch f.Status {
 	case "", StatusOpen, StatusResolved, StatusIgnored:
 	default:
-		return nil, apperr.Validationf("status must be open, resolved or ignored")
+		return "", nil, apperr.Validationf("status must be open, resolved or ignored")
 	}
-	if f.Limit <= 0 {
-		f.Limit = 100
+	if f.Sort != "" && sortColumn[f.Sort] == "" {
+		return "", nil, apperr.Validationf("sort must be last_seen, devices or dumps")
 	}
 	var where []string
 	var args []any
@@ -103,42 +125,44 @@ func (s *Service) List(ctx context.Context, f Filter) (*Page, error) {
 	if f.Version != "" {
 		where = append(where, "EXISTS (SELECT 1 FROM crash_group_daily v WHERE v.group_id = g.id AND v.version = "+arg(f.Version)+")")
 	}
-	cond := "1 = 1"
-	if len(where) > 0 {
-		cond = strings.Join(where, " AND ")
+	if len(where) == 0 {
+		return "1 = 1", nil, nil
 	}
-	p := &Page{Groups: []*Group{}}
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM crash_groups g WHERE `+cond, args...).Scan(&p.Count); err != nil {
-		return nil, db.Err("list crash groups", err)
+	return strings.Join(where, " AND "), args, nil
+}
+
+// listQuery is the statement of one page: the filter, the keyset after BeforeID, and the
+// order of an index (crash_groups' indexes lead with model_id, then the sort column and id).
+func (s *Service) listQuery(ctx context.Context, f Filter) (string, []any, error) {
+	cond, args, err := filter(f)
+	if err != nil {
+		return "", nil, err
 	}
+	col := sortColumn[f.Sort]
+	if col == "" {
+		col = sortColumn["last_seen"]
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
 	if f.BeforeID > 0 {
 		// Page on (sort column, id); a cursor group gone meanwhile (merged) falls back to id.
-		var exists int
-		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM crash_groups WHERE id = $1`, f.BeforeID).Scan(&exists)
-		if err != nil {
-			return nil, db.Err("list crash groups", err)
-		}
-		if exists > 0 {
-			c := `(SELECT ` + col + ` FROM crash_groups WHERE id = ` + arg(f.BeforeID) + `)`
-			cond += ` AND (g.` + col + ` < ` + c + ` OR (g.` + col + ` = ` + c + ` AND g.id < ` + arg(f.BeforeID) + `))`
-		} else {
+		var cursor any
+		err := s.db.QueryRowContext(ctx, `SELECT `+col+` FROM crash_groups WHERE id = $1`, f.BeforeID).Scan(&cursor)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
 			cond += ` AND g.id < ` + arg(f.BeforeID)
+		case err != nil:
+			return "", nil, err
+		default:
+			c := arg(cursor)
+			cond += ` AND (g.` + col + ` < ` + c + ` OR (g.` + col + ` = ` + c + ` AND g.id < ` + arg(f.BeforeID) + `))`
 		}
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+groupColumns+` FROM crash_groups g WHERE `+cond+
-		fmt.Sprintf(` ORDER BY g.%s DESC, g.id DESC LIMIT %d`, col, f.Limit), args...)
-	if err != nil {
-		return nil, db.Err("list crash groups", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		g, err := scanGroup(rows)
-		if err != nil {
-			return nil, db.Err("list crash groups", err)
-		}
-		p.Groups = append(p.Groups, g)
-	}
-	return p, db.Err("list crash groups", rows.Err())
+	return `SELECT ` + groupColumns + ` FROM crash_groups g WHERE ` + cond +
+		fmt.Sprintf(` ORDER BY g.%s DESC, g.id DESC LIMIT %d`, col, limit), args, nil
 }
 
 // VersionCount is a group's dumps and distinct devices on one firmware version.
