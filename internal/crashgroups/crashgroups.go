@@ -95,7 +95,9 @@ type Assignment struct {
 // AssignTx puts a decoded dump into its group inside tx, the transaction that records
 // the decode: rep is the decoded report (nil when the dump ended in ERROR, which is grouped
 // nowhere). A dump decoded again (reparse) moves to its new group, or stays counted once
-// in the same one. A new group and a regression queue their events.
+// in the same one. A new group and a regression queue their events. tx must hold the
+// dump's row (the decode's RecordResult updated it), so two decodes of one dump count it
+// one after the other, the second seeing the first's place.
 func (s *Service) AssignTx(ctx context.Context, tx *sql.Tx, d Dump, rep *espcore.Report) (Assignment, error) {
 	a, err := s.assign(ctx, tx, d, rep, true)
 	if err != nil {
@@ -104,8 +106,8 @@ func (s *Service) AssignTx(ctx context.Context, tx *sql.Tx, d Dump, rep *espcore
 	return a, nil
 }
 
-// count is the result of counting a dump in its group (countStatements).
-type count struct {
+// placement is where a dump is and where its signature goes (place).
+type placement struct {
 	old        assignment // the dump's former place (groupID 0: none)
 	groupID    int64      // the signature's group, 0 when it has none yet
 	status     string
@@ -132,25 +134,23 @@ func (s *Service) assign(ctx context.Context, tx *sql.Tx, d Dump, rep *espcore.R
 	if at.IsZero() {
 		at = s.now()
 	}
-	c, err := s.countIn(ctx, tx, d, sig, at)
+	c, err := s.place(ctx, tx, d, sig)
 	if err != nil {
 		return Assignment{}, err
 	}
 	a := Assignment{GroupID: c.groupID}
 	if c.groupID == 0 {
-		// The first dump of this signature: create its group, then count the dump in it.
+		// The first dump of this signature: create its group.
 		if a.GroupID, a.New, err = s.group(ctx, tx, d, sig, at); err != nil {
 			return a, err
 		}
-		if c, err = s.countIn(ctx, tx, d, sig, at); err != nil {
-			return a, err
-		}
-		if c.groupID != a.GroupID {
-			return a, fmt.Errorf("crash group %d of fingerprint %s not found after creating it", a.GroupID, sig.Fingerprint)
-		}
+		c.status = StatusOpen
 	}
 	if c.old.groupID == a.GroupID && c.old.groupingVersion == GroupingVersion {
 		return a, nil // decoded again into the same group: counted once, nothing else changes
+	}
+	if err := s.count(ctx, tx, d, sig, a.GroupID, at); err != nil {
+		return a, err
 	}
 	if c.old.groupID != 0 {
 		if err := s.unassign(ctx, tx, &c.old, false); err != nil {
@@ -183,64 +183,57 @@ func (s *Service) assign(ctx context.Context, tx *sql.Tx, d Dump, rep *espcore.R
 	return a, nil
 }
 
-// countIn counts the dump in its signature's group, unless it is counted there already,
-// in one batch (one round trip on PostgreSQL): it reads the dump's former place and the
-// group, locks the group's row (before any device row, as Merge does), counts the device,
-// the day and the dump, and records the dump's place. Every statement finds the group by
-// the fingerprint itself, so none waits for another's answer; without a group yet they
-// change nothing and the caller creates it. The group's device_count grows when this
-// dump is its device's first (the device row's count is then 1: rows at 0 are deleted).
-func (s *Service) countIn(ctx context.Context, tx *sql.Tx, d Dump, sig Signature, at time.Time) (count, error) {
-	const (
-		group = `(SELECT group_id FROM crash_group_fingerprints WHERE model_id = $2 AND fingerprint = $3)`
-		fresh = ` AND NOT EXISTS (SELECT 1 FROM crash_group_dumps WHERE coredump_id = $1 AND group_id = ` + group + ` AND grouping_version = $4)`
-	)
-	var c count
-	args := []any{d.ID, d.ModelID, sig.Fingerprint, GroupingVersion}
+// place reads where the dump is (its former group, if any) and the group of its signature
+// with that group's status, in one statement.
+func (s *Service) place(ctx context.Context, tx *sql.Tx, d Dump, sig Signature) (placement, error) {
+	c := placement{old: assignment{coredumpID: d.ID}}
+	err := tx.QueryRowContext(ctx, `SELECT COALESCE(a.group_id, 0), COALESCE(a.device_id, 0), COALESCE(a.version, ''), COALESCE(a.day, ''),
+		COALESCE(a.grouping_version, 0), COALESCE(g.id, 0), COALESCE(g.status, ''), g.resolved_in_version
+		FROM (SELECT 1 AS one) o
+		LEFT JOIN crash_group_dumps a ON a.coredump_id = $1
+		LEFT JOIN crash_group_fingerprints f ON f.model_id = $2 AND f.fingerprint = $3
+		LEFT JOIN crash_groups g ON g.id = f.group_id`, d.ID, d.ModelID, sig.Fingerprint).
+		Scan(&c.old.groupID, &c.old.deviceID, &c.old.version, &c.old.day, &c.old.groupingVersion, &c.groupID, &c.status, &c.resolvedIn)
+	if err != nil {
+		return c, fmt.Errorf("read crash group of core dump %d: %w", d.ID, err)
+	}
+	return c, nil
+}
+
+// count counts the dump in group g and records its place, in one batch (one round trip on
+// PostgreSQL). The group's row is locked first, before any device row, as Merge does. The
+// group's device_count grows when this dump is its device's first there: the device row's
+// count is then 1 (rows that fall to 0 are deleted), and the row stays locked to the end.
+func (s *Service) count(ctx context.Context, tx *sql.Tx, d Dump, sig Signature, g int64, at time.Time) error {
+	day := at.Format(time.DateOnly)
 	err := s.db.Batch(ctx, tx,
-		db.Query{SQL: `SELECT COALESCE((SELECT group_id FROM crash_group_dumps WHERE coredump_id = $1), 0),
-			COALESCE((SELECT device_id FROM crash_group_dumps WHERE coredump_id = $1), 0),
-			COALESCE((SELECT version FROM crash_group_dumps WHERE coredump_id = $1), ''),
-			COALESCE((SELECT day FROM crash_group_dumps WHERE coredump_id = $1), ''),
-			COALESCE((SELECT grouping_version FROM crash_group_dumps WHERE coredump_id = $1), 0),
-			COALESCE(` + group + `, 0),
-			COALESCE((SELECT status FROM crash_groups WHERE id = ` + group + `), ''),
-			(SELECT resolved_in_version FROM crash_groups WHERE id = ` + group + `)`,
-			Args: args[:3], Scan: func(r db.Row) error {
-				return r.Scan(&c.old.groupID, &c.old.deviceID, &c.old.version, &c.old.day, &c.old.groupingVersion, &c.groupID, &c.status, &c.resolvedIn)
-			}},
-		db.Query{SQL: `UPDATE crash_groups SET updated_at = $5 WHERE id = ` + group + fresh, Args: append(args, s.now())},
+		db.Query{SQL: `SELECT id FROM crash_groups WHERE id = $1` + s.db.Lock(db.ForUpdate), Args: []any{g}, Scan: func(r db.Row) error { var id int64; return r.Scan(&id) }},
 		db.Query{SQL: `INSERT INTO crash_group_devices (group_id, device_id, dump_count, first_seen_at, last_seen_at, last_version)
-			SELECT ` + group + `, $5, 1, $6, $6, $7 WHERE ` + group + ` IS NOT NULL` + fresh + `
-			ON CONFLICT (group_id, device_id) DO UPDATE SET dump_count = crash_group_devices.dump_count + 1,
+			VALUES ($1, $2, 1, $3, $3, $4) ON CONFLICT (group_id, device_id) DO UPDATE SET dump_count = crash_group_devices.dump_count + 1,
 			first_seen_at = CASE WHEN excluded.first_seen_at < crash_group_devices.first_seen_at THEN excluded.first_seen_at ELSE crash_group_devices.first_seen_at END,
 			last_version = CASE WHEN excluded.last_seen_at >= crash_group_devices.last_seen_at THEN excluded.last_version ELSE crash_group_devices.last_version END,
 			last_seen_at = CASE WHEN excluded.last_seen_at >= crash_group_devices.last_seen_at THEN excluded.last_seen_at ELSE crash_group_devices.last_seen_at END`,
-			Args: append(args, d.DeviceID, at, d.Version)},
-		db.Query{SQL: `INSERT INTO crash_group_daily (group_id, version, day, device_id, dumps)
-			SELECT ` + group + `, $5, $6, $7, 1 WHERE ` + group + ` IS NOT NULL` + fresh + `
+			Args: []any{g, d.DeviceID, at, d.Version}},
+		db.Query{SQL: `INSERT INTO crash_group_daily (group_id, version, day, device_id, dumps) VALUES ($1, $2, $3, $4, 1)
 			ON CONFLICT (group_id, version, day, device_id) DO UPDATE SET dumps = crash_group_daily.dumps + 1`,
-			Args: append(args, d.Version, at.Format(time.DateOnly), d.DeviceID)},
+			Args: []any{g, d.Version, day, d.DeviceID}},
 		db.Query{SQL: `UPDATE crash_groups SET dump_count = dump_count + 1,
-			device_count = device_count + (SELECT COUNT(*) FROM crash_group_devices WHERE group_id = crash_groups.id AND device_id = $5 AND dump_count = 1),
-			first_version = CASE WHEN $6 < first_seen_at THEN $7 ELSE first_version END,
-			first_seen_at = CASE WHEN $6 < first_seen_at THEN $6 ELSE first_seen_at END,
-			last_version = CASE WHEN $6 >= last_seen_at THEN $7 ELSE last_version END,
-			culprit = CASE WHEN $6 >= last_seen_at THEN $8 ELSE culprit END,
-			last_seen_at = CASE WHEN $6 >= last_seen_at THEN $6 ELSE last_seen_at END
-			WHERE id = ` + group + fresh,
-			Args: append(args, d.DeviceID, at, d.Version, sig.Culprit)},
-		db.Query{SQL: `INSERT INTO crash_group_dumps (coredump_id, group_id, device_id, version, day, grouping_version)
-			SELECT $1, ` + group + `, $5, $6, $7, $4 WHERE ` + group + ` IS NOT NULL
+			device_count = device_count + (SELECT COUNT(*) FROM crash_group_devices WHERE group_id = $1 AND device_id = $2 AND dump_count = 1),
+			first_version = CASE WHEN $3 < first_seen_at THEN $4 ELSE first_version END,
+			first_seen_at = CASE WHEN $3 < first_seen_at THEN $3 ELSE first_seen_at END,
+			last_version = CASE WHEN $3 >= last_seen_at THEN $4 ELSE last_version END,
+			culprit = CASE WHEN $3 >= last_seen_at THEN $5 ELSE culprit END,
+			last_seen_at = CASE WHEN $3 >= last_seen_at THEN $3 ELSE last_seen_at END
+			WHERE id = $1`, Args: []any{g, d.DeviceID, at, d.Version, sig.Culprit}},
+		db.Query{SQL: `INSERT INTO crash_group_dumps (coredump_id, group_id, device_id, version, day, grouping_version) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (coredump_id) DO UPDATE SET group_id = excluded.group_id, device_id = excluded.device_id, version = excluded.version,
 			day = excluded.day, grouping_version = excluded.grouping_version`,
-			Args: append(args, d.DeviceID, d.Version, at.Format(time.DateOnly))},
+			Args: []any{d.ID, g, d.DeviceID, d.Version, day, GroupingVersion}},
 	)
 	if err != nil {
-		return c, fmt.Errorf("count core dump %d in its crash group: %w", d.ID, err)
+		return fmt.Errorf("count core dump %d in crash group %d: %w", d.ID, g, err)
 	}
-	c.old.coredumpID = d.ID
-	return c, nil
+	return nil
 }
 
 // group finds the group of a signature (its own or the one it was merged into) or creates
@@ -254,9 +247,6 @@ func (s *Service) group(ctx context.Context, tx *sql.Tx, d Dump, sig Signature, 
 			return 0, nil
 		}
 		return id, err
-	}
-	if id, err = lookup(); err != nil || id != 0 {
-		return id, false, err
 	}
 	now := s.now()
 	err = tx.QueryRowContext(ctx, `INSERT INTO crash_groups (model_id, fingerprint, grouping_version, title, fault, culprit,

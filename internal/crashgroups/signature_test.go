@@ -225,3 +225,56 @@ func BenchmarkCompute(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeSignature is what grouping adds to the decoder's own work (what
+// `iotsupport bench --scenario decode` measures: the in-process decoder with a warm ELF
+// index): the signature of each report. Compare decode with decode+signature.
+func BenchmarkDecodeSignature(b *testing.B) {
+	for _, name := range []string{"esp32", "esp32c3", "esp32c6"} {
+		dir := filepath.Join("..", "..", "..", "shared", "testdata", "esp-coredump", name)
+		elfBytes, err := os.ReadFile(filepath.Join(dir, "app.elf"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		dump, err := os.ReadFile(filepath.Join(dir, "coredump.b64"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ix, err := elfsym.New(bytes.NewReader(elfBytes))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, grouped := range []bool{false, true} {
+			sub := name + "/decode"
+			if grouped {
+				sub += "+signature"
+			}
+			b.Run(sub, func(b *testing.B) {
+				for b.Loop() {
+					rep, err := espcore.Decode(dump, ix, espcore.Options{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if grouped {
+						if _, ok := ComputeReport(rep); !ok {
+							b.Fatal("no signature")
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkComputeReport is the signature of a decoded report, as the decode job takes it.
+func BenchmarkComputeReport(b *testing.B) {
+	var rep espcore.Report
+	if err := json.Unmarshal(decodedReport(b, "esp32c3"), &rep); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, ok := ComputeReport(&rep); !ok {
+			b.Fatal("no signature")
+		}
+	}
+}
