@@ -218,7 +218,7 @@ func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, 
 	if p, ok := notifier.(crashgroups.Publisher); ok {
 		pub = p
 	}
-	crashgroups.AddWorkers(workers, s.CrashGroups, pub, crashgroups.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret})
+	crashgroups.AddWorkers(workers, s.CrashGroups, pub, crashgroups.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Timeout: cfg.WebhookTimeout})
 	if s.Jobs, err = jobs.New(d, workers, jobs.Config{Workers: cfg.DecodeWorkers, Timeout: cfg.DecodeTimeout,
 		Queues: map[string]int{crashgroups.EventsQueue: cfg.CrashEventWorkers}}, log); err != nil {
 		return nil, err

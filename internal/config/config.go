@@ -115,6 +115,7 @@ type Config struct {
 	WebhookURL         string
 	WebhookSecret      string
 	WebhookMaxAttempts int
+	WebhookTimeout     time.Duration
 	CrashEventWorkers  int
 }
 
@@ -293,6 +294,7 @@ var Settings = []Setting{
 	}},
 	{Name: "WEBHOOK_SECRET", Default: "", Secret: true, Doc: "Key of the webhook's `X-IoTSupport-Signature: sha256=<hex HMAC-SHA256 of the body>`.", apply: func(c *Config, v string) error { c.WebhookSecret = v; return nil }},
 	{Name: "WEBHOOK_MAX_ATTEMPTS", Default: "12", Doc: "Deliveries of one webhook event before it is given up (retried with exponential backoff up to 10 minutes apart).", apply: intSetting(1, 100, func(c *Config) *int { return &c.WebhookMaxAttempts })},
+	{Name: "WEBHOOK_TIMEOUT", Default: "10s", Doc: "Longest one webhook delivery may take; a slower one is retried like a refused one.", apply: durationSetting(func(c *Config) *time.Duration { return &c.WebhookTimeout })},
 	{Name: "CRASH_EVENT_WORKERS", Default: "2", Doc: "Concurrent crash group event deliveries (MQTT, webhook) in each process that runs decode workers; apart from the decodes, so a slow webhook holds none.", apply: intSetting(1, 64, func(c *Config) *int { return &c.CrashEventWorkers })},
 	{Name: "TRUST_PROXY_HEADERS", Default: "false", Doc: "Trust the one proxy in front: take the client address from `X-Forwarded-For` and the request's host and scheme from `X-Forwarded-Host`/`-Proto`. Only behind a proxy that sets them.", apply: boolSetting(func(c *Config) *bool { return &c.TrustProxyHeaders })},
 	{Name: "IOTSUPPORT_PPROF_ADDR", Default: "", Doc: "Debugging only: a loopback `host:port` (e.g. `127.0.0.1:6060`) on which `serve` exposes Go's `/debug/pprof/` profiles; any other host is refused. Empty: off. `iotsupport bench --profile` sets it for the server it starts.",

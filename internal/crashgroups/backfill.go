@@ -102,6 +102,11 @@ type backfillWorker struct {
 // shorter than any job timeout, so progress is never lost to one.
 const backfillSlice = 20 * time.Second
 
+// Timeout lets a run use its whole slice whatever DECODE_TIMEOUT (every job's default) is.
+func (w *backfillWorker) Timeout(*river.Job[backfillArgs]) time.Duration {
+	return backfillSlice + time.Minute
+}
+
 func (w *backfillWorker) Work(ctx context.Context, job *river.Job[backfillArgs]) error {
 	if job.Args.GroupingVersion != GroupingVersion {
 		return nil // queued by an older release; this one queues its own

@@ -83,8 +83,8 @@ func (w *mqttWorker) Work(ctx context.Context, job *river.Job[mqttArgs]) error {
 type Webhook struct {
 	URL    string
 	Secret string
-	// Client sends the requests (http.Client with a 10 s timeout when nil).
-	Client *http.Client
+	// Timeout bounds one delivery (WEBHOOK_TIMEOUT; 10 s when 0).
+	Timeout time.Duration
 }
 
 // SignBody is the X-IoTSupport-Signature of a body: "sha256=" and the hex HMAC-SHA256
@@ -114,11 +114,11 @@ func (w *webhookWorker) Work(ctx context.Context, job *river.Job[webhookArgs]) e
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "iotsupport-webhook")
 	req.Header.Set("X-IoTSupport-Signature", SignBody(w.hook.Secret, body))
-	c := w.hook.Client
-	if c == nil {
-		c = &http.Client{Timeout: 10 * time.Second}
+	timeout := w.hook.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
 	}
-	resp, err := c.Do(req)
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
 		w.log.Warn("crash group webhook failed; will retry", "attempt", job.Attempt, "error", err)
 		return fmt.Errorf("webhook: %w", err)

@@ -21,8 +21,13 @@ const GroupingVersion = 1
 // MaxFrames is how many app frames a signature holds.
 const MaxFrames = 5
 
-// maxName bounds a function name or fault taken from a report (reports come from devices).
-const maxName = 200
+// Bounds of what a signature takes from a report (reports come from devices); the title
+// and culprit fit their columns.
+const (
+	maxName    = 200
+	maxTitle   = 500
+	maxCulprit = 300
+)
 
 // Signature is what identifies one crash: the fault and the top app frames' names.
 type Signature struct {
@@ -118,11 +123,12 @@ func ComputeReport(r *espcore.Report) (sig Signature, ok bool) {
 		sig.Fault = "unknown fault"
 	}
 	sig.Frames = frames
-	sig.Culprit = culprit
+	sig.Culprit = clipTo(culprit, maxCulprit)
 	sig.Title = sig.Fault
 	if len(frames) > 0 {
 		sig.Title += " in " + strings.Join(frames[:min(2, len(frames))], " ← ")
 	}
+	sig.Title = clipTo(sig.Title, maxTitle)
 	h := sha256.New()
 	h.Write([]byte("crashgroups/v" + strconv.Itoa(GroupingVersion) + "\x00" + sig.Fault))
 	for _, f := range frames {
@@ -205,10 +211,12 @@ func causeName(s string) string {
 	return clip(s)
 }
 
-func clip(s string) string {
-	s = strings.ToValidUTF8(strings.TrimSpace(s), "")
-	if len(s) > maxName {
-		s = strings.ToValidUTF8(s[:maxName], "")
+func clip(s string) string { return clipTo(strings.ToValidUTF8(strings.TrimSpace(s), ""), maxName) }
+
+// clipTo cuts valid UTF-8 to at most n bytes (so at most n characters), on a character boundary.
+func clipTo(s string, n int) string {
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "")
 	}
 	return s
 }

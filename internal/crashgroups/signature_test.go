@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/iotsupport/iotsupport/internal/elfsym"
 	"github.com/iotsupport/iotsupport/internal/espcore"
@@ -206,7 +207,8 @@ func FuzzCompute(f *testing.F) {
 		if !ok {
 			return
 		}
-		if len(sig.Fingerprint) != 64 || len(sig.Frames) > MaxFrames || len(sig.Fault) > maxName || sig.Fault == "" {
+		if len(sig.Fingerprint) != 64 || len(sig.Frames) > MaxFrames || len(sig.Fault) > maxName || sig.Fault == "" ||
+			len(sig.Title) > maxTitle || len(sig.Culprit) > maxCulprit || !utf8.ValidString(sig.Title) || !utf8.ValidString(sig.Culprit) {
 			t.Fatalf("%+v", sig)
 		}
 		again, _ := Compute(in)
