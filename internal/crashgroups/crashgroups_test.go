@@ -392,3 +392,62 @@ func TestNewGroupsByVersion(t *testing.T) {
 		}
 	})
 }
+
+// Paging through the list with before_id visits every group once, in the sort's order.
+func TestListPaging(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		ctx := context.Background()
+		h := newHarness(t, env, 100)
+		h.firmware(t, h.model, "esp32c3", "1.0.0")
+		d := h.device(t, h.model)
+		first := h.upload(t, d, "esp32c3", "1.0.0")
+		h.decode(t, first)
+		var rep []byte
+		if err := env.DB.QueryRowContext(ctx, `SELECT report FROM coredumps WHERE id = $1`, first).Scan(&rep); err != nil {
+			t.Fatal(err)
+		}
+		target, _ := h.dumps.DecodeTarget(ctx, first)
+		// Groups 1..6 with i devices each (group 0 is the real one, with 1).
+		for i := 1; i <= 6; i++ {
+			r := []byte(strings.ReplaceAll(string(rep), `"app_main"`, `"main_`+string(rune('a'+i))+`"`))
+			for range i {
+				dev := h.device(t, h.model)
+				id := h.upload(t, dev, "esp32c3", "1.0.0")
+				assign(t, h, crashgroups.Dump{ID: id, DeviceID: dev.ID, ModelID: h.model.ID, Version: "1.0.0",
+					UploadedAt: target.UploadedAt.Add(time.Duration(i) * time.Second)}, r)
+			}
+		}
+		for _, sort := range []string{"last_seen", "devices", "dumps"} {
+			var seen []*crashgroups.Group
+			var before int64
+			for {
+				p, err := h.groups.List(ctx, crashgroups.Filter{ModelID: h.model.ID, Sort: sort, Limit: 2, BeforeID: before})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.Count != 7 {
+					t.Fatalf("count %d", p.Count)
+				}
+				if len(p.Groups) == 0 {
+					break
+				}
+				seen = append(seen, p.Groups...)
+				before = p.Groups[len(p.Groups)-1].ID
+			}
+			if len(seen) != 7 {
+				t.Fatalf("%s: %d groups seen", sort, len(seen))
+			}
+			for i := 1; i < len(seen); i++ {
+				a, b := seen[i-1], seen[i]
+				key := map[string][2]int64{"last_seen": {a.LastSeenAt.UnixNano(), b.LastSeenAt.UnixNano()},
+					"devices": {a.DeviceCount, b.DeviceCount}, "dumps": {a.DumpCount, b.DumpCount}}[sort]
+				if key[0] < key[1] || (key[0] == key[1] && a.ID < b.ID) {
+					t.Fatalf("%s: %+v before %+v", sort, a, b)
+				}
+			}
+		}
+		if _, err := h.groups.List(ctx, crashgroups.Filter{Sort: "size"}); apperr.KindOf(err) != apperr.Validation {
+			t.Fatalf("bad sort: %v", err)
+		}
+	})
+}
