@@ -183,31 +183,35 @@ func (s *Service) assign(ctx context.Context, tx *sql.Tx, d Dump, rep *espcore.R
 	return a, nil
 }
 
-// place reads where the dump is (its former group, if any) and the group of its signature
-// with that group's status, in one statement.
+// place reads the group of the dump's signature, locking its row (before any device row,
+// as Merge does) and reading its status under the lock, and where the dump is now. With no
+// group yet, it reads only the latter.
 func (s *Service) place(ctx context.Context, tx *sql.Tx, d Dump, sig Signature) (placement, error) {
 	c := placement{old: assignment{coredumpID: d.ID}}
-	err := tx.QueryRowContext(ctx, `SELECT COALESCE(a.group_id, 0), COALESCE(a.device_id, 0), COALESCE(a.version, ''), COALESCE(a.day, ''),
-		COALESCE(a.grouping_version, 0), COALESCE(g.id, 0), COALESCE(g.status, ''), g.resolved_in_version
-		FROM (SELECT 1 AS one) o
-		LEFT JOIN crash_group_dumps a ON a.coredump_id = $1
-		LEFT JOIN crash_group_fingerprints f ON f.model_id = $2 AND f.fingerprint = $3
-		LEFT JOIN crash_groups g ON g.id = f.group_id`, d.ID, d.ModelID, sig.Fingerprint).
-		Scan(&c.old.groupID, &c.old.deviceID, &c.old.version, &c.old.day, &c.old.groupingVersion, &c.groupID, &c.status, &c.resolvedIn)
+	err := tx.QueryRowContext(ctx, `SELECT g.id, g.status, g.resolved_in_version, COALESCE(a.group_id, 0), COALESCE(a.device_id, 0),
+		COALESCE(a.version, ''), COALESCE(a.day, ''), COALESCE(a.grouping_version, 0)
+		FROM crash_group_fingerprints f JOIN crash_groups g ON g.id = f.group_id LEFT JOIN crash_group_dumps a ON a.coredump_id = $1
+		WHERE f.model_id = $2 AND f.fingerprint = $3`+s.db.LockOf(db.ForUpdate, "g"), d.ID, d.ModelID, sig.Fingerprint).
+		Scan(&c.groupID, &c.status, &c.resolvedIn, &c.old.groupID, &c.old.deviceID, &c.old.version, &c.old.day, &c.old.groupingVersion)
+	if errors.Is(err, sql.ErrNoRows) {
+		old, err := assigned(ctx, tx, d.ID)
+		if old != nil {
+			c.old = *old
+		}
+		return c, err
+	}
 	if err != nil {
 		return c, fmt.Errorf("read crash group of core dump %d: %w", d.ID, err)
 	}
 	return c, nil
 }
 
-// count counts the dump in group g and records its place, in one batch (one round trip on
-// PostgreSQL). The group's row is locked first, before any device row, as Merge does. The
-// group's device_count grows when this dump is its device's first there: the device row's
+// count counts the dump in group g, whose row the caller holds, and records its place, in
+// one batch (one round trip on PostgreSQL). The group's device_count grows when this dump is its device's first there: the device row's
 // count is then 1 (rows that fall to 0 are deleted), and the row stays locked to the end.
 func (s *Service) count(ctx context.Context, tx *sql.Tx, d Dump, sig Signature, g int64, at time.Time) error {
 	day := at.Format(time.DateOnly)
 	err := s.db.Batch(ctx, tx,
-		db.Query{SQL: `SELECT id FROM crash_groups WHERE id = $1` + s.db.Lock(db.ForUpdate), Args: []any{g}, Scan: func(r db.Row) error { var id int64; return r.Scan(&id) }},
 		db.Query{SQL: `INSERT INTO crash_group_devices (group_id, device_id, dump_count, first_seen_at, last_seen_at, last_version)
 			VALUES ($1, $2, 1, $3, $3, $4) ON CONFLICT (group_id, device_id) DO UPDATE SET dump_count = crash_group_devices.dump_count + 1,
 			first_seen_at = CASE WHEN excluded.first_seen_at < crash_group_devices.first_seen_at THEN excluded.first_seen_at ELSE crash_group_devices.first_seen_at END,
@@ -258,6 +262,9 @@ func (s *Service) group(ctx context.Context, tx *sql.Tx, d Dump, sig Signature, 
 		id, err = lookup()
 		if err == nil && id == 0 {
 			err = fmt.Errorf("crash group of fingerprint %s exists without its fingerprint row", sig.Fingerprint)
+		}
+		if err == nil { // held before any device row, as place does
+			err = s.db.LockRow(ctx, tx, db.ForUpdate, "crash_groups", "id", id)
 		}
 		return id, false, err
 	case err != nil:
