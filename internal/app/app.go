@@ -23,6 +23,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/config"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
+	"github.com/iotsupport/iotsupport/internal/crashgroups"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
@@ -169,6 +170,8 @@ type Services struct {
 	Audit     *auth.Audit
 	// Queue inserts decode jobs (insert-only: it needs no workers).
 	Queue *decoding.Queue
+	// CrashGroups groups decoded dumps (assigned in the decode's transaction).
+	CrashGroups *crashgroups.Service
 	// Decoding decodes dumps; Jobs runs it as River workers when started.
 	Decoding *decoding.Service
 	Jobs     *jobs.Client
@@ -203,9 +206,26 @@ func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, 
 	if cfg.Decoder == "sidecar" {
 		dec = decoding.NewSidecar(cfg.SidecarURL, cfg.SidecarXferDir, cfg.SidecarTimeout)
 	}
-	s.Decoding = decoding.NewService(d, s.Coredumps, s.Firmware, dec, decoding.Config{CacheBytes: cfg.DecoderCacheBytes,
+	jobInserter, err := jobs.NewInserter(d, inserts, log)
+	if err != nil {
+		return nil, err
+	}
+	webhookAttempts := 0
+	if cfg.WebhookURL != "" {
+		webhookAttempts = cfg.WebhookMaxAttempts
+	}
+	s.CrashGroups = crashgroups.NewService(d, s.Firmware, jobInserter, s.Coredumps, crashgroups.Options{WebhookAttempts: webhookAttempts}, log)
+	s.Decoding = decoding.NewService(d, s.Coredumps, s.Firmware, s.CrashGroups, dec, decoding.Config{CacheBytes: cfg.DecoderCacheBytes,
 		MaxDumpBytes: int64(cfg.CoredumpMaxBytes) * 2}, log, reg)
-	if s.Jobs, err = jobs.New(d, decoding.Workers(s.Decoding), jobs.Config{Workers: cfg.DecodeWorkers, Timeout: cfg.DecodeTimeout}, log); err != nil {
+	workers := decoding.Workers(s.Decoding)
+	// Crash group events go out over MQTT when the notifier can publish them (notify.MQTT).
+	var pub crashgroups.Publisher = notify.Nop{}
+	if p, ok := notifier.(crashgroups.Publisher); ok {
+		pub = p
+	}
+	crashgroups.AddWorkers(workers, s.CrashGroups, pub, crashgroups.Webhook{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret, Timeout: cfg.WebhookTimeout})
+	if s.Jobs, err = jobs.New(d, workers, jobs.Config{Workers: cfg.DecodeWorkers, Timeout: cfg.DecodeTimeout,
+		Queues: map[string]int{crashgroups.EventsQueue: cfg.CrashEventWorkers}}, log); err != nil {
 		return nil, err
 	}
 	s.Fsck = fsck.New(d, store, s.Firmware, s.Coredumps)
@@ -242,6 +262,12 @@ func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 	}
 	workers := a.Cfg.DecodeWorkers > 0
 	if workers {
+		// Dumps decoded before crash grouping (or under an older GROUPING_VERSION) are
+		// grouped by a one-off durable job, queued once whichever process starts first.
+		if err := a.CrashGroups.EnsureBackfill(ctx); err != nil {
+			cancel()
+			return nil, err
+		}
 		if err := a.Jobs.Start(bg); err != nil {
 			cancel()
 			return nil, fmt.Errorf("start decode workers: %w", err)
@@ -320,7 +346,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.Provisioning = provisioning.NewService(a.Devices, provisioning.Config{BaseURL: cfg.PublicBaseURL, MQTTURL: cfg.DeviceMQTTURL,
 		WiFiSSID: cfg.ProvisioningWiFiSSID, WiFiPassword: cfg.ProvisioningWiFiPassword,
 		BatchMax: cfg.ProvisioningBatchMax, MaxPartitionSize: cfg.ProvisioningMaxPartitionSize})
-	a.HTTP = httpapi.New(httpapi.Deps{Log: log, Devices: a.Devices, Coredumps: a.Coredumps, Metrics: reg, AppEnv: cfg.AppEnv,
+	a.HTTP = httpapi.New(httpapi.Deps{Log: log, Devices: a.Devices, Coredumps: a.Coredumps, CrashGroups: a.CrashGroups, Metrics: reg, AppEnv: cfg.AppEnv,
 		PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
 		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, Fleet: a.Fleet, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,

@@ -116,6 +116,12 @@ type Config struct {
 	MQTTUsername string
 	MQTTPassword string
 	MQTTClientID string
+
+	WebhookURL         string
+	WebhookSecret      string
+	WebhookMaxAttempts int
+	WebhookTimeout     time.Duration
+	CrashEventWorkers  int
 }
 
 // Audience is the expected JWT audience: OIDC_AUDIENCE, else OIDC_CLIENT_ID.
@@ -294,6 +300,19 @@ var Settings = []Setting{
 	{Name: "MQTT_USERNAME", Default: "", Doc: "MQTT user name.", apply: func(c *Config, v string) error { c.MQTTUsername = v; return nil }},
 	{Name: "MQTT_PASSWORD", Default: "", Secret: true, Doc: "MQTT password.", apply: func(c *Config, v string) error { c.MQTTPassword = v; return nil }},
 	{Name: "MQTT_CLIENT_ID", Default: "", Doc: "MQTT client id; defaults to `MQTT_USERNAME`, else `iotsupport-backend`. Give each replica its own.", apply: func(c *Config, v string) error { c.MQTTClientID = v; return nil }},
+	{Name: "WEBHOOK_URL", Default: "", Doc: "Crash group events (a new group, a regression) are POSTed here as JSON, signed in `X-IoTSupport-Signature`; `http://` or `https://`, empty sends none.", apply: func(c *Config, v string) error {
+		if v != "" {
+			if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("must be an http:// or https:// URL")
+			}
+		}
+		c.WebhookURL = v
+		return nil
+	}},
+	{Name: "WEBHOOK_SECRET", Default: "", Secret: true, Doc: "Key of the webhook's `X-IoTSupport-Signature: sha256=<hex HMAC-SHA256 of the body>`.", apply: func(c *Config, v string) error { c.WebhookSecret = v; return nil }},
+	{Name: "WEBHOOK_MAX_ATTEMPTS", Default: "12", Doc: "Deliveries of one webhook event before it is given up (retried with exponential backoff up to 10 minutes apart).", apply: intSetting(1, 100, func(c *Config) *int { return &c.WebhookMaxAttempts })},
+	{Name: "WEBHOOK_TIMEOUT", Default: "10s", Doc: "Longest one webhook delivery may take; a slower one is retried like a refused one.", apply: durationSetting(func(c *Config) *time.Duration { return &c.WebhookTimeout })},
+	{Name: "CRASH_EVENT_WORKERS", Default: "2", Doc: "Concurrent crash group event deliveries (MQTT, webhook) in each process that runs decode workers; apart from the decodes, so a slow webhook holds none.", apply: intSetting(1, 64, func(c *Config) *int { return &c.CrashEventWorkers })},
 	{Name: "TRUST_PROXY_HEADERS", Default: "false", Doc: "Trust the one proxy in front: take the client address from `X-Forwarded-For` and the request's host and scheme from `X-Forwarded-Host`/`-Proto`. Only behind a proxy that sets them.", apply: boolSetting(func(c *Config) *bool { return &c.TrustProxyHeaders })},
 	{Name: "IOTSUPPORT_PPROF_ADDR", Default: "", Doc: "Debugging only: a loopback `host:port` (e.g. `127.0.0.1:6060`) on which `serve` exposes Go's `/debug/pprof/` profiles; any other host is refused. Empty: off. `iotsupport bench --profile` sets it for the server it starts.",
 		apply: func(c *Config, v string) error {

@@ -62,6 +62,9 @@ type Coredump struct {
 	ReportedChip *string
 	// Report is the decoder's structured report (JSON), once decoded.
 	Report json.RawMessage
+	// CrashGroupID is the crash group the dump is in (internal/crashgroups), nil when none;
+	// set by Get only.
+	CrashGroupID *int64
 }
 
 // Options are the service's limits.
@@ -384,9 +387,19 @@ func (s *Service) List(ctx context.Context, deviceID int64, limit int, beforeID 
 	return p, db.Err("list coredumps", rows.Err())
 }
 
-// Get returns one dump of a device; a dump of another device is NotFound.
+// Get returns one dump of a device, with its crash group; a dump of another device is NotFound.
 func (s *Service) Get(ctx context.Context, deviceID, id int64) (*Coredump, error) {
 	c, err := getCoredump(ctx, s.db, deviceID, id)
+	if err == nil {
+		var g sql.NullInt64
+		err = s.db.QueryRowContext(ctx, `SELECT group_id FROM crash_group_dumps WHERE coredump_id = $1`, id).Scan(&g)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = nil
+		}
+		if g.Valid {
+			c.CrashGroupID = &g.Int64
+		}
+	}
 	return c, db.Err("get coredump", err)
 }
 

@@ -28,6 +28,7 @@ const (
 // DecodeTarget is what decoding needs of a stored dump.
 type DecodeTarget struct {
 	ID        int64
+	DeviceID  int64
 	DeviceKey string
 	ModelID   int64
 	ModelCode string
@@ -38,15 +39,17 @@ type DecodeTarget struct {
 	// at ingest ("" when the dump names none).
 	ELFPrefix string
 	Status    string
+	// UploadedAt is when the dump arrived: crash groups count it on that day.
+	UploadedAt time.Time
 }
 
 // DecodeTarget loads a dump for decoding; nil when it no longer exists.
 func (s *Service) DecodeTarget(ctx context.Context, id int64) (*DecodeTarget, error) {
 	var t DecodeTarget
 	var prefix sql.NullString
-	err := s.db.QueryRowContext(ctx, `SELECT c.id, d.key, m.id, m.code, c.chip, c.firmware_version, c.app_elf_sha_prefix, c.parse_status
+	err := s.db.QueryRowContext(ctx, `SELECT c.id, d.id, d.key, m.id, m.code, c.chip, c.firmware_version, c.app_elf_sha_prefix, c.parse_status, c.uploaded_at
 		FROM coredumps c JOIN devices d ON d.id = c.device_id JOIN device_models m ON m.id = d.device_model_id WHERE c.id = $1`, id).
-		Scan(&t.ID, &t.DeviceKey, &t.ModelID, &t.ModelCode, &t.Chip, &t.Version, &prefix, &t.Status)
+		Scan(&t.ID, &t.DeviceID, &t.DeviceKey, &t.ModelID, &t.ModelCode, &t.Chip, &t.Version, &prefix, &t.Status, &t.UploadedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -54,6 +57,7 @@ func (s *Service) DecodeTarget(ctx context.Context, id int64) (*DecodeTarget, er
 		return nil, fmt.Errorf("load core dump %d: %w", id, db.Classify(err))
 	}
 	t.ELFPrefix = strings.ToLower(prefix.String)
+	t.UploadedAt = t.UploadedAt.UTC()
 	return &t, nil
 }
 
@@ -90,6 +94,35 @@ func (s *Service) RecordResult(ctx context.Context, tx *sql.Tx, id int64, r Resu
 		return fmt.Errorf("record decode result of %d: %w", id, db.Classify(err))
 	}
 	return nil
+}
+
+// Decoded is a decoded (PARSED) dump with its report, for crash grouping's backfill.
+type Decoded struct {
+	DecodeTarget
+	Report []byte
+}
+
+// DecodedAfter returns up to limit PARSED dumps with ids above afterID, by id, read
+// through q (the caller's transaction or the database).
+func (s *Service) DecodedAfter(ctx context.Context, q db.Querier, afterID int64, limit int) ([]Decoded, error) {
+	rows, err := q.QueryContext(ctx, `SELECT c.id, d.id, d.key, m.id, m.code, c.chip, c.firmware_version, c.uploaded_at, c.report
+		FROM coredumps c JOIN devices d ON d.id = c.device_id JOIN device_models m ON m.id = d.device_model_id
+		WHERE c.id > $1 AND c.parse_status = 'PARSED' ORDER BY c.id LIMIT $2`+s.db.LockOf(db.ForUpdate, "c"), afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list decoded core dumps: %w", db.Classify(err))
+	}
+	defer rows.Close()
+	var out []Decoded
+	for rows.Next() {
+		var d Decoded
+		var report sql.NullString
+		if err := rows.Scan(&d.ID, &d.DeviceID, &d.DeviceKey, &d.ModelID, &d.ModelCode, &d.Chip, &d.Version, &d.UploadedAt, &report); err != nil {
+			return nil, err
+		}
+		d.Status, d.UploadedAt, d.Report = StatusParsed, d.UploadedAt.UTC(), []byte(report.String)
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
 
 // PendingCount is how many dumps wait to be decoded.

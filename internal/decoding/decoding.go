@@ -21,6 +21,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/blob"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
+	"github.com/iotsupport/iotsupport/internal/crashgroups"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/elfsym"
 	"github.com/iotsupport/iotsupport/internal/espcore"
@@ -107,11 +108,18 @@ type Firmware interface {
 	ReadELF(ctx context.Context, modelCode, version string) ([]byte, error)
 }
 
+// Groups puts a decoded dump into its crash group inside the transaction that records the
+// decode (crashgroups.Service); a nil report (ERROR) takes it out of any group.
+type Groups interface {
+	AssignTx(ctx context.Context, tx *sql.Tx, d crashgroups.Dump, rep *espcore.Report) (crashgroups.Assignment, error)
+}
+
 // Service decodes core dumps.
 type Service struct {
 	db       *db.DB
 	dumps    Dumps
 	firmware Firmware
+	groups   Groups
 	log      *slog.Logger
 	decoder  Decoder
 	cfg      Config
@@ -123,13 +131,13 @@ type Service struct {
 	outcomes *prometheus.CounterVec
 }
 
-// NewService returns the service; decoder nil means the native decoder. d is used only
-// for the transaction that records a missing firmware under the model's lock.
-func NewService(d *db.DB, dumps Dumps, fw Firmware, decoder Decoder, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Service {
-	if dumps == nil || fw == nil {
-		panic("decoding.NewService: the core dump and firmware owners are required")
+// NewService returns the service; decoder nil means the native decoder. d runs the
+// transactions that record a result with its crash group.
+func NewService(d *db.DB, dumps Dumps, fw Firmware, groups Groups, decoder Decoder, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Service {
+	if dumps == nil || fw == nil || groups == nil {
+		panic("decoding.NewService: the core dump, firmware and crash group owners are required")
 	}
-	s := &Service{db: d, dumps: dumps, firmware: fw, log: log, cfg: cfg,
+	s := &Service{db: d, dumps: dumps, firmware: fw, groups: groups, log: log, cfg: cfg,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "iotsupport_decode_duration_seconds",
 			Help: "Core dump decode time by decoder.", Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"decoder"}),
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "iotsupport_decode_outcomes_total",
@@ -220,14 +228,14 @@ func (s *Service) Decode(ctx context.Context, id int64) error {
 	var f *Failure
 	switch {
 	case err == nil:
-		return s.finish(ctx, id, "PARSED", "", text, rep)
+		return s.finish(ctx, r, "PARSED", "", text, rep)
 	case errors.As(err, &f) && (f.Kind == KindNoFirmware || f.Kind == KindELFMismatch):
 		return s.finishMissingFirmware(ctx, r, f)
 	case errors.As(err, &f):
-		return s.finish(ctx, id, "ERROR", f.Kind, f.Msg, nil)
+		return s.finish(ctx, r, "ERROR", f.Kind, f.Msg, nil)
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
 		// The job's own timeout: a decode this slow will not get faster.
-		return s.finish(context.WithoutCancel(ctx), id, "ERROR", KindTimeout, "decoding took longer than DECODE_TIMEOUT", nil)
+		return s.finish(context.WithoutCancel(ctx), r, "ERROR", KindTimeout, "decoding took longer than DECODE_TIMEOUT", nil)
 	default:
 		return err
 	}
@@ -254,7 +262,11 @@ func (s *Service) finishMissingFirmware(ctx context.Context, r *coredumps.Decode
 				res.Report = b
 			}
 		}
-		return s.dumps.RecordResult(ctx, tx, r.ID, res)
+		if err := s.dumps.RecordResult(ctx, tx, r.ID, res); err != nil {
+			return err
+		}
+		_, err := s.groups.AssignTx(ctx, tx, groupDump(r), nil) // an ERROR is in no group
+		return err
 	})
 	if err != nil {
 		return transient(fmt.Errorf("record decode result of %d: %w", r.ID, db.Classify(err)))
@@ -269,7 +281,12 @@ func (s *Service) finishMissingFirmware(ctx context.Context, r *coredumps.Decode
 
 // Fail records a permanent failure for a dump whose retries are exhausted.
 func (s *Service) Fail(ctx context.Context, id int64, kind, msg string) error {
-	return s.finish(ctx, id, "ERROR", kind, msg, nil)
+	return s.finish(ctx, &coredumps.DecodeTarget{ID: id}, "ERROR", kind, msg, nil)
+}
+
+// groupDump is what crash grouping needs of a decoded dump.
+func groupDump(r *coredumps.DecodeTarget) crashgroups.Dump {
+	return crashgroups.Dump{ID: r.ID, DeviceID: r.DeviceID, ModelID: r.ModelID, ModelCode: r.ModelCode, Version: r.Version, UploadedAt: r.UploadedAt}
 }
 
 func (s *Service) decode(ctx context.Context, r *coredumps.DecodeTarget) (string, *espcore.Report, error) {
@@ -371,14 +388,28 @@ func withoutELF(err error, dump []byte) error {
 	return f
 }
 
-func (s *Service) finish(ctx context.Context, id int64, status, kind, output string, rep *espcore.Report) error {
+// finish records the outcome and, in the same transaction, the dump's crash group: a
+// PARSED dump joins its group, an ERROR leaves any group a former decode put it in.
+func (s *Service) finish(ctx context.Context, r *coredumps.DecodeTarget, status, kind, output string, rep *espcore.Report) error {
+	id := r.ID
 	res := coredumps.Result{Status: status, Kind: kind, Output: output}
 	if rep != nil {
 		if b, err := json.Marshal(rep); err == nil {
 			res.Report = b
 		}
 	}
-	if err := s.dumps.RecordResult(ctx, nil, id, res); err != nil {
+	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if err := s.dumps.RecordResult(ctx, tx, id, res); err != nil {
+			return err
+		}
+		var parsed *espcore.Report
+		if status == coredumps.StatusParsed {
+			parsed = rep
+		}
+		_, err := s.groups.AssignTx(ctx, tx, groupDump(r), parsed)
+		return err
+	})
+	if err != nil {
 		return transient(err)
 	}
 	outcome := "parsed"

@@ -77,7 +77,7 @@ func TestPickELFBySHAPrefix(t *testing.T) {
 			fw.elfReads = nil
 			// No ELF cache, so every decode reads the ELF it picked.
 			dec := &calls{inner: decoderFunc(NewNative(0).Decode)}
-			s := NewService(sqliteDB(t), dumps, fw, dec, Config{}, discard(), nil)
+			s := NewService(sqliteDB(t), dumps, fw, noGroups{}, dec, Config{}, discard(), nil)
 			if err := s.Decode(context.Background(), 7); err != nil {
 				t.Fatal(err)
 			}
@@ -136,7 +136,7 @@ func TestMissingFirmwareRecordedWithReportWithoutELF(t *testing.T) {
 				dumps := newDumps()
 				dumps.add(target(3, tc.reported, tc.prefix), c.dump)
 				dec := &calls{inner: NewNative(0)}
-				s := NewService(d, dumps, fw, dec, Config{}, discard(), nil)
+				s := NewService(d, dumps, fw, noGroups{}, dec, Config{}, discard(), nil)
 				if err := s.Decode(context.Background(), 3); err != nil {
 					t.Fatalf("a missing firmware is permanent, got %v", err)
 				}
@@ -179,7 +179,7 @@ func TestStoredVersionWithoutELFObject(t *testing.T) {
 				fw.store("1.0.0", c.sha, tc.elf)
 				dumps := newDumps()
 				dumps.add(target(5, "1.0.0", c.prefix), c.dump)
-				s := NewService(d, dumps, fw, NewNative(0), Config{}, discard(), nil)
+				s := NewService(d, dumps, fw, noGroups{}, NewNative(0), Config{}, discard(), nil)
 				if err := s.Decode(context.Background(), 5); err != nil {
 					t.Fatalf("decode: %v, want the failure recorded (a retry cannot bring the ELF back)", err)
 				}
@@ -203,7 +203,7 @@ func TestFirmwareArrivingBeforeRecordRetries(t *testing.T) {
 		fw.arrive = func(f *fakeFirmware) { f.store("1.0.0", c.sha, c.elf) }
 		dumps := newDumps()
 		dumps.add(target(9, "1.0.0", c.prefix), c.dump)
-		s := NewService(d, dumps, fw, NewNative(0), Config{}, discard(), nil)
+		s := NewService(d, dumps, fw, noGroups{}, NewNative(0), Config{}, discard(), nil)
 		err := s.Decode(ctx, 9)
 		if !errors.Is(err, ErrTransient) {
 			t.Fatalf("firmware arrived during the decode: %v, want a transient error", err)
@@ -247,7 +247,7 @@ func TestCachedELFNotReadAgain(t *testing.T) {
 	dumps.add(target(1, "1.0.0", c.prefix), c.dump)
 	dumps.add(target(2, "1.0.0", c.prefix), c.dump)
 	dec := &calls{inner: NewNative(0)}
-	s := NewService(d, dumps, fw, dec, Config{}, discard(), nil)
+	s := NewService(d, dumps, fw, noGroups{}, dec, Config{}, discard(), nil)
 	for _, id := range []int64{1, 2} {
 		if err := s.Decode(ctx, id); err != nil {
 			t.Fatal(err)
@@ -269,7 +269,7 @@ func TestCachedELFNotReadAgain(t *testing.T) {
 	dumps = newDumps()
 	dumps.add(target(3, "1.0.0", c.prefix), c.dump)
 	fw.elfReads = nil
-	s = NewService(d, dumps, fw, lost, Config{}, discard(), nil)
+	s = NewService(d, dumps, fw, noGroups{}, lost, Config{}, discard(), nil)
 	if err := s.Decode(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestDumpProblemsNeedNoFirmware(t *testing.T) {
 			dumps := newDumps()
 			dumps.add(target(4, "1.0.0", c.prefix), tc.body)
 			dec := &calls{inner: NewNative(0)}
-			s := NewService(d, dumps, fw, dec, Config{}, discard(), nil)
+			s := NewService(d, dumps, fw, noGroups{}, dec, Config{}, discard(), nil)
 			if err := s.Decode(ctx, 4); err != nil {
 				t.Fatal(err)
 			}
@@ -315,7 +315,7 @@ func TestDumpProblemsNeedNoFirmware(t *testing.T) {
 	}
 
 	dumps := newDumps()
-	s := NewService(d, dumps, newFirmware(), NewNative(0), Config{}, discard(), nil)
+	s := NewService(d, dumps, newFirmware(), noGroups{}, NewNative(0), Config{}, discard(), nil)
 	if err := s.Decode(ctx, 404); err != nil || len(dumps.recorded()) != 0 {
 		t.Fatalf("deleted dump: %v, recorded %+v", err, dumps.recorded())
 	}
@@ -358,7 +358,7 @@ func TestDecoderFailuresClassified(t *testing.T) {
 					return "", nil, ctx.Err()
 				}
 			}
-			s := NewService(d, dumps, fw, dec, Config{}, discard(), nil)
+			s := NewService(d, dumps, fw, noGroups{}, dec, Config{}, discard(), nil)
 			err := s.Decode(ctx, 6)
 			if tc.kind == "" {
 				if !errors.Is(err, ErrTransient) || len(dumps.recorded()) != 0 {
@@ -402,7 +402,7 @@ func TestDecodeWithRealOwners(t *testing.T) {
 		devs := devices.NewService(env.DB, func(s string) string { return hexSHA([]byte(s)) }, firmware.ModelObjects{}, coredumps.DeviceObjects{}, notify.Nop{})
 		fw := firmware.NewService(env.DB, env.Store, devs, dumps, notify.Nop{}, discard(), firmware.Config{
 			MaxFirmwares: 5, MaxBundleBytes: 64 << 20, Limits: bundle.DefaultLimits(), TempDir: t.TempDir()})
-		s := NewService(env.DB, dumps, fw, nil, Config{}, discard(), nil)
+		s := NewService(env.DB, dumps, fw, noGroups{}, nil, Config{}, discard(), nil)
 
 		name := "Lamp"
 		m, err := devs.CreateModel(ctx, devices.ModelInput{Code: "lamp", Name: &name})

@@ -52,6 +52,11 @@ var routeNeeds = map[string]struct {
 	"GET /api/devices/{device_id}/coredumps/{coredump_id}/download": {"viewer", 404},
 	"POST /api/testing/coredumps":                                   {"testing", 400},
 	"POST /api/devices/{device_id}/coredumps/{coredump_id}/reparse": {"editor", 404},
+	"GET /api/crash-groups":                                         {"viewer", 200},
+	"GET /api/crash-groups/{crash_group_id}":                        {"viewer", 404},
+	"GET /api/crash-groups/{crash_group_id}/devices":                {"viewer", 404},
+	"PUT /api/crash-groups/{crash_group_id}":                        {"editor", 400},
+	"POST /api/crash-groups/{crash_group_id}/merge":                 {"editor", 400},
 
 	// Firmware.
 	"GET /api/iot/firmware":                                                    {"device", 404},

@@ -43,6 +43,7 @@ type CoredumpDetail struct {
 	ReportedChip *string         `json:"reported_chip" doc:"The chip the device named at upload when the dump's header names another (chip is then the dump's); null when they agree"`
 	ParseError   *string         `json:"parse_error" doc:"Why decoding failed (no_firmware, elf_mismatch, corrupt, unsupported, decoder_failed, timeout, missing_object) or, before decoding, what ingest found wrong (not_a_coredump, erased_partition, truncated, bad_length, checksum_mismatch, bad_elf)"`
 	Report       json.RawMessage `json:"report" doc:"Structured crash report (crashed task, exception, registers, threads with backtraces); null until decoded"`
+	CrashGroupID *int64          `json:"crash_group_id" doc:"The crash group the dump is in (GET /api/crash-groups/{id}); null until decoded, or when it could not be decoded"`
 }
 
 func coredumpSummary(c *coredumps.Coredump) CoredumpSummary {
@@ -53,7 +54,8 @@ func coredumpSummary(c *coredumps.Coredump) CoredumpSummary {
 func coredumpDetail(c *coredumps.Coredump) *CoredumpDetail {
 	d := &CoredumpDetail{CoredumpSummary: coredumpSummary(c), ParsedOutput: c.ParsedOutput, UpdatedAt: c.UpdatedAt,
 		Container: c.Container, DumpVersion: c.DumpVersion, ChecksumOK: c.ChecksumOK, AppELFSHA: c.AppELFSHAPrefix,
-		Recognized: c.Recognized, SHA256: c.SHA256, ReportedChip: c.ReportedChip, ParseError: c.ParseError, Report: c.Report}
+		Recognized: c.Recognized, SHA256: c.SHA256, ReportedChip: c.ReportedChip, ParseError: c.ParseError, Report: c.Report,
+		CrashGroupID: c.CrashGroupID}
 	if d.Report == nil {
 		d.Report = json.RawMessage("null")
 	}

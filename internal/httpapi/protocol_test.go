@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -31,8 +32,15 @@ func TestEveryGetRouteAnswersHead(t *testing.T) {
 		d := s.Expect(201, "POST", "/api/devices", map[string]any{"device_model_id": mid, "config": `{"enableOTA":true}`}).Map(t)
 		dev := s.Basic(d["key"].(string), d["secret"].(string))
 		cid := int(dev.Expect(201, "POST", "/api/iot/coredump?chip=esp32c3&firmware_version=1.0.0", []byte("not really a core dump")).Map(t)["coredump_id"].(float64))
+		// A real crash, decoded, makes a crash group.
+		real, _, _ := caseDump(t, "esp32c3")
+		rid := int64(dev.Expect(201, "POST", "/api/iot/coredump?chip=esp32c3&firmware_version=1.0.0", real).Map(t)["coredump_id"].(float64))
+		if err := s.App.Decoding.Decode(context.Background(), rid); err != nil {
+			t.Fatal(err)
+		}
+		gid := int(s.Expect(200, "GET", "/api/crash-groups", nil).Map(t)["crash_groups"].([]any)[0].(map[string]any)["id"].(float64))
 		values := map[string]string{"model_id": fmt.Sprint(mid), "device_id": fmt.Sprint(int(d["id"].(float64))),
-			"coredump_id": fmt.Sprint(cid), "version": "1.0.0", "artifact": "firmware.bin", "code": "lamp"}
+			"coredump_id": fmt.Sprint(cid), "version": "1.0.0", "artifact": "firmware.bin", "code": "lamp", "crash_group_id": fmt.Sprint(gid)}
 
 		var paths []string
 		for p, item := range s.App.HTTP.API().OpenAPI().Paths {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
+	"github.com/iotsupport/iotsupport/internal/crashgroups"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/fleet"
@@ -49,6 +50,8 @@ type Deps struct {
 	Fleet *fleet.Service
 	// Coredumps stores and serves core dumps.
 	Coredumps *coredumps.Service
+	// CrashGroups serves crash groups.
+	CrashGroups *crashgroups.Service
 	// Provisioning issues devices' provisioning records (NVS images).
 	Provisioning *provisioning.Service
 	// InsecureDev logs a warning on every request.
@@ -119,6 +122,7 @@ func New(deps Deps) *Server {
 	s.registerCoredumps()
 	s.registerFirmware()
 	s.registerDecoding()
+	s.registerCrashGroups()
 	s.registerSession()
 	s.registerProvisioning()
 	declareSecurity(s.api.OpenAPI())

@@ -83,6 +83,8 @@ func Pending(ctx context.Context, d *db.DB) (bool, error) {
 type Config struct {
 	Workers int           // concurrent decodes; 0 makes an insert-only client
 	Timeout time.Duration // per job
+	// Queues are further queues by name and their concurrency (when Workers > 0).
+	Queues map[string]int
 }
 
 // New returns a client; workers may be nil for an insert-only client.
@@ -99,6 +101,9 @@ func New(d *db.DB, workers *river.Workers, cfg Config, log *slog.Logger) (*Clien
 	if workers != nil && cfg.Workers > 0 {
 		rc.Workers = workers
 		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
+		for name, n := range cfg.Queues {
+			rc.Queues[name] = river.QueueConfig{MaxWorkers: n}
+		}
 	}
 	c, err := river.NewClient(driver(d), rc)
 	if err != nil {

@@ -20,6 +20,8 @@ import (
 const (
 	TopicFirmware = "iotsupport/updates/firmware"
 	TopicConfig   = "iotsupport/updates/config"
+	// TopicCrashGroups carries crash group events (a new group, a regression) for operators.
+	TopicCrashGroups = "iotsupport/events/crash-groups"
 )
 
 // Notifier is what services call after a commit. Failures are logged and counted,
@@ -34,6 +36,7 @@ type Nop struct{}
 
 func (Nop) FirmwareUpdated(context.Context, []string, string) {}
 func (Nop) ConfigChanged(context.Context, string)             {}
+func (Nop) CrashGroupEvent(context.Context, any)              {}
 
 // Config addresses the broker.
 type Config struct {
@@ -148,4 +151,9 @@ func (m *MQTT) FirmwareUpdated(ctx context.Context, clientIDs []string, version 
 // ConfigChanged tells one device to fetch its config.
 func (m *MQTT) ConfigChanged(ctx context.Context, clientID string) {
 	m.publish(ctx, TopicConfig, map[string]string{"client_id": clientID})
+}
+
+// CrashGroupEvent publishes a crash group event (crashgroups.Event) on TopicCrashGroups.
+func (m *MQTT) CrashGroupEvent(ctx context.Context, event any) {
+	m.publish(ctx, TopicCrashGroups, event)
 }
