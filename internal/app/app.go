@@ -193,9 +193,7 @@ func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, 
 	if s.Queue, err = decoding.NewQueue(d, inserts, log); err != nil {
 		return nil, err
 	}
-	s.Fleet = fleet.NewService(d, fleet.Options{FlushInterval: cfg.FleetFlushInterval, HistoryDays: cfg.FleetHistoryDays,
-		PruneBatch: cfg.FleetPruneBatch, MaxUnsavedBoots: cfg.FleetMaxUnsavedBoots}, log, reg)
-	s.Coredumps = coredumps.NewService(d, store, s.Queue, s.Audit, s.Fleet, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
+	s.Coredumps = coredumps.NewService(d, store, s.Queue, s.Audit, fleet.Dumps{}, coredumps.Options{MaxBytes: int64(cfg.CoredumpMaxBytes), Keep: cfg.MaxCoredumps,
 		UploadsPerHour: cfg.CoredumpUploadsPerHour}, log)
 	s.Firmware = firmware.NewService(d, store, s.Devices, s.Coredumps, notifier, log, firmware.Config{
 		MaxFirmwares: cfg.MaxFirmwares, MaxBundleBytes: cfg.FirmwareMaxBundleBytes, TempDir: cfg.TempDir,
@@ -215,6 +213,8 @@ func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, 
 		webhookAttempts = cfg.WebhookMaxAttempts
 	}
 	s.CrashGroups = crashgroups.NewService(d, s.Firmware, jobInserter, s.Coredumps, crashgroups.Options{WebhookAttempts: webhookAttempts}, log)
+	s.Fleet = fleet.NewService(d, s.CrashGroups, fleet.Options{FlushInterval: cfg.FleetFlushInterval, HistoryDays: cfg.FleetHistoryDays,
+		PruneBatch: cfg.FleetPruneBatch, MaxUnsavedBoots: cfg.FleetMaxUnsavedBoots}, log, reg)
 	s.Decoding = decoding.NewService(d, s.Coredumps, s.Firmware, s.CrashGroups, dec, decoding.Config{CacheBytes: cfg.DecoderCacheBytes,
 		MaxDumpBytes: int64(cfg.CoredumpMaxBytes) * 2}, log, reg)
 	workers := decoding.Workers(s.Decoding)

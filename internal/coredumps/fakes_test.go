@@ -3,7 +3,6 @@ package coredumps
 import (
 	"context"
 	"database/sql"
-	"log/slog"
 	"sync"
 
 	"github.com/iotsupport/iotsupport/internal/blob"
@@ -29,5 +28,5 @@ type noAudit struct{}
 func (noAudit) RecordPendingTx(context.Context, *sql.Tx, int) error { return nil }
 
 func newTestService(d *db.DB, store blob.Store, opts Options) *Service {
-	return NewService(d, store, &queued{}, noAudit{}, fleet.NewService(d, fleet.Options{}, slog.New(slog.DiscardHandler), nil), opts, nil)
+	return NewService(d, store, &queued{}, noAudit{}, fleet.Dumps{}, opts, nil)
 }

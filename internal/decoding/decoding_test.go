@@ -398,7 +398,7 @@ func TestDecodeWithRealOwners(t *testing.T) {
 	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
 		ctx := context.Background()
 		q := &queued{}
-		dumps := coredumps.NewService(env.DB, env.Store, q, noAudit{}, fleet.NewService(env.DB, fleet.Options{}, discard(), nil), coredumps.Options{}, discard())
+		dumps := coredumps.NewService(env.DB, env.Store, q, noAudit{}, fleet.Dumps{}, coredumps.Options{}, discard())
 		devs := devices.NewService(env.DB, func(s string) string { return hexSHA([]byte(s)) }, firmware.ModelObjects{}, coredumps.DeviceObjects{}, notify.Nop{})
 		fw := firmware.NewService(env.DB, env.Store, devs, dumps, notify.Nop{}, discard(), firmware.Config{
 			MaxFirmwares: 5, MaxBundleBytes: 64 << 20, Limits: bundle.DefaultLimits(), TempDir: t.TempDir()})

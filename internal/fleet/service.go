@@ -32,12 +32,19 @@ type Options struct {
 	Now func() time.Time
 }
 
+// CrashGroups counts, per version, a model's crash groups first seen on it since a
+// moment (crashgroups.Service).
+type CrashGroups interface {
+	NewGroupsByVersion(ctx context.Context, modelID int64, since time.Time) (map[string]int, error)
+}
+
 // Service records device telemetry and answers the fleet view. It owns device_status,
 // fleet_device_days, fleet_boots and fleet_dumps.
 type Service struct {
-	db   *db.DB
-	log  *slog.Logger
-	opts Options
+	db     *db.DB
+	log    *slog.Logger
+	opts   Options
+	groups CrashGroups
 
 	mu      sync.Mutex
 	pending map[int64]*sighting // check-ins since the last flush, by device
@@ -74,9 +81,9 @@ type boot struct {
 }
 
 // NewService returns the fleet service; reg may be nil.
-func NewService(d *db.DB, opts Options, log *slog.Logger, reg prometheus.Registerer) *Service {
-	if d == nil || log == nil {
-		panic("fleet: NewService needs a database and a logger")
+func NewService(d *db.DB, groups CrashGroups, opts Options, log *slog.Logger, reg prometheus.Registerer) *Service {
+	if d == nil || groups == nil || log == nil {
+		panic("fleet: NewService needs a database, the crash groups and a logger")
 	}
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = 10 * time.Second
@@ -93,7 +100,7 @@ func NewService(d *db.DB, opts Options, log *slog.Logger, reg prometheus.Registe
 	if opts.Now == nil {
 		opts.Now = db.Now
 	}
-	s := &Service{db: d, log: log, opts: opts, pending: map[int64]*sighting{}, booted: map[int64]string{},
+	s := &Service{db: d, groups: groups, log: log, opts: opts, pending: map[int64]*sighting{}, booted: map[int64]string{},
 		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "iotsupport_fleet_invalid_headers_total",
 			Help: "Device telemetry headers ignored because their value was invalid, by header."}, []string{"header"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "iotsupport_fleet_write_failures_total",
@@ -444,10 +451,14 @@ func (s *Service) existing(ctx context.Context, tx *sql.Tx, ids []int64) (map[in
 	return out, rows.Err()
 }
 
+// Dumps records stored core dumps in the fleet tables (coredumps.Fleet). It holds no
+// state, so the core dump owner can take it before the fleet service exists.
+type Dumps struct{}
+
 // DumpQueries are the statements that record a stored core dump as a crash of its device
 // on version, and the device as seen running it. They join the upload's own batch (the
 // device row is already held), so they commit with the dump or not at all.
-func (s *Service) DumpQueries(deviceID int64, version string, at time.Time) []db.Query {
+func (Dumps) DumpQueries(deviceID int64, version string, at time.Time) []db.Query {
 	at = at.UTC()
 	return []db.Query{
 		{SQL: `INSERT INTO fleet_dumps (device_id, model_id, version, uploaded_at) SELECT id, device_model_id, $2, $3 FROM devices WHERE id = $1`,

@@ -64,6 +64,8 @@ type VersionStats struct {
 	CrashFreePercent *float64       `json:"crash_free_percent"`
 	BootsByReason    map[string]int `json:"boots_by_reason"`
 	CoreDumps        int            `json:"core_dumps"`
+	// CrashGroupsNew is the crash groups first seen on this version in the window.
+	CrashGroupsNew int `json:"crash_groups_new"`
 }
 
 // CrashFree is 100 × (seen − crashed) / seen, nil when seen is 0.
@@ -162,6 +164,13 @@ func (s *Service) ViewSince(ctx context.Context, modelID int64, since time.Time,
 	}
 	if err := rows.Err(); err != nil {
 		return nil, db.Err("fleet view", err)
+	}
+	newGroups, err := s.groups.NewGroupsByVersion(ctx, modelID, since)
+	if err != nil {
+		return nil, err
+	}
+	for version, n := range newGroups {
+		get(version).CrashGroupsNew = n
 	}
 	for _, st := range byVersion {
 		st.CrashFreePercent = CrashFree(st.DevicesSeen, st.CrashedDevices)

@@ -48,6 +48,7 @@ type fleetVersion struct {
 	CrashFreePercent *float64       `json:"crash_free_percent"`
 	BootsByReason    map[string]int `json:"boots_by_reason"`
 	CoreDumps        int            `json:"core_dumps"`
+	CrashGroupsNew   int            `json:"crash_groups_new"`
 }
 
 type fleetView struct {
@@ -260,4 +261,25 @@ func TestFleetMetricsOnlyStoredVersions(t *testing.T) {
 func scrape(t *testing.T, s *apitest.Server) string {
 	t.Helper()
 	return string(s.Expect(200, "GET", "/metrics", nil).Body)
+}
+
+// TestFleetCrashGroupsNew: a real dump decoded into a new crash group counts in its
+// version's crash_groups_new; two more devices with the same crash add no group.
+func TestFleetCrashGroupsNew(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		s := apitest.Start(t, env)
+		startWorkers(t, s)
+		model, devs := newFleetModel(t, s, "grouped", 3)
+		s.Expect(200, "POST", fmt.Sprintf("/api/device-models/%d/firmware", model), bundletest.BuildCase(t, "grouped", "esp32c3", bundletest.Options{Version: "1.0.0"}))
+		dump, _, _ := caseDump(t, "esp32c3")
+		for _, d := range devs {
+			id := uploadDump(t, s, d.Key, d.Secret, dump, "esp32c3", "1.0.0")
+			waitStatus(t, s, d.ID, id, "PARSED")
+		}
+		_, by := getFleet(t, s, model, "1h")
+		v := by["1.0.0"]
+		if v.CrashGroupsNew != 1 || v.CrashedDevices != 3 || v.CoreDumps != 3 || !v.Current {
+			t.Fatalf("1.0.0: %+v", v)
+		}
+	})
 }
