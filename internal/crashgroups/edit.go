@@ -52,6 +52,19 @@ func (s *Service) Merge(ctx context.Context, id, into int64) (*Group, error) {
 		return nil, apperr.Validationf("A crash group cannot be merged into itself")
 	}
 	var g *Group
+	var err error
+	// A decode re-grouping a dump of either group at the same moment takes their rows in
+	// another order; PostgreSQL then aborts one transaction, and the merge runs again.
+	for attempt := 0; attempt < 3; attempt++ {
+		if g, err = s.merge(ctx, id, into); !db.IsDeadlock(err) {
+			break
+		}
+	}
+	return g, db.Err("merge crash groups", err)
+}
+
+func (s *Service) merge(ctx context.Context, id, into int64) (*Group, error) {
+	var g *Group
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
 		// Both rows, in id order: two merges of one pair wait for each other instead of deadlocking.
 		lo, hi := min(id, into), max(id, into)
@@ -111,5 +124,5 @@ func (s *Service) Merge(ctx context.Context, id, into int64) (*Group, error) {
 		g, err = s.get(ctx, tx, into)
 		return err
 	})
-	return g, db.Err("merge crash groups", err)
+	return g, err
 }

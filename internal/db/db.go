@@ -331,6 +331,13 @@ func IsUniqueViolation(err error) bool {
 	return false
 }
 
+// IsDeadlock reports whether err is a transaction PostgreSQL aborted to break a deadlock
+// (or a serialization failure): running the transaction again is the remedy.
+func IsDeadlock(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
 // Classify wraps connection-level failures with ErrUnavailable so callers can answer 503.
 func Classify(err error) error {
 	if err == nil || errors.Is(err, ErrUnavailable) {
