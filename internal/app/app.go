@@ -22,6 +22,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/blobcache"
 	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/config"
+	"github.com/iotsupport/iotsupport/internal/console"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/db"
 	"github.com/iotsupport/iotsupport/internal/decoding"
@@ -35,6 +36,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/outbox"
 	"github.com/iotsupport/iotsupport/internal/provisioning"
 	"github.com/iotsupport/iotsupport/internal/publicurl"
+	"github.com/iotsupport/iotsupport/internal/sessions"
 	"github.com/iotsupport/iotsupport/internal/testsession"
 )
 
@@ -282,10 +284,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute,
 		UnknownDeviceFailuresPerMinute: cfg.UnknownDeviceFailuresPerMinute, BearerFailuresPerMinute: cfg.BearerFailuresPerMinute,
 		TrustProxy: cfg.TrustProxyHeaders}
-	var sessions *testsession.Store
+	consoleSessions := sessions.New(d, sessions.Config{Idle: cfg.ConsoleSessionIdle, Max: cfg.ConsoleSessionMaxAge})
+	authOpts.Sessions, authOpts.SessionCookie = consoleSessions, sessions.CookieName
+	var testSessions *testsession.Store
 	if cfg.AppEnv == "testing" {
-		sessions = testsession.New(nil)
-		authOpts.TestSession = sessions.Identity
+		testSessions = testsession.New(nil)
+		authOpts.TestSession = testSessions.Identity
 	}
 	a.Notifier = notify.Nop{}
 	if cfg.MQTTURL != "" {
@@ -314,10 +318,15 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.Provisioning = provisioning.NewService(a.Devices, provisioning.Config{BaseURL: cfg.PublicBaseURL, MQTTURL: cfg.DeviceMQTTURL,
 		WiFiSSID: cfg.ProvisioningWiFiSSID, WiFiPassword: cfg.ProvisioningWiFiPassword,
 		BatchMax: cfg.ProvisioningBatchMax, MaxPartitionSize: cfg.ProvisioningMaxPartitionSize})
-	a.HTTP = httpapi.New(httpapi.Deps{Log: log, Devices: a.Devices, Coredumps: a.Coredumps, Metrics: reg, AppEnv: cfg.AppEnv,
+	ui, err := console.New(console.Deps{Log: log, Devices: a.Devices, Firmware: a.Firmware, Coredumps: a.Coredumps, Tokens: a.Tokens,
+		Audit: a.Audit, Auth: a.Auth, Sessions: consoleSessions, TrustProxy: cfg.TrustProxyHeaders, PageSize: cfg.ConsolePageSize})
+	if err != nil {
+		return nil, err
+	}
+	a.HTTP = httpapi.New(httpapi.Deps{Console: ui, Log: log, Devices: a.Devices, Coredumps: a.Coredumps, Metrics: reg, AppEnv: cfg.AppEnv,
 		PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
 		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
-		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
+		TestSessions: testSessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
 		Ready: []httpapi.Checker{httpapi.DatabaseCheck(d), httpapi.StorageCheck(store),
 			httpapi.OutboxCheck(func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) })}})
 	return a, nil

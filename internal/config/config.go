@@ -107,6 +107,10 @@ type Config struct {
 	AuditRetentionDays int
 	AuditWriteTimeout  time.Duration
 
+	ConsoleSessionIdle   time.Duration
+	ConsoleSessionMaxAge time.Duration
+	ConsolePageSize      int
+
 	MQTTURL      string
 	MQTTUsername string
 	MQTTPassword string
@@ -267,6 +271,9 @@ var Settings = []Setting{
 	{Name: "PARSE_SIDECAR_TIMEOUT", Default: "120s", Doc: "Timeout of one sidecar request.", apply: durationSetting(func(c *Config) *time.Duration { return &c.SidecarTimeout })},
 	{Name: "AUDIT_RETENTION_DAYS", Default: "365", Doc: "Audit log entries older than this many days are deleted (hourly, in batches).", apply: intSetting(1, 100000, func(c *Config) *int { return &c.AuditRetentionDays })},
 	{Name: "AUDIT_WRITE_TIMEOUT", Default: "10s", Doc: "Longest an audit log write may take after its request; it does not depend on the client staying connected.", apply: durationSetting(func(c *Config) *time.Duration { return &c.AuditWriteTimeout })},
+	{Name: "CONSOLE_SESSION_IDLE_TIMEOUT", Default: "2h", Doc: "A web console session not used for this long ends (sign in again).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionIdle })},
+	{Name: "CONSOLE_SESSION_MAX_AGE", Default: "24h", Doc: "A web console session ends this long after sign-in, used or not.", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionMaxAge })},
+	{Name: "CONSOLE_PAGE_SIZE", Default: "50", Doc: "Rows per page of the web console's lists (devices, core dumps, audit log).", apply: intSetting(5, 1000, func(c *Config) *int { return &c.ConsolePageSize })},
 	{Name: "MQTT_URL", Default: "", Doc: "Broker for device notifications, `mqtt://host[:1883]` or `mqtts://host[:8883]`; empty disables MQTT.", apply: func(c *Config, v string) error {
 		if v != "" && !strings.HasPrefix(v, "mqtt://") && !strings.HasPrefix(v, "mqtts://") {
 			return fmt.Errorf("must start with mqtt:// or mqtts://")
