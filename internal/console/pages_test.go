@@ -131,7 +131,7 @@ func TestDevicePagesCreateShowSecretOnceEditAndDelete(t *testing.T) {
 		}
 		c.get("/devices").must(t, 200, "12 devices", `rel="next"`).mustNot(t, `rel="prev"`)
 		c.get("/devices?page=3").must(t, 200, `rel="prev"`).mustNot(t, `rel="next"`)
-		c.get("/devices?q=" + key).must(t, 200, "1 devices", key)
+		c.get("/devices?q="+key).must(t, 200, "1 devices", key)
 		c.get("/devices?q=porch").must(t, 200, "1 devices")
 		c.get(fmt.Sprintf("/devices?model=%d&active=no", mid)).must(t, 200, "0 devices")
 		c.get("/devices?active=maybe").must(t, 400, "active must be yes or no")
@@ -236,7 +236,7 @@ func TestCoredumpPageShowsTheDecodedReportAndRefreshesWhilePending(t *testing.T)
 		}
 		// Reparse queues it again.
 		c.post(cp+"/reparse", url.Values{}).must(t, 303)
-		c.get(cp + "/nope").must(t, 404)
+		c.get(cp+"/nope").must(t, 404)
 		c.get(fmt.Sprintf("/devices/%d/coredumps/999999", did)).must(t, 404)
 	})
 }
