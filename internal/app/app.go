@@ -318,13 +318,21 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.Provisioning = provisioning.NewService(a.Devices, provisioning.Config{BaseURL: cfg.PublicBaseURL, MQTTURL: cfg.DeviceMQTTURL,
 		WiFiSSID: cfg.ProvisioningWiFiSSID, WiFiPassword: cfg.ProvisioningWiFiPassword,
 		BatchMax: cfg.ProvisioningBatchMax, MaxPartitionSize: cfg.ProvisioningMaxPartitionSize})
+	var sso *auth.SSO
+	if verifier != nil && cfg.OIDCClientID != "" {
+		if sso, err = auth.NewSSO(ctx, verifier, cfg.OIDCIssuerURL, cfg.OIDCClientID, cfg.OIDCClientSecret); err != nil {
+			return nil, err
+		}
+	}
+	pub := publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders}
 	ui, err := console.New(console.Deps{Log: log, Devices: a.Devices, Firmware: a.Firmware, Coredumps: a.Coredumps, Tokens: a.Tokens,
-		Audit: a.Audit, Auth: a.Auth, Sessions: consoleSessions, TrustProxy: cfg.TrustProxyHeaders, PageSize: cfg.ConsolePageSize})
+		Audit: a.Audit, Auth: a.Auth, Sessions: consoleSessions, TrustProxy: cfg.TrustProxyHeaders, PageSize: cfg.ConsolePageSize,
+		SSO: sso, PublicURL: pub})
 	if err != nil {
 		return nil, err
 	}
 	a.HTTP = httpapi.New(httpapi.Deps{Console: ui, Log: log, Devices: a.Devices, Coredumps: a.Coredumps, Metrics: reg, AppEnv: cfg.AppEnv,
-		PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
+		PublicURL: pub,
 		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		TestSessions: testSessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
 		Ready: []httpapi.Checker{httpapi.DatabaseCheck(d), httpapi.StorageCheck(store),

@@ -61,6 +61,7 @@ type Config struct {
 	OIDCIssuerURL           string
 	OIDCAudience            string
 	OIDCClientID            string
+	OIDCClientSecret        string
 	OIDCClockSkew           time.Duration
 	OIDCCookieName          string
 	OIDCViewerRole          string
@@ -226,7 +227,8 @@ var Settings = []Setting{
 	{Name: "OIDC_ENABLED", Default: "false", Doc: "Accept JWTs from an OpenID Connect issuer (Authorization: Bearer or the session cookie).", apply: boolSetting(func(c *Config) *bool { return &c.OIDCEnabled })},
 	{Name: "OIDC_ISSUER_URL", Default: "", Doc: "Issuer URL; its `/.well-known/openid-configuration` names the JWKS.", apply: func(c *Config, v string) error { c.OIDCIssuerURL = v; return nil }},
 	{Name: "OIDC_AUDIENCE", Default: "", Doc: "Expected `aud` of tokens; defaults to `OIDC_CLIENT_ID`. Client roles are read from `resource_access[<audience>]`.", apply: func(c *Config, v string) error { c.OIDCAudience = v; return nil }},
-	{Name: "OIDC_CLIENT_ID", Default: "", Doc: "This service's client id at the issuer (audience fallback).", apply: func(c *Config, v string) error { c.OIDCClientID = v; return nil }},
+	{Name: "OIDC_CLIENT_ID", Default: "", Doc: "This service's client id at the issuer (audience fallback). With it set, the web console offers \"Sign in with SSO\" (authorization code with PKCE, callback `/auth/callback`).", apply: func(c *Config, v string) error { c.OIDCClientID = v; return nil }},
+	{Name: "OIDC_CLIENT_SECRET", Default: "", Secret: true, Doc: "The console's client secret at the issuer for the SSO code exchange; empty for a public client (PKCE only).", apply: func(c *Config, v string) error { c.OIDCClientSecret = v; return nil }},
 	{Name: "OIDC_CLOCK_SKEW_SECONDS", Default: "30", Doc: "Leeway on token expiry.", apply: func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 3600 {

@@ -23,6 +23,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/publicurl"
 	"github.com/iotsupport/iotsupport/internal/sessions"
 )
 
@@ -46,6 +47,10 @@ type Deps struct {
 	TrustProxy bool
 	// PageSize is the rows per page of the lists (CONSOLE_PAGE_SIZE).
 	PageSize int
+	// SSO runs "Sign in with SSO" (OIDC authorization code with PKCE); nil when OIDC is off.
+	SSO *auth.SSO
+	// PublicURL gives the service's own URL, for the SSO callback.
+	PublicURL publicurl.Resolver
 }
 
 // Console serves the pages.
@@ -96,6 +101,10 @@ func (c *Console) Register(r chi.Router) {
 			r.Get("/login", c.loginShow)
 			r.Post("/login", c.loginCheck)
 			r.Post("/logout", c.logout)
+			if c.d.SSO != nil {
+				r.Get("/auth/login", c.ssoStart)
+				r.Get("/auth/callback", c.ssoCallback)
+			}
 			r.Group(func(r chi.Router) {
 				r.Use(c.requireRole(auth.Viewer), c.checkCSRF, c.audit)
 				r.Get("/", c.overview)

@@ -53,7 +53,7 @@ func (c *Console) loginCheck(w http.ResponseWriter, r *http.Request) {
 			c.serviceError(w, r, err)
 			return
 		}
-		c.render(w, r, status, "login", "Sign in", loginData{Next: f.Next, Error: msg})
+		c.render(w, r, status, "login", "Sign in", loginData{Next: f.Next, SSO: c.d.SSO != nil, Error: msg})
 		return
 	}
 	c.startSession(w, r, id, f.Next)

@@ -13,11 +13,12 @@ func (c *Console) loginShow(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
-	c.render(w, r, http.StatusOK, "login", "Sign in", loginData{Next: next})
+	c.render(w, r, http.StatusOK, "login", "Sign in", loginData{Next: next, SSO: c.d.SSO != nil})
 }
 
 type loginData struct {
 	Next  string
+	SSO   bool
 	Error string
 }
 
