@@ -131,7 +131,9 @@ func (r *runner) console(ctx context.Context) ([]Result, error) {
 	var out []Result
 	for _, p := range pages {
 		srv := func(ctx context.Context, _ int) (int64, error) { return r.getPage(ctx, p.page, "Cookie", cookie) }
-		base := func(ctx context.Context, _ int) (int64, error) { return r.getPage(ctx, p.api, "Authorization", "Bearer "+r.api.token) }
+		base := func(ctx context.Context, _ int) (int64, error) {
+			return r.getPage(ctx, p.api, "Authorization", "Bearer "+r.api.token)
+		}
 		st, bs, peak := r.compare(ctx, "console-"+p.name, conc, srv, base)
 		out = append(out, Result{Scenario: "console/" + p.name, Concurrency: conc, Server: st, PeakRSS: peak, Baseline: bs,
 			Note: fmt.Sprintf("GET %s rendered, against GET %s (JSON, same data) as the baseline; %d devices, %d dumps", p.page, p.api, consoleDevices, consoleDumps)})

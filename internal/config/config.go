@@ -111,6 +111,7 @@ type Config struct {
 	ConsoleSessionIdle   time.Duration
 	ConsoleSessionMaxAge time.Duration
 	ConsolePageSize      int
+	ConsoleOverviewTTL   time.Duration
 
 	MQTTURL      string
 	MQTTUsername string
@@ -275,6 +276,14 @@ var Settings = []Setting{
 	{Name: "AUDIT_WRITE_TIMEOUT", Default: "10s", Doc: "Longest an audit log write may take after its request; it does not depend on the client staying connected.", apply: durationSetting(func(c *Config) *time.Duration { return &c.AuditWriteTimeout })},
 	{Name: "CONSOLE_SESSION_IDLE_TIMEOUT", Default: "2h", Doc: "A web console session not used for this long ends (sign in again).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionIdle })},
 	{Name: "CONSOLE_SESSION_MAX_AGE", Default: "24h", Doc: "A web console session ends this long after sign-in, used or not.", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionMaxAge })},
+	{Name: "CONSOLE_OVERVIEW_CACHE_TTL", Default: "10s", Doc: "How long the web console's overview reuses its crash counts (they read the last week's core dumps); `0` counts on every view.", apply: func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("must be a duration like 10s, or 0")
+		}
+		c.ConsoleOverviewTTL = d
+		return nil
+	}},
 	{Name: "CONSOLE_PAGE_SIZE", Default: "50", Doc: "Rows per page of the web console's lists (devices, core dumps, audit log).", apply: intSetting(5, 1000, func(c *Config) *int { return &c.ConsolePageSize })},
 	{Name: "MQTT_URL", Default: "", Doc: "Broker for device notifications, `mqtt://host[:1883]` or `mqtts://host[:8883]`; empty disables MQTT.", apply: func(c *Config, v string) error {
 		if v != "" && !strings.HasPrefix(v, "mqtt://") && !strings.HasPrefix(v, "mqtts://") {

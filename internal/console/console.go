@@ -25,6 +25,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/firmware"
 	"github.com/iotsupport/iotsupport/internal/publicurl"
 	"github.com/iotsupport/iotsupport/internal/sessions"
+	"github.com/iotsupport/iotsupport/internal/ttlcache"
 )
 
 //go:embed templates
@@ -47,6 +48,8 @@ type Deps struct {
 	TrustProxy bool
 	// PageSize is the rows per page of the lists (CONSOLE_PAGE_SIZE).
 	PageSize int
+	// OverviewTTL keeps the overview's crash counts this long (CONSOLE_OVERVIEW_CACHE_TTL; 0: none).
+	OverviewTTL time.Duration
 	// SSO runs "Sign in with SSO" (OIDC authorization code with PKCE); nil when OIDC is off.
 	SSO *auth.SSO
 	// PublicURL gives the service's own URL, for the SSO callback.
@@ -55,9 +58,10 @@ type Deps struct {
 
 // Console serves the pages.
 type Console struct {
-	d     Deps
-	pages map[string]*template.Template
-	csp   *http.CrossOriginProtection
+	d       Deps
+	pages   map[string]*template.Template
+	csp     *http.CrossOriginProtection
+	crashes *ttlcache.Cache[struct{}, map[int64]coredumps.ModelCrashes]
 }
 
 // New parses every template (a broken one fails at start, not on first view).
@@ -68,7 +72,8 @@ func New(d Deps) (*Console, error) {
 	if d.PageSize <= 0 {
 		d.PageSize = 50
 	}
-	c := &Console{d: d, pages: map[string]*template.Template{}, csp: http.NewCrossOriginProtection()}
+	c := &Console{d: d, pages: map[string]*template.Template{}, csp: http.NewCrossOriginProtection(),
+		crashes: ttlcache.New[struct{}, map[int64]coredumps.ModelCrashes](d.OverviewTTL, 1)}
 	c.csp.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusForbidden, "Cross-site request refused.")
 	}))

@@ -44,15 +44,14 @@ func readDeviceFilter(q url.Values) (deviceFilter, error) {
 	return f, nil
 }
 
-func (f deviceFilter) match(d *devices.Device) bool {
-	if f.Active == "yes" && !d.Active || f.Active == "no" && d.Active {
-		return false
+// page is the devices query of this filter's page.
+func (f deviceFilter) page(size int) devices.PageFilter {
+	p := devices.PageFilter{ModelID: f.Model, Search: f.Q, Limit: size, Offset: (f.Page - 1) * size}
+	if f.Active != "" {
+		active := f.Active == "yes"
+		p.Active = &active
 	}
-	if f.Q == "" {
-		return true
-	}
-	q := strings.ToLower(f.Q)
-	return strings.Contains(d.Key, q) || d.DeviceName != nil && strings.Contains(strings.ToLower(*d.DeviceName), q)
+	return p
 }
 
 // pageURL is this list's URL at another page.
@@ -82,7 +81,8 @@ func (c *Console) renderDevices(w http.ResponseWriter, r *http.Request, status i
 		c.serviceError(w, r, err)
 		return
 	}
-	all, err := c.d.Devices.FindDevices(r.Context(), devices.DeviceFilter{ModelID: f.Model})
+	size := c.d.PageSize
+	devs, total, err := c.d.Devices.FindDevicePage(r.Context(), f.page(size))
 	if err != nil {
 		c.serviceError(w, r, err)
 		return
@@ -92,21 +92,12 @@ func (c *Console) renderDevices(w http.ResponseWriter, r *http.Request, status i
 		c.serviceError(w, r, err)
 		return
 	}
-	var matched []*devices.Device
-	for _, d := range all {
-		if f.match(d) {
-			matched = append(matched, d)
-		}
-	}
-	size := c.d.PageSize
-	from := min((f.Page-1)*size, len(matched))
-	to := min(from+size, len(matched))
 	if form == nil {
 		form = &deviceForm{Config: "{}", Errors: map[string]string{}}
 		form.Model = f.Model
 	}
-	c.render(w, r, status, "devices", "Devices", map[string]any{"Devices": matched[from:to], "Total": len(matched), "Filter": f,
-		"Models": ms, "Prev": f.Page > 1, "Next": to < len(matched), "Form": form})
+	c.render(w, r, status, "devices", "Devices", map[string]any{"Devices": devs, "Total": total, "Filter": f,
+		"Models": ms, "Prev": f.Page > 1, "Next": f.Page*size < total, "Form": form})
 }
 
 // deviceForm is the create form and the edit form of a device.

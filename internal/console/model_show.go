@@ -25,15 +25,12 @@ func (c *Console) renderModel(w http.ResponseWriter, r *http.Request, status int
 		c.serviceError(w, r, err)
 		return
 	}
-	devs, err := c.d.Devices.FindDevices(r.Context(), devices.DeviceFilter{ModelID: id})
+	devs, total, err := c.d.Devices.FindDevicePage(r.Context(), devices.PageFilter{ModelID: id, Limit: c.d.PageSize})
 	if err != nil {
 		c.serviceError(w, r, err)
 		return
 	}
-	more := len(devs) > c.d.PageSize
-	if more {
-		devs = devs[:c.d.PageSize]
-	}
+	more := total > len(devs)
 	if f == nil {
 		f = &modelForm{Code: m.Code, Name: m.Name, Schema: str(m.ConfigSchema), Errors: map[string]string{}}
 	}

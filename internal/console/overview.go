@@ -16,17 +16,23 @@ type overviewRow struct {
 }
 
 // overview is `/`: per model its devices, current version and recent crashes. Two
-// queries whatever the fleet's size.
+// queries whatever the fleet's size; the crash counts, which read the week's dumps, are
+// kept for CONSOLE_OVERVIEW_CACHE_TTL (every viewer of the page shares them).
 func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	ms, err := c.d.Devices.ListModels(r.Context())
 	if err != nil {
 		c.serviceError(w, r, err)
 		return
 	}
-	counts, err := c.d.Coredumps.CrashesByModel(r.Context(), time.Now().UTC())
-	if err != nil {
-		c.serviceError(w, r, err)
-		return
+	counts, ok := c.crashes.Get(struct{}{})
+	if !ok {
+		gen := c.crashes.Generation()
+		counts, err = c.d.Coredumps.CrashesByModel(r.Context(), time.Now().UTC())
+		if err != nil {
+			c.serviceError(w, r, err)
+			return
+		}
+		c.crashes.Put(gen, struct{}{}, counts)
 	}
 	rows := make([]overviewRow, 0, len(ms))
 	var total overviewRow

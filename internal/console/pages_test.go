@@ -133,6 +133,7 @@ func TestDevicePagesCreateShowSecretOnceEditAndDelete(t *testing.T) {
 		c.get("/devices?page=3").must(t, 200, `rel="prev"`).mustNot(t, `rel="next"`)
 		c.get("/devices?q="+key).must(t, 200, "1 devices", key)
 		c.get("/devices?q=porch").must(t, 200, "1 devices")
+		c.get("/devices?q="+url.QueryEscape("%")).must(t, 200, "0 devices") // a wildcard is searched for literally
 		c.get(fmt.Sprintf("/devices?model=%d&active=no", mid)).must(t, 200, "0 devices")
 		c.get("/devices?active=maybe").must(t, 400, "active must be yes or no")
 		c.get("/devices?page=0").must(t, 400)
