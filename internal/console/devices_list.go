@@ -11,6 +11,9 @@ import (
 	"github.com/iotsupport/iotsupport/internal/devices"
 )
 
+// maxPage bounds the page number: past it no fleet has devices.
+const maxPage = 1_000_000
+
 // deviceFilter is the list's query: model, active state, a search over key and name, page.
 type deviceFilter struct {
 	Model  int64
@@ -33,8 +36,9 @@ func readDeviceFilter(q url.Values) (deviceFilter, error) {
 	}
 	if v := q.Get("page"); v != "" {
 		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 {
-			return f, apperr.Validationf("page must be a positive number")
+		// Bounded so that page × size cannot overflow into a negative offset (found by FuzzDeviceFilter).
+		if err != nil || p < 1 || p > maxPage {
+			return f, apperr.Validationf("page must be a number from 1 to %d", maxPage)
 		}
 		f.Page = p
 	}

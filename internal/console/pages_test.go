@@ -137,6 +137,7 @@ func TestDevicePagesCreateShowSecretOnceEditAndDelete(t *testing.T) {
 		c.get(fmt.Sprintf("/devices?model=%d&active=no", mid)).must(t, 200, "0 devices")
 		c.get("/devices?active=maybe").must(t, 400, "active must be yes or no")
 		c.get("/devices?page=0").must(t, 400)
+		c.get("/devices?page=187000000000000000").must(t, 400, "page must be a number from 1 to")
 
 		c.post(dp+"/delete", url.Values{}).must(t, 303)
 		c.get(dp).must(t, 404)
