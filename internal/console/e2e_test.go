@@ -166,9 +166,13 @@ func shoot(t *testing.T, ctx context.Context, name string) {
 // sees no write control, a cross-site form post is refused, and logout ends the session.
 // axe-core checks every page. Crash groups are not in this tree yet: their step waits.
 func TestBrowserEndToEnd(t *testing.T) {
-	ctx := newBrowser(t)
-	env := testenv.New(t, "sqlite+local")
-	s := apitest.Start(t, env)
+	browserPath(t) // fails here, before any set-up, when chromium is missing
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		browserEndToEnd(t, newBrowser(t), apitest.Start(t, env))
+	})
+}
+
+func browserEndToEnd(t *testing.T, ctx context.Context, s *apitest.Server) {
 	base := s.URL
 
 	// Sign in.
