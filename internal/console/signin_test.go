@@ -176,3 +176,15 @@ func TestPagesCarryStrictSecurityHeaders(t *testing.T) {
 		t.Errorf("static directory listing: %d", p.Status)
 	}
 }
+
+func TestFailedSignInsAreLimitedPerAddress(t *testing.T) {
+	env := testenv.New(t, "sqlite+local")
+	s := apitest.Start(t, env, "BEARER_AUTH_FAILURES_PER_MINUTE", "2")
+	c := newClient(t, s)
+	for i := 0; i < 2; i++ {
+		c.post("/login", url.Values{"token": {"iots_wrong"}}).must(t, http.StatusUnauthorized)
+	}
+	c.post("/login", url.Values{"token": {"iots_wrong"}}).must(t, http.StatusTooManyRequests, "Too many failed logins")
+	// Past the limit even the right token waits: guessing gets no answer either way.
+	c.post("/login", url.Values{"token": {s.Tokens["admin"]}}).must(t, http.StatusTooManyRequests)
+}
