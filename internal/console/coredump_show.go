@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/iotsupport/iotsupport/internal/espcore"
 )
@@ -43,20 +44,42 @@ func (c *Console) coredumpShow(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "coredump", fmt.Sprintf("Core dump %d", id), data)
 }
 
-// topFrame is the crashed thread's first frame with a function name: the crashing line.
+// topFrame is the crashing line: the crashed thread's first named frame outside ESP-IDF's
+// panic and abort machinery (an abort() or assert's frames are panic_abort,
+// esp_system_abort, abort… above the caller that failed), else its first named frame.
 func topFrame(rep *espcore.Report) *espcore.Frame {
 	for i := range rep.Threads {
 		t := &rep.Threads[i]
 		if !t.Crashed {
 			continue
 		}
+		var first *espcore.Frame
 		for j := range t.Frames {
-			if t.Frames[j].Function != "" {
-				return &t.Frames[j]
+			f := &t.Frames[j]
+			if f.Function == "" {
+				continue
+			}
+			if first == nil {
+				first = f
+			}
+			if !panicMachinery(f) {
+				return f
 			}
 		}
+		return first
 	}
 	return nil
+}
+
+// panicMachinery reports frames of ESP-IDF's panic, abort and assert paths.
+func panicMachinery(f *espcore.Frame) bool {
+	switch f.Function {
+	case "abort", "__assert_func", "__assert", "esp_system_abort", "panic_abort", "esp_panic_handler", "panic_handler",
+		"xt_unhandled_exception", "panicHandler", "vApplicationStackOverflowHook":
+		return true
+	}
+	return strings.HasPrefix(f.Function, "panic_") || strings.Contains(f.File, "/esp_system/port/") || strings.HasSuffix(f.File, "/newlib/abort.c") ||
+		strings.HasSuffix(f.File, "/newlib/assert.c")
 }
 
 // coredumpReparse queues the dump for decoding again and shows it (PENDING).
