@@ -12,6 +12,15 @@ export VERSITYGW_BIN
 # deploy/helm_test.go lints and renders the Helm chart with it.
 HELM_BIN="$(bash scripts/install-helm.sh)"
 export HELM_BIN
+# internal/console's browser test drives Debian's chromium; it fails (naming this command) without it.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM_BIN:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (apt-get) for the console's browser test" >&2
+    apt-get update -qq && apt-get install -y -qq chromium
+  else
+    echo "chromium is missing: the console's browser test will fail; run: sudo apt-get install -y chromium" >&2
+  fi
+fi
 if [ ! -x "$bin/staticcheck" ]; then
   echo "installing staticcheck into $bin" >&2
   GOBIN="$bin" go install honnef.co/go/tools/cmd/staticcheck@v0.8.2

@@ -22,6 +22,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/blobcache"
 	"github.com/iotsupport/iotsupport/internal/bundle"
 	"github.com/iotsupport/iotsupport/internal/config"
+	"github.com/iotsupport/iotsupport/internal/console"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/crashgroups"
 	"github.com/iotsupport/iotsupport/internal/db"
@@ -37,6 +38,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/outbox"
 	"github.com/iotsupport/iotsupport/internal/provisioning"
 	"github.com/iotsupport/iotsupport/internal/publicurl"
+	"github.com/iotsupport/iotsupport/internal/sessions"
 	"github.com/iotsupport/iotsupport/internal/testsession"
 )
 
@@ -314,10 +316,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		CookieName: cfg.OIDCCookieName, DeviceFailuresPerMinute: cfg.DeviceFailuresPerMinute,
 		UnknownDeviceFailuresPerMinute: cfg.UnknownDeviceFailuresPerMinute, BearerFailuresPerMinute: cfg.BearerFailuresPerMinute,
 		TrustProxy: cfg.TrustProxyHeaders}
-	var sessions *testsession.Store
+	consoleSessions := sessions.New(d, sessions.Config{Idle: cfg.ConsoleSessionIdle, Max: cfg.ConsoleSessionMaxAge})
+	authOpts.Sessions, authOpts.SessionCookie = consoleSessions, sessions.CookieName
+	var testSessions *testsession.Store
 	if cfg.AppEnv == "testing" {
-		sessions = testsession.New(nil)
-		authOpts.TestSession = sessions.Identity
+		testSessions = testsession.New(nil)
+		authOpts.TestSession = testSessions.Identity
 	}
 	a.Notifier = notify.Nop{}
 	if cfg.MQTTURL != "" {
@@ -346,10 +350,23 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	a.Provisioning = provisioning.NewService(a.Devices, provisioning.Config{BaseURL: cfg.PublicBaseURL, MQTTURL: cfg.DeviceMQTTURL,
 		WiFiSSID: cfg.ProvisioningWiFiSSID, WiFiPassword: cfg.ProvisioningWiFiPassword,
 		BatchMax: cfg.ProvisioningBatchMax, MaxPartitionSize: cfg.ProvisioningMaxPartitionSize})
-	a.HTTP = httpapi.New(httpapi.Deps{Log: log, Devices: a.Devices, Coredumps: a.Coredumps, CrashGroups: a.CrashGroups, Metrics: reg, AppEnv: cfg.AppEnv,
-		PublicURL: publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders},
+	var sso *auth.SSO
+	if verifier != nil && cfg.OIDCClientID != "" {
+		if sso, err = auth.NewSSO(ctx, verifier, cfg.OIDCIssuerURL, cfg.OIDCClientID, cfg.OIDCClientSecret); err != nil {
+			return nil, err
+		}
+	}
+	pub := publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders}
+	ui, err := console.New(console.Deps{Log: log, Devices: a.Devices, Firmware: a.Firmware, Coredumps: a.Coredumps, Tokens: a.Tokens,
+		Audit: a.Audit, Auth: a.Auth, Sessions: consoleSessions, TrustProxy: cfg.TrustProxyHeaders, PageSize: cfg.ConsolePageSize, OverviewTTL: cfg.ConsoleOverviewTTL,
+		SSO: sso, PublicURL: pub})
+	if err != nil {
+		return nil, err
+	}
+	a.HTTP = httpapi.New(httpapi.Deps{Console: ui, Log: log, Devices: a.Devices, Coredumps: a.Coredumps, CrashGroups: a.CrashGroups, Metrics: reg, AppEnv: cfg.AppEnv,
+		PublicURL: pub,
 		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, Fleet: a.Fleet, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
-		TestSessions: sessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
+		TestSessions: testSessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
 		Ready: []httpapi.Checker{httpapi.DatabaseCheck(d), httpapi.StorageCheck(store),
 			httpapi.OutboxCheck(func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) })}})
 	return a, nil

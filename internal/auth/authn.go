@@ -46,6 +46,15 @@ type Options struct {
 	// TestSession, set only with APP_ENV=testing, resolves a session cookie made by
 	// /api/testing/auth/session (nil when the value is not such a session).
 	TestSession func(cookie string) *Identity
+	// Sessions resolves the web console's session cookie (SessionCookie), so /api answers
+	// a signed-in browser too; nil when there is no console.
+	Sessions      Sessions
+	SessionCookie string
+}
+
+// Sessions looks up a console session by its cookie value: nil when unknown or expired.
+type Sessions interface {
+	Identity(ctx context.Context, cookie string) (*Identity, error)
 }
 
 // Authenticator resolves identities and checks route policy.
@@ -117,6 +126,14 @@ func (a *Authenticator) Authenticate(r *http.Request, need Need) (*Identity, err
 		if c, err := r.Cookie(a.opts.CookieName); err == nil {
 			if id := a.opts.TestSession(c.Value); id != nil {
 				return id, nil
+			}
+		}
+	}
+	if a.opts.Sessions != nil && need != DeviceOnly {
+		if c, err := r.Cookie(a.opts.SessionCookie); err == nil && c.Value != "" {
+			id, err := a.opts.Sessions.Identity(r.Context(), c.Value)
+			if err != nil || id != nil {
+				return id, err
 			}
 		}
 	}
@@ -352,3 +369,22 @@ func (a *Authenticator) clientIP(r *http.Request) string {
 
 // ErrInsecureNotLoopback is returned when insecure-dev mode is asked for on a public address.
 var ErrInsecureNotLoopback = errors.New("AUTH_MODE=insecure-dev requires HOST to be a loopback address")
+
+// Login checks a credential pasted into the console's sign-in form (an API token or, with
+// OIDC, a JWT) under the same per-address failure limit as bearer logins. Devices and
+// tokens without an admin-side role are refused: the console is for people.
+func (a *Authenticator) Login(r *http.Request, credential string) (*Identity, error) {
+	credential = strings.TrimSpace(credential)
+	if credential == "" {
+		return nil, unauthenticated("Paste an API token")
+	}
+	id, err := a.bearer(r, credential, false)
+	if err != nil {
+		return nil, err
+	}
+	if id.IsDevice() || !id.Has(Viewer) {
+		return nil, forbidden("This token has no viewer, editor or admin role")
+	}
+	id.FromCookie = true
+	return id, nil
+}

@@ -59,6 +59,8 @@ type Identity struct {
 	Active  bool
 	// FromCookie marks browser sessions, whose writes need the CSRF check.
 	FromCookie bool
+	// TokenID is the API token's id (KindToken, and console sessions signed in with one).
+	TokenID int64
 }
 
 // Has reports whether the identity holds role, counting the viewer < editor < admin ladder.

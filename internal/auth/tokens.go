@@ -135,5 +135,5 @@ func (t *Tokens) Authenticate(ctx context.Context, secret string) (*Identity, er
 	// last_used_at is best-effort bookkeeping; at most once a minute per token to spare writes.
 	_, _ = t.db.ExecContext(ctx, `UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)`,
 		db.Now(), id, db.Now().Add(-time.Minute))
-	return &Identity{Kind: KindToken, Name: name, Roles: map[Role]bool{Role(role): true}}, nil
+	return &Identity{Kind: KindToken, Name: name, Roles: map[Role]bool{Role(role): true}, TokenID: id}, nil
 }

@@ -30,10 +30,10 @@ import (
 )
 
 // Scenarios lists the scenario names in run order.
-var Scenarios = []string{"checkin", "download", "ranged", "ingest", "bundle", "decode"}
+var Scenarios = []string{"checkin", "download", "ranged", "ingest", "bundle", "decode", "console"}
 
 // defaultConcurrency per scenario when Options.Concurrency is 0.
-var defaultConcurrency = map[string]int{"checkin": 32, "download": 50, "ranged": 16, "ingest": 32, "bundle": 2, "decode": 1}
+var defaultConcurrency = map[string]int{"checkin": 32, "download": 50, "ranged": 16, "ingest": 32, "bundle": 2, "decode": 1, "console": 1}
 
 // Options configure a run.
 type Options struct {
@@ -282,6 +282,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			res, err = r.bundle(ctx)
 		case "decode":
 			res, err = r.decode(ctx)
+		case "console":
+			res, err = r.console(ctx)
 		}
 		if err != nil {
 			return r.rep, fmt.Errorf("scenario %s: %w", s, err)

@@ -61,6 +61,7 @@ type Config struct {
 	OIDCIssuerURL           string
 	OIDCAudience            string
 	OIDCClientID            string
+	OIDCClientSecret        string
 	OIDCClockSkew           time.Duration
 	OIDCCookieName          string
 	OIDCViewerRole          string
@@ -111,6 +112,11 @@ type Config struct {
 	FleetPruneBatch      int
 	FleetMaxUnsavedBoots int
 	AuditWriteTimeout    time.Duration
+
+	ConsoleSessionIdle   time.Duration
+	ConsoleSessionMaxAge time.Duration
+	ConsolePageSize      int
+	ConsoleOverviewTTL   time.Duration
 
 	MQTTURL      string
 	MQTTUsername string
@@ -233,7 +239,8 @@ var Settings = []Setting{
 	{Name: "OIDC_ENABLED", Default: "false", Doc: "Accept JWTs from an OpenID Connect issuer (Authorization: Bearer or the session cookie).", apply: boolSetting(func(c *Config) *bool { return &c.OIDCEnabled })},
 	{Name: "OIDC_ISSUER_URL", Default: "", Doc: "Issuer URL; its `/.well-known/openid-configuration` names the JWKS.", apply: func(c *Config, v string) error { c.OIDCIssuerURL = v; return nil }},
 	{Name: "OIDC_AUDIENCE", Default: "", Doc: "Expected `aud` of tokens; defaults to `OIDC_CLIENT_ID`. Client roles are read from `resource_access[<audience>]`.", apply: func(c *Config, v string) error { c.OIDCAudience = v; return nil }},
-	{Name: "OIDC_CLIENT_ID", Default: "", Doc: "This service's client id at the issuer (audience fallback).", apply: func(c *Config, v string) error { c.OIDCClientID = v; return nil }},
+	{Name: "OIDC_CLIENT_ID", Default: "", Doc: "This service's client id at the issuer (audience fallback). With it set, the web console offers \"Sign in with SSO\" (authorization code with PKCE, callback `/auth/callback`).", apply: func(c *Config, v string) error { c.OIDCClientID = v; return nil }},
+	{Name: "OIDC_CLIENT_SECRET", Default: "", Secret: true, Doc: "The console's client secret at the issuer for the SSO code exchange; empty for a public client (PKCE only).", apply: func(c *Config, v string) error { c.OIDCClientSecret = v; return nil }},
 	{Name: "OIDC_CLOCK_SKEW_SECONDS", Default: "30", Doc: "Leeway on token expiry.", apply: func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 3600 {
@@ -290,6 +297,17 @@ var Settings = []Setting{
 	{Name: "FLEET_PRUNE_BATCH", Default: "1000", Doc: "Fleet history rows one pruning statement deletes.", apply: intSetting(1, 1000000, func(c *Config) *int { return &c.FleetPruneBatch })},
 	{Name: "FLEET_MAX_UNSAVED_BOOTS", Default: "100000", Doc: "Device boots a replica holds in memory while the database cannot store them (retried every flush); past it the oldest are dropped and counted in `iotsupport_fleet_dropped_boots_total`.", apply: intSetting(1, 10000000, func(c *Config) *int { return &c.FleetMaxUnsavedBoots })},
 	{Name: "AUDIT_WRITE_TIMEOUT", Default: "10s", Doc: "Longest an audit log write may take after its request; it does not depend on the client staying connected.", apply: durationSetting(func(c *Config) *time.Duration { return &c.AuditWriteTimeout })},
+	{Name: "CONSOLE_SESSION_IDLE_TIMEOUT", Default: "2h", Doc: "A web console session not used for this long ends (sign in again).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionIdle })},
+	{Name: "CONSOLE_SESSION_MAX_AGE", Default: "24h", Doc: "A web console session ends this long after sign-in, used or not.", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionMaxAge })},
+	{Name: "CONSOLE_OVERVIEW_CACHE_TTL", Default: "10s", Doc: "How long the web console's overview reuses its crash counts (they read the last week's core dumps); `0` counts on every view.", apply: func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("must be a duration like 10s, or 0")
+		}
+		c.ConsoleOverviewTTL = d
+		return nil
+	}},
+	{Name: "CONSOLE_PAGE_SIZE", Default: "50", Doc: "Rows per page of the web console's lists (devices, core dumps, audit log).", apply: intSetting(5, 1000, func(c *Config) *int { return &c.ConsolePageSize })},
 	{Name: "MQTT_URL", Default: "", Doc: "Broker for device notifications, `mqtt://host[:1883]` or `mqtts://host[:8883]`; empty disables MQTT.", apply: func(c *Config, v string) error {
 		if v != "" && !strings.HasPrefix(v, "mqtt://") && !strings.HasPrefix(v, "mqtts://") {
 			return fmt.Errorf("must start with mqtt:// or mqtts://")

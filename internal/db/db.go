@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,6 +53,8 @@ type DB struct {
 	gate chan struct{}
 	// gateWait bounds the wait at the gate (0: only the context does).
 	gateWait time.Duration
+	// statements counts statements run outside transactions (count.go).
+	statements atomic.Int64
 }
 
 // Options tune the connection pool.

@@ -66,6 +66,13 @@ type Deps struct {
 	PublicURL publicurl.Resolver
 	// Ready are the readiness probe's checks (/health/readyz), in body order.
 	Ready []Checker
+	// Console adds the web console's pages outside /api; nil serves the API alone.
+	Console Routes
+}
+
+// Routes registers a set of routes on the server's router (the web console).
+type Routes interface {
+	Register(r chi.Router)
 }
 
 // Server is the HTTP API.
@@ -125,6 +132,9 @@ func New(deps Deps) *Server {
 	s.registerCrashGroups()
 	s.registerSession()
 	s.registerProvisioning()
+	if deps.Console != nil {
+		deps.Console.Register(r)
+	}
 	declareSecurity(s.api.OpenAPI())
 	return s
 }

@@ -1,14 +1,18 @@
 // Package oidctest runs a real OpenID Connect issuer for tests: discovery document,
-// JWKS with RSA keys generated in the test, key rotation, and token minting.
+// JWKS with RSA keys generated in the test, key rotation, token minting, and the
+// authorization-code flow with PKCE (sign-ins approved as SignInAs says).
 package oidctest
 
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +30,93 @@ type Issuer struct {
 	n   int
 	// JWKSHits counts JWKS fetches (to show caching).
 	JWKSHits int
+
+	// The authorization-code flow (SignInAs, /auth, /token).
+	login  *Claims
+	codes  map[string]grant
+	secret string
+}
+
+// grant is an issued authorization code waiting for its exchange.
+type grant struct {
+	claims                     Claims
+	clientID, redirect, nonce  string
+	challenge, challengeMethod string
+}
+
+// SignInAs makes the issuer's /auth approve the next sign-ins as c (no login form), or
+// refuse them with error=access_denied when c is nil. ClientSecret, when set, must
+// come with the code exchange.
+func (is *Issuer) SignInAs(c *Claims, clientSecret string) {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	is.login, is.secret = c, clientSecret
+}
+
+// authorize is the authorization endpoint: it answers at once with a code (or an
+// error) at the client's redirect_uri, keeping the PKCE challenge and the nonce.
+func (is *Issuer) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	redirect, err := url.Parse(q.Get("redirect_uri"))
+	if err != nil || redirect.Scheme == "" || q.Get("response_type") != "code" || q.Get("client_id") == "" {
+		http.Error(w, "bad authorization request", http.StatusBadRequest)
+		return
+	}
+	back := redirect.Query()
+	back.Set("state", q.Get("state"))
+	is.mu.Lock()
+	if is.login == nil {
+		back.Set("error", "access_denied")
+	} else {
+		code := fmt.Sprintf("code-%d-%d", len(is.codes), time.Now().UnixNano())
+		if is.codes == nil {
+			is.codes = map[string]grant{}
+		}
+		is.codes[code] = grant{claims: *is.login, clientID: q.Get("client_id"), redirect: q.Get("redirect_uri"), nonce: q.Get("nonce"),
+			challenge: q.Get("code_challenge"), challengeMethod: q.Get("code_challenge_method")}
+		back.Set("code", code)
+	}
+	is.mu.Unlock()
+	redirect.RawQuery = back.Encode()
+	http.Redirect(w, r, redirect.String(), http.StatusFound)
+}
+
+// token is the token endpoint: a code is good once, with the redirect_uri it was issued
+// for and the PKCE verifier of its S256 challenge.
+func (is *Issuer) token(w http.ResponseWriter, r *http.Request) {
+	_ = r.ParseForm()
+	fail := func(msg string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": msg})
+	}
+	is.mu.Lock()
+	g, ok := is.codes[r.PostForm.Get("code")]
+	delete(is.codes, r.PostForm.Get("code"))
+	secret := is.secret
+	is.mu.Unlock()
+	clientID, clientSecret, basic := r.BasicAuth()
+	if !basic {
+		clientID, clientSecret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+	switch {
+	case r.PostForm.Get("grant_type") != "authorization_code" || !ok:
+		fail("unknown or used code")
+	case clientID != g.clientID || secret != "" && clientSecret != secret:
+		fail("client authentication failed")
+	case r.PostForm.Get("redirect_uri") != g.redirect:
+		fail("redirect_uri differs from the authorization request's")
+	case g.challengeMethod != "S256" || base64.RawURLEncoding.EncodeToString(sum[:]) != g.challenge:
+		fail("PKCE verification failed")
+	default:
+		access := g.claims
+		id := g.claims
+		id.Audience, id.Nonce = g.clientID, g.nonce
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": is.Token(access), "id_token": is.Token(id),
+			"token_type": "Bearer", "expires_in": 300})
+	}
 }
 
 // New starts an issuer with one signing key.
@@ -42,6 +133,8 @@ func New(t testing.TB) *Issuer {
 			"authorization_endpoint": is.URL + "/auth", "token_endpoint": is.URL + "/token",
 		})
 	})
+	mux.HandleFunc("/auth", is.authorize)
+	mux.HandleFunc("/token", is.token)
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
 		is.mu.Lock()
 		defer is.mu.Unlock()
@@ -75,6 +168,7 @@ type Claims struct {
 	Expiry          time.Time
 	Issuer          string // defaults to the issuer's URL
 	SignWithForeign bool   // sign with a key the issuer never published
+	Nonce           string // the ID token's nonce (the code flow sets it)
 }
 
 // Token mints a signed JWT.
@@ -107,6 +201,9 @@ func (is *Issuer) Token(c Claims) string {
 	}
 	if c.Name != "" {
 		extra["name"] = c.Name
+	}
+	if c.Nonce != "" {
+		extra["nonce"] = c.Nonce
 	}
 	if len(c.RealmRoles) > 0 {
 		extra["realm_access"] = map[string]any{"roles": c.RealmRoles}
