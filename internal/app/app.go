@@ -214,7 +214,7 @@ func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, 
 	if cfg.WebhookURL != "" {
 		webhookAttempts = cfg.WebhookMaxAttempts
 	}
-	s.CrashGroups = crashgroups.NewService(d, s.Firmware, jobInserter, s.Coredumps, crashgroups.Options{WebhookAttempts: webhookAttempts}, log)
+	s.CrashGroups = crashgroups.NewService(d, s.Firmware, jobInserter, s.Coredumps, crashgroups.Options{WebhookAttempts: webhookAttempts, MQTTEvents: cfg.MQTTURL != ""}, log)
 	s.Fleet = fleet.NewService(d, s.CrashGroups, fleet.Options{FlushInterval: cfg.FleetFlushInterval, HistoryDays: cfg.FleetHistoryDays,
 		PruneBatch: cfg.FleetPruneBatch, MaxUnsavedBoots: cfg.FleetMaxUnsavedBoots}, log, reg)
 	s.Decoding = decoding.NewService(d, s.Coredumps, s.Firmware, s.CrashGroups, dec, decoding.Config{CacheBytes: cfg.DecoderCacheBytes,

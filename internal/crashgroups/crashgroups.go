@@ -54,6 +54,8 @@ type Options struct {
 	// WebhookAttempts is how often an event's webhook delivery is tried (WEBHOOK_MAX_ATTEMPTS);
 	// 0 queues none (WEBHOOK_URL unset).
 	WebhookAttempts int
+	// MQTTEvents queues each event's MQTT publication (MQTT_URL set); without it none is queued.
+	MQTTEvents bool
 	// BackfillBatch is how many dumps one backfill transaction groups (default 100).
 	BackfillBatch int
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/crashgroups"
+	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/espcore"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -450,4 +451,21 @@ func TestListPaging(t *testing.T) {
 			t.Fatalf("bad sort: %v", err)
 		}
 	})
+}
+
+// TestNoEventJobsWithoutDestinations: without MQTT_URL and WEBHOOK_URL a new group queues
+// no event job (nothing would deliver it).
+func TestNoEventJobsWithoutDestinations(t *testing.T) {
+	env := testenv.New(t, "sqlite+local")
+	h := newHarness(t, env, 20)
+	h.groups = crashgroups.NewService(env.DB, h.fw, h.jobs, h.dumps, crashgroups.Options{}, discard())
+	h.dec = decoding.NewService(env.DB, h.dumps, h.fw, h.groups, nil, decoding.Config{}, discard(), nil)
+	h.firmware(t, h.model, "esp32c3", "1.0.0")
+	h.decode(t, h.upload(t, h.device(t, h.model), "esp32c3", "1.0.0"))
+	h.only(t, h.model.ID)
+	h.jobs.mu.Lock()
+	defer h.jobs.mu.Unlock()
+	if len(h.jobs.args) != 0 {
+		t.Fatalf("queued %d event jobs with no destination", len(h.jobs.args))
+	}
 }

@@ -58,8 +58,10 @@ func (webhookArgs) Kind() string { return "crash_group_webhook" }
 
 // queueEvent queues an event's deliveries in tx: they happen only if it commits.
 func (s *Service) queueEvent(ctx context.Context, tx *sql.Tx, e Event) error {
-	if err := s.jobs.InsertTx(ctx, tx, mqttArgs{Event: e}, &river.InsertOpts{Queue: EventsQueue, MaxAttempts: 1}); err != nil {
-		return fmt.Errorf("queue crash group event: %w", err)
+	if s.opts.MQTTEvents {
+		if err := s.jobs.InsertTx(ctx, tx, mqttArgs{Event: e}, &river.InsertOpts{Queue: EventsQueue, MaxAttempts: 1}); err != nil {
+			return fmt.Errorf("queue crash group event: %w", err)
+		}
 	}
 	if s.opts.WebhookAttempts > 0 {
 		if err := s.jobs.InsertTx(ctx, tx, webhookArgs{Event: e}, &river.InsertOpts{Queue: EventsQueue, MaxAttempts: s.opts.WebhookAttempts}); err != nil {

@@ -104,7 +104,7 @@ func newHarness(t testing.TB, env *testenv.Env, keep int) *harness {
 		firmware.ModelObjects{}, coredumps.DeviceObjects{}, notify.Nop{})
 	h.fw = firmware.NewService(env.DB, env.Store, h.devs, h.dumps, notify.Nop{}, discard(), firmware.Config{
 		MaxFirmwares: 10, MaxBundleBytes: 64 << 20, Limits: bundle.DefaultLimits(), TempDir: t.TempDir()})
-	h.groups = crashgroups.NewService(env.DB, h.fw, h.jobs, h.dumps, crashgroups.Options{WebhookAttempts: 3}, discard())
+	h.groups = crashgroups.NewService(env.DB, h.fw, h.jobs, h.dumps, crashgroups.Options{WebhookAttempts: 3, MQTTEvents: true}, discard())
 	h.dec = decoding.NewService(env.DB, h.dumps, h.fw, h.groups, nil, decoding.Config{}, discard(), nil)
 	h.model = h.newModel(t, "lamp")
 	return h

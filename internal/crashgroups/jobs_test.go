@@ -227,7 +227,7 @@ func TestEventsOverMQTTAndWebhook(t *testing.T) {
 			t.Fatalf("MQTT at 127.0.0.1:1883 is required: %v", err)
 		}
 		msgs := subscribe(t, notify.TopicCrashGroups)
-		riverGroups(t, h, crashgroups.Options{WebhookAttempts: 3}, mq, crashgroups.Webhook{URL: srv.URL, Secret: "s3cret"})
+		riverGroups(t, h, crashgroups.Options{WebhookAttempts: 3, MQTTEvents: true}, mq, crashgroups.Webhook{URL: srv.URL, Secret: "s3cret"})
 
 		d := h.device(t, h.model)
 		h.decode(t, h.upload(t, d, "esp32c3", "1.0.0"))
