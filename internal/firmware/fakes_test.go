@@ -172,7 +172,7 @@ func body(z []byte) func() (io.Reader, error) {
 func (f *fixture) upload(t *testing.T, code, version string) string {
 	t.Helper()
 	z, sha := build(t, code, version)
-	if _, err := f.s.Upload(context.Background(), firmware.ModelCode(code), body(z), false); err != nil {
+	if _, err := f.s.Upload(context.Background(), firmware.ModelCode(code), body(z), false, true); err != nil {
 		t.Fatalf("upload %s %s: %v", code, version, err)
 	}
 	return sha
