@@ -112,6 +112,8 @@ type Config struct {
 	FleetMaxUnsavedBoots int
 	AuditWriteTimeout    time.Duration
 
+	RolloutEvalInterval time.Duration
+
 	MQTTURL      string
 	MQTTUsername string
 	MQTTPassword string
@@ -289,6 +291,15 @@ var Settings = []Setting{
 	{Name: "FLEET_HISTORY_DAYS", Default: "90", Doc: "Days of fleet history kept (devices seen per version and day, boots, crashes); older rows are pruned hourly, in batches. Fleet-view windows reach back at most this far.", apply: intSetting(1, 3650, func(c *Config) *int { return &c.FleetHistoryDays })},
 	{Name: "FLEET_PRUNE_BATCH", Default: "1000", Doc: "Fleet history rows one pruning statement deletes.", apply: intSetting(1, 1000000, func(c *Config) *int { return &c.FleetPruneBatch })},
 	{Name: "FLEET_MAX_UNSAVED_BOOTS", Default: "100000", Doc: "Device boots a replica holds in memory while the database cannot store them (retried every flush); past it the oldest are dropped and counted in `iotsupport_fleet_dropped_boots_total`.", apply: intSetting(1, 10000000, func(c *Config) *int { return &c.FleetMaxUnsavedBoots })},
+	{Name: "ROLLOUT_EVAL_INTERVAL", Default: "1m", Doc: "How often staged rollouts are evaluated (advance, halt, complete). Every replica runs the loop; one evaluation of a rollout at a time. From 1s to 1h.",
+		apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second || d > time.Hour {
+				return fmt.Errorf("must be a duration from 1s to 1h, like 1m")
+			}
+			c.RolloutEvalInterval = d
+			return nil
+		}},
 	{Name: "AUDIT_WRITE_TIMEOUT", Default: "10s", Doc: "Longest an audit log write may take after its request; it does not depend on the client staying connected.", apply: durationSetting(func(c *Config) *time.Duration { return &c.AuditWriteTimeout })},
 	{Name: "MQTT_URL", Default: "", Doc: "Broker for device notifications, `mqtt://host[:1883]` or `mqtts://host[:8883]`; empty disables MQTT.", apply: func(c *Config, v string) error {
 		if v != "" && !strings.HasPrefix(v, "mqtt://") && !strings.HasPrefix(v, "mqtts://") {
