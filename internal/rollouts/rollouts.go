@@ -44,7 +44,7 @@ const (
 // runs, at least, before advancing.
 type Stage struct {
 	Percent    int `json:"percent"`
-	MinMinutes int `json:"min_minutes"`
+	MinMinutes int `json:"min_minutes" required:"false" doc:"Least time in this stage before it advances (default 0)"`
 }
 
 // Rollout is one staged rollout of a model's stored version.
