@@ -218,7 +218,7 @@ func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, 
 	s.CrashGroups = crashgroups.NewService(d, s.Firmware, jobInserter, s.Coredumps, crashgroups.Options{WebhookAttempts: webhookAttempts}, log)
 	s.Fleet = fleet.NewService(d, s.CrashGroups, fleet.Options{FlushInterval: cfg.FleetFlushInterval, HistoryDays: cfg.FleetHistoryDays,
 		PruneBatch: cfg.FleetPruneBatch, MaxUnsavedBoots: cfg.FleetMaxUnsavedBoots}, log, reg)
-	s.Rollouts = rollouts.NewService(d, s.Firmware, s.Fleet, s.CrashGroups, s.Devices, s.Audit, rollouts.Options{EvalInterval: cfg.RolloutEvalInterval}, log)
+	s.Rollouts = rollouts.NewService(d, s.Firmware, s.Fleet, s.CrashGroups, s.Devices, s.Audit, s.CrashGroups, rollouts.Options{EvalInterval: cfg.RolloutEvalInterval}, log)
 	s.Decoding = decoding.NewService(d, s.Coredumps, s.Firmware, s.CrashGroups, dec, decoding.Config{CacheBytes: cfg.DecoderCacheBytes,
 		MaxDumpBytes: int64(cfg.CoredumpMaxBytes) * 2}, log, reg)
 	workers := decoding.Workers(s.Decoding)

@@ -311,7 +311,7 @@ var Settings = []Setting{
 	{Name: "MQTT_USERNAME", Default: "", Doc: "MQTT user name.", apply: func(c *Config, v string) error { c.MQTTUsername = v; return nil }},
 	{Name: "MQTT_PASSWORD", Default: "", Secret: true, Doc: "MQTT password.", apply: func(c *Config, v string) error { c.MQTTPassword = v; return nil }},
 	{Name: "MQTT_CLIENT_ID", Default: "", Doc: "MQTT client id; defaults to `MQTT_USERNAME`, else `iotsupport-backend`. Give each replica its own.", apply: func(c *Config, v string) error { c.MQTTClientID = v; return nil }},
-	{Name: "WEBHOOK_URL", Default: "", Doc: "Crash group events (a new group, a regression) are POSTed here as JSON, signed in `X-IoTSupport-Signature`; `http://` or `https://`, empty sends none.", apply: func(c *Config, v string) error {
+	{Name: "WEBHOOK_URL", Default: "", Doc: "Crash group events (a new group, a regression) and rollout events (started, advanced, halted, …) are POSTed here as JSON, signed in `X-IoTSupport-Signature`; `http://` or `https://`, empty sends none.", apply: func(c *Config, v string) error {
 		if v != "" {
 			if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				return fmt.Errorf("must be an http:// or https:// URL")

@@ -1,10 +1,14 @@
 package httpapi_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +16,8 @@ import (
 	"github.com/iotsupport/iotsupport/internal/apitest"
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
 	"github.com/iotsupport/iotsupport/internal/cohort"
+	"github.com/iotsupport/iotsupport/internal/crashgroups"
+	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
 
@@ -208,6 +214,72 @@ func TestRolloutThroughTwoReplicas(t *testing.T) {
 		for _, p := range []string{fmt.Sprintf("%s/%d/abort", base, r.ID), fmt.Sprintf("/api/devices/%d/firmware-version", pinnedID)} {
 			if !strings.Contains(string(audit), p) {
 				t.Errorf("audit log lacks %s", p)
+			}
+		}
+	})
+}
+
+// TestRolloutEventsDelivered: a rollout's changes go out as events through the crash
+// group events' durable deliveries: on MQTT iotsupport/events/rollouts and POSTed,
+// signed, to WEBHOOK_URL.
+func TestRolloutEventsDelivered(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		const secret = "s3cret"
+		hooks := make(chan string, 20)
+		hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			if r.Header.Get("X-IoTSupport-Signature") != crashgroups.SignBody(secret, b) {
+				t.Errorf("webhook signature %q", r.Header.Get("X-IoTSupport-Signature"))
+			}
+			hooks <- string(b)
+		}))
+		t.Cleanup(hook.Close)
+		msgs := subscribe(t, notify.TopicRollouts)
+		s := apitest.Start(t, env, "MQTT_URL", "mqtt://127.0.0.1:1883", "MQTT_CLIENT_ID", fmt.Sprintf("iotsupport-ev-%d", time.Now().UnixNano()),
+			"WEBHOOK_URL", hook.URL, "WEBHOOK_SECRET", secret, "DECODE_WORKERS", "1")
+		waitConnected(t, s)
+		stop, err := s.App.StartBackground(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+		code := "ev" + strings.ReplaceAll(strings.ReplaceAll(env.Name, "+", ""), "sqlite", "")
+		model, _ := newFleetModel(t, s, code, 2)
+		s.Expect(200, "POST", fmt.Sprintf("/api/device-models/%d/firmware", model), bundletest.BuildCase(t, code, "esp32c3", bundletest.Options{Version: "1.0.0"}))
+		s.Expect(200, "POST", fmt.Sprintf("/api/device-models/%d/firmware?make_current=false", model), bundletest.BuildCase(t, code, "esp32c3", bundletest.Options{Version: "1.1.0"}))
+		var r struct{ ID int64 }
+		base := fmt.Sprintf("/api/device-models/%d/rollouts", model)
+		s.Expect(201, "POST", base, map[string]any{"version": "1.1.0", "stages": []map[string]any{{"percent": 10}, {"percent": 100}}}).JSON(t, &r)
+		s.Expect(200, "POST", fmt.Sprintf("%s/%d/advance", base, r.ID), nil)
+		s.Expect(200, "POST", fmt.Sprintf("%s/%d/pause", base, r.ID), nil)
+		s.Expect(200, "POST", fmt.Sprintf("%s/%d/abort", base, r.ID), nil)
+		want := []string{"started", "advanced", "paused", "aborted"}
+		for _, ch := range []struct {
+			name string
+			c    <-chan string
+		}{{"webhook", hooks}, {"mqtt", msgs}} {
+			got := map[string]bool{}
+			deadline := time.After(20 * time.Second)
+			for len(got) < len(want) {
+				select {
+				case m := <-ch.c:
+					var e struct {
+						Event, Model, Version string
+						RolloutID             int64 `json:"rollout_id"`
+					}
+					if err := json.Unmarshal([]byte(strings.TrimPrefix(m, notify.TopicRollouts+" ")), &e); err != nil || e.Model != code ||
+						e.Version != "1.1.0" || e.RolloutID != r.ID {
+						t.Fatalf("%s event %s", ch.name, m)
+					}
+					got[e.Event] = true
+				case <-deadline:
+					t.Fatalf("%s delivered %v, want %v", ch.name, got, want)
+				}
+			}
+			for _, w := range want {
+				if !got[w] {
+					t.Fatalf("%s delivered %v, want %v", ch.name, got, want)
+				}
 			}
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/riverqueue/river"
 
 	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/bundle"
@@ -71,6 +74,28 @@ func (n *notes) take() []note {
 	return out
 }
 
+// queued records the River jobs inserted (the events' deliveries), as JSON.
+type queued struct {
+	mu   sync.Mutex
+	jobs []string
+}
+
+func (q *queued) InsertTx(_ context.Context, _ *sql.Tx, args river.JobArgs, _ *river.InsertOpts) error {
+	b, _ := json.Marshal(args)
+	q.mu.Lock()
+	q.jobs = append(q.jobs, args.Kind()+" "+string(b))
+	q.mu.Unlock()
+	return nil
+}
+
+func (q *queued) take() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.jobs
+	q.jobs = nil
+	return out
+}
+
 type noDumps struct{}
 
 func (noDumps) FirmwareNeeds(context.Context, *sql.Tx, int64) ([]string, []string, error) {
@@ -91,6 +116,7 @@ type sim struct {
 	groups *crashgroups.Service
 	ro     *rollouts.Service
 	notes  *notes
+	jobs   *queued
 	model  *devices.Model
 	rng    *rand.Rand
 	// crash is the probability per device and tick of a PANIC boot, by version.
@@ -109,17 +135,17 @@ func newSim(t *testing.T, env *testenv.Env, code string, n int) *sim {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	s := &sim{t: t, env: env, c: &clock{t: t0}, notes: &notes{}, rng: rand.New(rand.NewPCG(23, 1)), crash: map[string]float64{}}
+	s := &sim{t: t, env: env, c: &clock{t: t0}, notes: &notes{}, jobs: &queued{}, rng: rand.New(rand.NewPCG(23, 1)), crash: map[string]float64{}}
 	s.devs = devices.NewService(env.DB, func(x string) string {
 		sum := sha256.Sum256([]byte(x))
 		return hex.EncodeToString(sum[:])
 	}, firmware.ModelObjects{}, coredumps.DeviceObjects{}, s.notes)
 	s.fw = firmware.NewService(env.DB, env.Store, s.devs, noDumps{}, s.notes, log, firmware.Config{
 		MaxFirmwares: 2, MaxBundleBytes: 16 << 20, Limits: bundle.DefaultLimits(), TempDir: t.TempDir()})
-	s.groups = crashgroups.NewService(env.DB, struct{ crashgroups.Versions }{}, struct{ crashgroups.Jobs }{}, struct{ crashgroups.Dumps }{},
-		crashgroups.Options{}, log)
+	s.groups = crashgroups.NewService(env.DB, struct{ crashgroups.Versions }{}, s.jobs, struct{ crashgroups.Dumps }{},
+		crashgroups.Options{WebhookAttempts: 3}, log)
 	s.fleet = fleet.NewService(env.DB, s.groups, fleet.Options{FlushInterval: time.Minute, Now: s.c.Now}, log, nil)
-	s.ro = rollouts.NewService(env.DB, s.fw, s.fleet, s.groups, s.devs, auth.NewAudit(env.DB),
+	s.ro = rollouts.NewService(env.DB, s.fw, s.fleet, s.groups, s.devs, auth.NewAudit(env.DB), s.groups,
 		rollouts.Options{EvalInterval: time.Minute, Now: s.c.Now}, log)
 	name := "Model " + code
 	m, err := s.devs.CreateModel(ctx, devices.ModelInput{Code: code, Name: &name})

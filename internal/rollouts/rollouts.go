@@ -135,13 +135,14 @@ type Service struct {
 	groups Groups
 	models Models
 	audit  Audit
+	events Events
 	opts   Options
 	log    *slog.Logger
 }
 
 // NewService returns the rollouts service. Every argument is required.
-func NewService(d *db.DB, fw Firmware, fl Fleet, groups Groups, models Models, audit Audit, opts Options, log *slog.Logger) *Service {
-	if d == nil || fw == nil || fl == nil || groups == nil || models == nil || audit == nil || log == nil {
+func NewService(d *db.DB, fw Firmware, fl Fleet, groups Groups, models Models, audit Audit, events Events, opts Options, log *slog.Logger) *Service {
+	if d == nil || fw == nil || fl == nil || groups == nil || models == nil || audit == nil || events == nil || log == nil {
 		panic("rollouts.NewService: every dependency is required")
 	}
 	if opts.EvalInterval <= 0 {
@@ -150,7 +151,7 @@ func NewService(d *db.DB, fw Firmware, fl Fleet, groups Groups, models Models, a
 	if opts.Now == nil {
 		opts.Now = db.Now
 	}
-	return &Service{db: d, fw: fw, fleet: fl, groups: groups, models: models, audit: audit, opts: opts, log: log}
+	return &Service{db: d, fw: fw, fleet: fl, groups: groups, models: models, audit: audit, events: events, opts: opts, log: log}
 }
 
 func (s *Service) now() time.Time { return s.opts.Now().UTC().Truncate(time.Microsecond) }
@@ -297,6 +298,9 @@ func (s *Service) Start(ctx context.Context, modelID int64, in Input, actor stri
 			return err
 		}
 		if out, err = s.get(ctx, tx, m.ID, id); err != nil {
+			return err
+		}
+		if err := s.queueEvent(ctx, tx, nil, out); err != nil {
 			return err
 		}
 		changed, err = s.changedSince(ctx, tx, m.ID, before)
@@ -449,6 +453,9 @@ func (s *Service) change(ctx context.Context, modelID, id int64, op string, fn f
 			return err
 		}
 		if out, err = s.get(ctx, tx, modelID, id); err != nil {
+			return err
+		}
+		if err := s.queueEvent(ctx, tx, r, out); err != nil {
 			return err
 		}
 		changed, err = s.changedSince(ctx, tx, modelID, before)

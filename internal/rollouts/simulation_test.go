@@ -2,6 +2,7 @@ package rollouts_test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -89,6 +90,13 @@ func TestRolloutSimulation(t *testing.T) {
 			}
 			if !regexp.MustCompile(`^crash-free \d+\.\d % vs \d+\.\d % on 1\.0\.0 \(drop \d+\.\d > 2\.0\), \d+ devices$`).MatchString(got.Reason) {
 				t.Fatalf("halt reason %q", got.Reason)
+			}
+			// The halt's event is queued for MQTT and the webhook, reason included.
+			events := strings.Join(s.jobs.take(), "\n")
+			for _, kind := range []string{"crash_group_mqtt", "crash_group_webhook"} {
+				if !strings.Contains(events, kind+` {"event":{`) || !regexp.MustCompile(kind+` .*"payload":\{"event":"halted","rollout_id":`+fmt.Sprint(r.ID)+`,"model":"crashy","version":"1.1.0","state":"halted","stage":0,"percent":5,"reason":"crash-free`).MatchString(events) {
+					t.Fatalf("no %s job for the halt in %s", kind, events)
+				}
 			}
 			for i := range cohort {
 				if a := s.answer(i); a != "1.0.0" {
