@@ -132,3 +132,35 @@ func (s *Service) AnswersChanged(ctx context.Context, byVersion map[string][]str
 		s.later.run(func() { s.notify.FirmwareUpdated(ctx, ids, version) })
 	}
 }
+
+// otherAnswer reports, for the model's devices by key, which ones are answered a
+// version other than the current one (a pin, a rollout's cohort): a change of the
+// current version is not theirs to be told about.
+func (s *Service) otherAnswer(ctx context.Context, modelID int64) (func(key string) bool, error) {
+	pinned := map[string]bool{}
+	rows, err := s.db.QueryContext(ctx, `SELECT d.key FROM device_firmware_pins p JOIN devices d ON d.id = p.device_id WHERE p.model_id = $1`, modelID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		pinned[k] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var id, percent int64
+	err = s.db.QueryRowContext(ctx, `SELECT r.id, r.percent FROM rollouts r WHERE r.model_id = $1 AND `+RolloutServes, modelID).Scan(&id, &percent)
+	if errors.Is(err, sql.ErrNoRows) {
+		id = 0
+	} else if err != nil {
+		return nil, err
+	}
+	return func(key string) bool {
+		return pinned[key] || (id != 0 && cohort.In(key, id, int(percent)))
+	}, nil
+}

@@ -452,9 +452,16 @@ func (s *Service) notifyDevices(ctx context.Context, m *devices.Model, version s
 		s.log.Warn("list devices for notification", "model", m.Code, "error", err)
 		return
 	}
+	other, err := s.otherAnswer(ctx, m.ID)
+	if err != nil {
+		s.log.Warn("read pins and rollouts for notification", "model", m.Code, "error", err)
+		return
+	}
 	ids := make([]string, 0, len(ds))
 	for _, d := range ds {
-		ids = append(ids, d.ClientID())
+		if !other(d.Key) {
+			ids = append(ids, d.ClientID())
+		}
 	}
 	s.notify.FirmwareUpdated(ctx, ids, version)
 }

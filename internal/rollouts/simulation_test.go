@@ -206,6 +206,23 @@ func TestRolloutSimulation(t *testing.T) {
 			if _, err := s.fw.GetVersion(ctx, firmwareRef(s), "1.1.0"); err != nil {
 				t.Fatalf("retention pruned the rollout's version: %v", err)
 			}
+			// Making the current version current again tells only the devices it answers
+			// (no pinned one, none of the cohort).
+			s.notes.take()
+			if _, err := s.fw.SetCurrent(ctx, firmwareRef(s), "1.0.0"); err != nil {
+				t.Fatal(err)
+			}
+			told := map[string]bool{}
+			for _, n := range s.notes.take() {
+				for _, id := range n.ids {
+					told[id] = n.version == "1.0.0"
+				}
+			}
+			for i, a := range s.answers() {
+				if id := "iotdevice-manual-" + s.devices[i].key; told[id] != (a == "1.0.0" && i != pinOld) {
+					t.Fatalf("device %d answering %s: notified of 1.0.0 %v", i, a, told[id])
+				}
+			}
 			if _, err := s.ro.Abort(ctx, s.model.ID, r.ID); err != nil {
 				t.Fatal(err)
 			}
