@@ -26,7 +26,7 @@ func rolloutCmd() *cobra.Command {
 		maxNew  int
 	)
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&c.URL, "url", "http://127.0.0.1:8000", "base URL of the server")
+	pf.StringVar(&c.URL, "url", "http://127.0.0.1:3101", "base URL of the server")
 	pf.StringVar(&c.Token, "token", "", "editor API token (default: $IOTSUPPORT_TOKEN)")
 	pf.Int64Var(&model, "model", 0, "device model id")
 	pf.BoolVar(&asJSON, "json", false, "print JSON")
