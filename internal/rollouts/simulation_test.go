@@ -3,12 +3,14 @@ package rollouts_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
+	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/rollouts"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -271,4 +273,45 @@ func equal(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// TestOneEvaluationAtATime: two replicas evaluating the same rollout at once: exactly one
+// evaluates it, neither again within half the interval, one again after it.
+func TestOneEvaluationAtATime(t *testing.T) {
+	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
+		ctx := context.Background()
+		s := newSim(t, env, "replicas", 10)
+		s.upload("1.0.0", true)
+		s.upload("1.1.0", false)
+		r := s.start(rollouts.Input{Version: "1.1.0", Stages: stages()})
+		other := rollouts.NewService(env.DB, s.fw, s.fleet, s.groups, s.devs, auth.NewAudit(env.DB), s.groups,
+			rollouts.Options{EvalInterval: time.Minute, Now: s.c.Now}, slog.New(slog.DiscardHandler))
+		for round := range 3 {
+			results := make(chan bool, 2)
+			for _, svc := range []*rollouts.Service{s.ro, other} {
+				go func() {
+					ok, err := svc.EvaluateOne(ctx, s.model.ID, r.ID)
+					if err != nil {
+						t.Error(err)
+					}
+					results <- ok
+				}()
+			}
+			n := 0
+			for range 2 {
+				if <-results {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("round %d: %d evaluations at once", round, n)
+			}
+			for _, svc := range []*rollouts.Service{s.ro, other} {
+				if ok, _ := svc.EvaluateOne(ctx, s.model.ID, r.ID); ok {
+					t.Fatalf("round %d: evaluated again within half the interval", round)
+				}
+			}
+			s.c.Add(time.Minute)
+		}
+	})
 }
