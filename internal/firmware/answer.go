@@ -23,6 +23,35 @@ const RolloutServes = `(r.state IN ('active', 'paused') OR (r.state = 'halted' A
 // block another rollout of the model.
 const unfinishedSQL = `('active', 'paused', 'halted')`
 
+// answerSQL is the device answer's one query: the device's model, pin and the model's
+// unfinished rollout, with the size and SHA-256 of each candidate version.
+const answerSQL = `SELECT m.id, m.code, m.name, d.key, m.firmware_version, p.version, r.id, r.version, r.percent,
+		fv.id IS NOT NULL, fv.bin_size, fv.bin_sha256, fp.id IS NOT NULL, fp.bin_size, fp.bin_sha256,
+		fr.id IS NOT NULL, fr.bin_size, fr.bin_sha256
+	FROM devices d JOIN device_models m ON m.id = d.device_model_id
+	LEFT JOIN device_firmware_pins p ON p.device_id = d.id
+	LEFT JOIN rollouts r ON r.model_id = m.id AND ` + RolloutServes + `
+	LEFT JOIN firmware_versions fv ON fv.device_model_id = m.id AND fv.version = m.firmware_version
+	LEFT JOIN firmware_versions fp ON fp.device_model_id = m.id AND fp.version = p.version
+	LEFT JOIN firmware_versions fr ON fr.device_model_id = m.id AND fr.version = r.version
+	WHERE d.id = $1`
+
+// answerStmt is answerSQL prepared once: parsing and planning a seven-table join cost
+// more than running it on SQLite, which keeps no statement cache of its own.
+func (s *Service) answerStmt(ctx context.Context) (*sql.Stmt, error) {
+	if st := s.answer.Load(); st != nil {
+		return st, nil
+	}
+	st, err := s.db.PrepareContext(ctx, answerSQL)
+	if err != nil {
+		return nil, err
+	}
+	if !s.answer.CompareAndSwap(nil, st) {
+		st.Close()
+	}
+	return s.answer.Load(), nil
+}
+
 func (s *Service) currentOfDevice(ctx context.Context, deviceID int64) (*devices.Model, *Artifact, error) {
 	var (
 		m                 devices.Model
@@ -34,16 +63,11 @@ func (s *Service) currentOfDevice(ctx context.Context, deviceID int64) (*devices
 		size              [3]sql.NullInt64
 		sha               [3]sql.NullString
 	)
-	err := s.db.QueryRowContext(ctx, `SELECT m.id, m.code, m.name, d.key, m.firmware_version, p.version, r.id, r.version, r.percent,
-			fv.id IS NOT NULL, fv.bin_size, fv.bin_sha256, fp.id IS NOT NULL, fp.bin_size, fp.bin_sha256,
-			fr.id IS NOT NULL, fr.bin_size, fr.bin_sha256
-		FROM devices d JOIN device_models m ON m.id = d.device_model_id
-		LEFT JOIN device_firmware_pins p ON p.device_id = d.id
-		LEFT JOIN rollouts r ON r.model_id = m.id AND `+RolloutServes+`
-		LEFT JOIN firmware_versions fv ON fv.device_model_id = m.id AND fv.version = m.firmware_version
-		LEFT JOIN firmware_versions fp ON fp.device_model_id = m.id AND fp.version = p.version
-		LEFT JOIN firmware_versions fr ON fr.device_model_id = m.id AND fr.version = r.version
-		WHERE d.id = $1`, deviceID).Scan(&m.ID, &m.Code, &m.Name, &key, &cur, &pin, &rolloutID, &rollout, &percent,
+	stmt, err := s.answerStmt(ctx)
+	if err != nil {
+		return nil, nil, storeErr("get current firmware", err)
+	}
+	err = stmt.QueryRowContext(ctx, deviceID).Scan(&m.ID, &m.Code, &m.Name, &key, &cur, &pin, &rolloutID, &rollout, &percent,
 		&found[0], &size[0], &sha[0], &found[1], &size[1], &sha[1], &found[2], &size[2], &sha[2])
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, apperr.NotFoundf("Device %d was not found", deviceID)

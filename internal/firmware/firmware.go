@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
@@ -123,6 +124,8 @@ type Service struct {
 	// current answers CurrentOfDevice from memory (CacheCurrent); notify waits for its TTL.
 	current *ttlcache.Cache[int64, currentOf]
 	later   delayed
+	// answer is the device answer's prepared statement (answer.go).
+	answer atomic.Pointer[sql.Stmt]
 	// Cache, when set, serves artifacts with a recorded size and SHA-256 from local
 	// disk (see cache.go); nil reads every download from the store.
 	Cache *blobcache.Cache
