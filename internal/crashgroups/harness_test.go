@@ -23,6 +23,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/fleet"
 	"github.com/iotsupport/iotsupport/internal/notify"
 	"github.com/iotsupport/iotsupport/internal/testenv"
 )
@@ -98,7 +99,7 @@ type harness struct {
 func newHarness(t testing.TB, env *testenv.Env, keep int) *harness {
 	t.Helper()
 	h := &harness{env: env, jobs: &recJobs{}}
-	h.dumps = coredumps.NewService(env.DB, env.Store, queued{}, noAudit{}, coredumps.Options{Keep: keep, UploadsPerHour: 1 << 30}, discard())
+	h.dumps = coredumps.NewService(env.DB, env.Store, queued{}, noAudit{}, fleet.Dumps{}, coredumps.Options{Keep: keep, UploadsPerHour: 1 << 30}, discard())
 	h.devs = devices.NewService(env.DB, func(s string) string { s2 := sha256.Sum256([]byte(s)); return hex.EncodeToString(s2[:]) },
 		firmware.ModelObjects{}, coredumps.DeviceObjects{}, notify.Nop{})
 	h.fw = firmware.NewService(env.DB, env.Store, h.devs, h.dumps, notify.Nop{}, discard(), firmware.Config{
