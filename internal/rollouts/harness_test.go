@@ -161,6 +161,12 @@ func newSim(t *testing.T, env *testenv.Env, code string, n int) *sim {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	// Fixed keys (instead of random ones) make the cohorts, and so the whole simulation,
+	// the same on every run.
+	for i, d := range s.devices {
+		d.key = fmt.Sprintf("%.3s%05d", code+"xxx", i)
+		testenv.MustExec(t, env.DB, `UPDATE devices SET key = $1 WHERE id = $2`, d.key, d.id)
+	}
 	return s
 }
 
