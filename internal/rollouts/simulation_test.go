@@ -94,6 +94,12 @@ func TestRolloutSimulation(t *testing.T) {
 			if !regexp.MustCompile(`^crash-free \d+\.\d % vs \d+\.\d % on 1\.0\.0 \(drop \d+\.\d > 2\.0\), \d+ devices$`).MatchString(got.Reason) {
 				t.Fatalf("halt reason %q", got.Reason)
 			}
+			// The evaluator's decision is audited.
+			var audited int
+			if err := env.DB.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_log WHERE actor_kind = 'system' AND actor = 'rollout-evaluator' AND path = $1`,
+				fmt.Sprintf("/api/device-models/%d/rollouts/%d/halt", s.model.ID, r.ID)).Scan(&audited); err != nil || audited != 1 {
+				t.Fatalf("halt audited %d times: %v", audited, err)
+			}
 			// The halt's event is queued for MQTT and the webhook, reason included.
 			events := strings.Join(s.jobs.take(), "\n")
 			for _, kind := range []string{"crash_group_mqtt", "crash_group_webhook"} {
