@@ -39,7 +39,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: false,
 	}
 	httpapi.Version = readBuildInfo().Version
-	root.AddCommand(serveCmd(), migrateCmd(), configCmd(), versionCmd(), healthcheckCmd(), tokenCmd(), coredumpCmd(), workerCmd(), migrateToS3Cmd(), storageCmd(), fsckCmd(), benchCmd(), nvsCmd())
+	root.AddCommand(serveCmd(), migrateCmd(), configCmd(), versionCmd(), healthcheckCmd(), tokenCmd(), coredumpCmd(), workerCmd(), migrateToS3Cmd(), storageCmd(), fsckCmd(), benchCmd(), nvsCmd(), rolloutCmd())
 	return root
 }
 

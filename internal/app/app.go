@@ -38,6 +38,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/outbox"
 	"github.com/iotsupport/iotsupport/internal/provisioning"
 	"github.com/iotsupport/iotsupport/internal/publicurl"
+	"github.com/iotsupport/iotsupport/internal/rollouts"
 	"github.com/iotsupport/iotsupport/internal/sessions"
 	"github.com/iotsupport/iotsupport/internal/testsession"
 )
@@ -180,6 +181,8 @@ type Services struct {
 	Fsck     *fsck.Checker
 	// Fleet records device telemetry and answers the fleet view.
 	Fleet *fleet.Service
+	// Rollouts runs staged rollouts and device pins.
+	Rollouts *rollouts.Service
 }
 
 // Assemble builds the service graph over an open database and store. notifier tells
@@ -217,6 +220,7 @@ func Assemble(cfg *config.Config, log *slog.Logger, d *db.DB, store blob.Store, 
 	s.CrashGroups = crashgroups.NewService(d, s.Firmware, jobInserter, s.Coredumps, crashgroups.Options{WebhookAttempts: webhookAttempts, MQTTEvents: cfg.MQTTURL != ""}, log)
 	s.Fleet = fleet.NewService(d, s.CrashGroups, fleet.Options{FlushInterval: cfg.FleetFlushInterval, HistoryDays: cfg.FleetHistoryDays,
 		PruneBatch: cfg.FleetPruneBatch, MaxUnsavedBoots: cfg.FleetMaxUnsavedBoots}, log, reg)
+	s.Rollouts = rollouts.NewService(d, s.Firmware, s.Fleet, s.CrashGroups, s.Devices, s.Audit, s.CrashGroups, rollouts.Options{EvalInterval: cfg.RolloutEvalInterval}, log)
 	s.Decoding = decoding.NewService(d, s.Coredumps, s.Firmware, s.CrashGroups, dec, decoding.Config{CacheBytes: cfg.DecoderCacheBytes,
 		MaxDumpBytes: int64(cfg.CoredumpMaxBytes) * 2}, log, reg)
 	workers := decoding.Workers(s.Decoding)
@@ -258,6 +262,7 @@ func (a *App) StartBackground(ctx context.Context) (stop func(), err error) {
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go a.Outbox.Run(bg)
 	go a.Fleet.Run(bg)
+	go a.Rollouts.Run(bg)
 	go a.Audit.RunPruner(bg, time.Duration(a.Cfg.AuditRetentionDays)*24*time.Hour, time.Hour, a.Log)
 	if a.Cfg.FsckInterval > 0 {
 		go fsck.NewPeriodic(a.Fsck, a.Cfg.FsckGrace, a.Log, a.Metrics).Run(bg, a.Cfg.FsckInterval)
@@ -365,7 +370,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 	}
 	a.HTTP = httpapi.New(httpapi.Deps{Console: ui, Log: log, Devices: a.Devices, Coredumps: a.Coredumps, CrashGroups: a.CrashGroups, Metrics: reg, AppEnv: cfg.AppEnv,
 		PublicURL: pub,
-		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, Fleet: a.Fleet, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
+		Auth:      a.Auth, Tokens: a.Tokens, Audit: a.Audit, AuditWriteTimeout: cfg.AuditWriteTimeout, Firmware: a.Firmware, Fleet: a.Fleet, Rollouts: a.Rollouts, InsecureDev: cfg.AuthMode == auth.ModeInsecureDev,
 		TestSessions: testSessions, CookieName: cfg.OIDCCookieName, DrainKey: cfg.DrainAuthKey, Provisioning: a.Provisioning,
 		Ready: []httpapi.Checker{httpapi.DatabaseCheck(d), httpapi.StorageCheck(store),
 			httpapi.OutboxCheck(func(ctx context.Context) (int, *time.Time, error) { return outbox.Backlog(ctx, d) })}})

@@ -118,6 +118,8 @@ type Config struct {
 	ConsolePageSize      int
 	ConsoleOverviewTTL   time.Duration
 
+	RolloutEvalInterval time.Duration
+
 	MQTTURL      string
 	MQTTUsername string
 	MQTTPassword string
@@ -296,6 +298,15 @@ var Settings = []Setting{
 	{Name: "FLEET_HISTORY_DAYS", Default: "90", Doc: "Days of fleet history kept (devices seen per version and day, boots, crashes); older rows are pruned hourly, in batches. Fleet-view windows reach back at most this far.", apply: intSetting(1, 3650, func(c *Config) *int { return &c.FleetHistoryDays })},
 	{Name: "FLEET_PRUNE_BATCH", Default: "1000", Doc: "Fleet history rows one pruning statement deletes.", apply: intSetting(1, 1000000, func(c *Config) *int { return &c.FleetPruneBatch })},
 	{Name: "FLEET_MAX_UNSAVED_BOOTS", Default: "100000", Doc: "Device boots a replica holds in memory while the database cannot store them (retried every flush); past it the oldest are dropped and counted in `iotsupport_fleet_dropped_boots_total`.", apply: intSetting(1, 10000000, func(c *Config) *int { return &c.FleetMaxUnsavedBoots })},
+	{Name: "ROLLOUT_EVAL_INTERVAL", Default: "1m", Doc: "How often staged rollouts are evaluated (advance, halt, complete). Every replica runs the loop; one evaluation of a rollout at a time. From 1s to 1h.",
+		apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second || d > time.Hour {
+				return fmt.Errorf("must be a duration from 1s to 1h, like 1m")
+			}
+			c.RolloutEvalInterval = d
+			return nil
+		}},
 	{Name: "AUDIT_WRITE_TIMEOUT", Default: "10s", Doc: "Longest an audit log write may take after its request; it does not depend on the client staying connected.", apply: durationSetting(func(c *Config) *time.Duration { return &c.AuditWriteTimeout })},
 	{Name: "CONSOLE_SESSION_IDLE_TIMEOUT", Default: "2h", Doc: "A web console session not used for this long ends (sign in again).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionIdle })},
 	{Name: "CONSOLE_SESSION_MAX_AGE", Default: "24h", Doc: "A web console session ends this long after sign-in, used or not.", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionMaxAge })},
@@ -318,7 +329,7 @@ var Settings = []Setting{
 	{Name: "MQTT_USERNAME", Default: "", Doc: "MQTT user name.", apply: func(c *Config, v string) error { c.MQTTUsername = v; return nil }},
 	{Name: "MQTT_PASSWORD", Default: "", Secret: true, Doc: "MQTT password.", apply: func(c *Config, v string) error { c.MQTTPassword = v; return nil }},
 	{Name: "MQTT_CLIENT_ID", Default: "", Doc: "MQTT client id; defaults to `MQTT_USERNAME`, else `iotsupport-backend`. Give each replica its own.", apply: func(c *Config, v string) error { c.MQTTClientID = v; return nil }},
-	{Name: "WEBHOOK_URL", Default: "", Doc: "Crash group events (a new group, a regression) are POSTed here as JSON, signed in `X-IoTSupport-Signature`; `http://` or `https://`, empty sends none.", apply: func(c *Config, v string) error {
+	{Name: "WEBHOOK_URL", Default: "", Doc: "Crash group events (a new group, a regression) and rollout events (started, advanced, halted, …) are POSTed here as JSON, signed in `X-IoTSupport-Signature`; `http://` or `https://`, empty sends none.", apply: func(c *Config, v string) error {
 		if v != "" {
 			if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				return fmt.Errorf("must be an http:// or https:// URL")

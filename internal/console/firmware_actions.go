@@ -32,7 +32,7 @@ func (c *Console) firmwareUpload(w http.ResponseWriter, r *http.Request) {
 	id := pathID(r, "id")
 	scripted := r.Header.Get("X-Requested-With") == "fetch"
 	replace := r.URL.Query().Get("replace") == "true"
-	res, err := c.d.Firmware.Upload(r.Context(), firmware.ModelID(id), func() (io.Reader, error) { return bundleStream(r) }, replace)
+	res, err := c.d.Firmware.Upload(r.Context(), firmware.ModelID(id), func() (io.Reader, error) { return bundleStream(r) }, replace, true)
 	if scripted {
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {

@@ -391,6 +391,14 @@ func TestNewGroupsByVersion(t *testing.T) {
 		if got, _ := h.groups.NewGroupsByVersion(ctx, h.model.ID+1, time.Time{}); len(got) != 0 {
 			t.Fatalf("other model: %v", got)
 		}
+		// NewGroupsOn: the groups of one version, with their device counts (a rollout's halt rule).
+		on, err := h.groups.NewGroupsOn(ctx, h.model.ID, "1.1.0", target.UploadedAt.Add(-time.Minute))
+		if err != nil || len(on) != 1 || on[0].Devices != 1 || on[0].Title == "" {
+			t.Fatalf("new groups on 1.1.0: %+v %v", on, err)
+		}
+		if on, _ := h.groups.NewGroupsOn(ctx, h.model.ID, "1.1.0", target.UploadedAt.Add(time.Minute)); len(on) != 0 {
+			t.Fatalf("on 1.1.0 since later: %+v", on)
+		}
 	})
 }
 

@@ -42,16 +42,26 @@ type Publisher interface {
 	CrashGroupEvent(ctx context.Context, event any)
 }
 
-// mqttArgs is the job publishing one event over MQTT after the commit.
+// TopicPublisher publishes another owner's event on its own topic (notify.MQTT).
+type TopicPublisher interface {
+	PublishEvent(ctx context.Context, topic string, event any)
+}
+
+// mqttArgs is the job publishing one event over MQTT after the commit. Topic and
+// Payload carry another owner's event (QueueEventTx); without them it is a crash group's.
 type mqttArgs struct {
-	Event Event `json:"event"`
+	Event   Event           `json:"event"`
+	Topic   string          `json:"topic,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
 func (mqttArgs) Kind() string { return "crash_group_mqtt" }
 
-// webhookArgs is the job POSTing one event to WEBHOOK_URL, retried until it is accepted.
+// webhookArgs is the job POSTing one event to WEBHOOK_URL, retried until it is accepted
+// (Payload, when set, is posted instead of Event).
 type webhookArgs struct {
-	Event Event `json:"event"`
+	Event   Event           `json:"event"`
+	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
 func (webhookArgs) Kind() string { return "crash_group_webhook" }
@@ -71,12 +81,38 @@ func (s *Service) queueEvent(ctx context.Context, tx *sql.Tx, e Event) error {
 	return nil
 }
 
+// QueueEventTx queues another owner's event (a rollout's) in tx for the same durable
+// deliveries as crash group events: MQTT on topic and WEBHOOK_URL, each when configured.
+func (s *Service) QueueEventTx(ctx context.Context, tx *sql.Tx, topic string, event any) error {
+	b, err := json.Marshal(event)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	if s.opts.MQTTEvents {
+		if err := s.jobs.InsertTx(ctx, tx, mqttArgs{Topic: topic, Payload: b}, &river.InsertOpts{Queue: EventsQueue, MaxAttempts: 1}); err != nil {
+			return fmt.Errorf("queue event: %w", err)
+		}
+	}
+	if s.opts.WebhookAttempts > 0 {
+		if err := s.jobs.InsertTx(ctx, tx, webhookArgs{Payload: b}, &river.InsertOpts{Queue: EventsQueue, MaxAttempts: s.opts.WebhookAttempts}); err != nil {
+			return fmt.Errorf("queue webhook: %w", err)
+		}
+	}
+	return nil
+}
+
 type mqttWorker struct {
 	river.WorkerDefaults[mqttArgs]
 	pub Publisher
 }
 
 func (w *mqttWorker) Work(ctx context.Context, job *river.Job[mqttArgs]) error {
+	if job.Args.Topic != "" {
+		if p, ok := w.pub.(TopicPublisher); ok {
+			p.PublishEvent(ctx, job.Args.Topic, job.Args.Payload)
+		}
+		return nil
+	}
 	w.pub.CrashGroupEvent(ctx, job.Args.Event)
 	return nil
 }
@@ -108,7 +144,10 @@ func (w *webhookWorker) Work(ctx context.Context, job *river.Job[webhookArgs]) e
 	if w.hook.URL == "" {
 		return nil // WEBHOOK_URL was removed since the event was queued
 	}
-	body, _ := json.Marshal(job.Args.Event)
+	body := []byte(job.Args.Payload)
+	if len(body) == 0 {
+		body, _ = json.Marshal(job.Args.Event)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.hook.URL, bytes.NewReader(body))
 	if err != nil {
 		return river.JobCancel(fmt.Errorf("webhook request: %w", err))

@@ -134,7 +134,7 @@ func (h *harness) firmware(t testing.TB, m *devices.Model, testCase, v string) {
 	t.Helper()
 	_, err := h.fw.Upload(context.Background(), firmware.ModelID(m.ID), func() (io.Reader, error) {
 		return bytes.NewReader(bundletest.BuildCase(t, m.Code, testCase, bundletest.Options{Version: v})), nil
-	}, false)
+	}, false, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -317,3 +317,30 @@ func (s *Service) NewGroupsByVersion(ctx context.Context, modelID int64, since t
 	}
 	return out, db.Err("count new crash groups", rows.Err())
 }
+
+// NewGroup is a crash group first seen on a version, with its device count.
+type NewGroup struct {
+	ID      int64  `json:"id"`
+	Title   string `json:"title"`
+	Devices int    `json:"devices"`
+}
+
+// NewGroupsOn lists a model's crash groups first seen on version since a moment, most
+// devices first (a staged rollout halts on one with too many devices).
+func (s *Service) NewGroupsOn(ctx context.Context, modelID int64, version string, since time.Time) ([]NewGroup, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, title, device_count FROM crash_groups
+		WHERE model_id = $1 AND first_version = $2 AND first_seen_at >= $3 ORDER BY device_count DESC, id`, modelID, version, since.UTC())
+	if err != nil {
+		return nil, db.Err("list new crash groups", err)
+	}
+	defer rows.Close()
+	out := []NewGroup{}
+	for rows.Next() {
+		var g NewGroup
+		if err := rows.Scan(&g.ID, &g.Title, &g.Devices); err != nil {
+			return nil, db.Err("list new crash groups", err)
+		}
+		out = append(out, g)
+	}
+	return out, db.Err("list new crash groups", rows.Err())
+}

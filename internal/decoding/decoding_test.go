@@ -441,7 +441,7 @@ func TestDecodeWithRealOwners(t *testing.T) {
 
 		res, err := fw.Upload(ctx, firmware.ModelID(m.ID), func() (io.Reader, error) {
 			return bytes.NewReader(bundletest.BuildCase(t, "lamp", "esp32c3", bundletest.Options{})), nil
-		}, false)
+		}, false, true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -124,7 +124,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 // newFixture builds the firmware service over env with the real device-model owner
 // (firmware reads and writes the current version through it) and recording fakes of
 // the core-dump owner and the notifier.
-func newFixture(t *testing.T, env *testenv.Env, maxFirmwares int) *fixture {
+func newFixture(t testing.TB, env *testenv.Env, maxFirmwares int) *fixture {
 	f := &fixture{env: env, dumps: &dumps{d: env.DB}, notes: &notes{}}
 	f.devices = devices.NewService(env.DB, func(s string) string {
 		sum := sha256.Sum256([]byte(s))
@@ -137,7 +137,7 @@ func newFixture(t *testing.T, env *testenv.Env, maxFirmwares int) *fixture {
 	return f
 }
 
-func (f *fixture) model(t *testing.T, code string) *devices.Model {
+func (f *fixture) model(t testing.TB, code string) *devices.Model {
 	t.Helper()
 	name := "Model " + code
 	m, err := f.devices.CreateModel(context.Background(), devices.ModelInput{Code: code, Name: &name})
@@ -149,7 +149,7 @@ func (f *fixture) model(t *testing.T, code string) *devices.Model {
 
 // build is a small valid bundle for code and version whose ELF is unique to the version
 // (and salt), so every version has its own ELF SHA-256 (returned in lower-case hex).
-func build(t *testing.T, code, version string, salt ...string) ([]byte, string) {
+func build(t testing.TB, code, version string, salt ...string) ([]byte, string) {
 	t.Helper()
 	ci, _ := chips.ByName("esp32c3")
 	elf := append(bundletest.MinimalELF(ci.Arch.ELFMachine()), []byte("unique to "+version+strings.Join(salt, ""))...)
@@ -169,10 +169,10 @@ func body(z []byte) func() (io.Reader, error) {
 }
 
 // upload stores a new bundle of version as the model's current one; it returns the ELF SHA-256.
-func (f *fixture) upload(t *testing.T, code, version string) string {
+func (f *fixture) upload(t testing.TB, code, version string) string {
 	t.Helper()
 	z, sha := build(t, code, version)
-	if _, err := f.s.Upload(context.Background(), firmware.ModelCode(code), body(z), false); err != nil {
+	if _, err := f.s.Upload(context.Background(), firmware.ModelCode(code), body(z), false, true); err != nil {
 		t.Fatalf("upload %s %s: %v", code, version, err)
 	}
 	return sha

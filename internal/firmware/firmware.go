@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
@@ -123,6 +124,8 @@ type Service struct {
 	// current answers CurrentOfDevice from memory (CacheCurrent); notify waits for its TTL.
 	current *ttlcache.Cache[int64, currentOf]
 	later   delayed
+	// answer is the device answer's prepared statement (answer.go).
+	answer atomic.Pointer[sql.Stmt]
 	// Cache, when set, serves artifacts with a recorded size and SHA-256 from local
 	// disk (see cache.go); nil reads every download from the store.
 	Cache *blobcache.Cache
@@ -163,10 +166,11 @@ type UploadResult struct {
 	Created bool // false when an identical version was re-uploaded
 }
 
-// Upload validates a bundle and stores it as the model's current version. body is called
-// once the model is known (an unknown model is refused before the body is read).
-// Replace allows a version that exists with different content to be overwritten.
-func (s *Service) Upload(ctx context.Context, ref ModelRef, body func() (io.Reader, error), replace bool) (*UploadResult, error) {
+// Upload validates a bundle and stores it, as the model's current version when
+// makeCurrent is set (otherwise it waits, for a rollout say). body is called once the
+// model is known (an unknown model is refused before the body is read). Replace allows a
+// version that exists with different content to be overwritten.
+func (s *Service) Upload(ctx context.Context, ref ModelRef, body func() (io.Reader, error), replace, makeCurrent bool) (*UploadResult, error) {
 	m, err := s.model(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -184,7 +188,7 @@ func (s *Service) Upload(ctx context.Context, ref ModelRef, body func() (io.Read
 	if err != nil {
 		return nil, asValidation(err)
 	}
-	return s.store2(ctx, m, b, replace, time.Time{}, true)
+	return s.store2(ctx, m, b, replace, time.Time{}, makeCurrent)
 }
 
 func asValidation(err error) error {
@@ -419,9 +423,13 @@ func (s *Service) retain(ctx context.Context, tx *sql.Tx, m *devices.Model, curr
 	if err != nil {
 		return nil, err
 	}
+	held, err := heldVersions(ctx, tx, m.ID)
+	if err != nil {
+		return nil, err
+	}
 	var pruned []string
 	for _, r := range all[s.cfg.MaxFirmwares:] {
-		if r.version == current || r.version == storing || protected[r.version] {
+		if r.version == current || r.version == storing || protected[r.version] || held[r.version] {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM firmware_versions WHERE id = $1`, r.id); err != nil {
@@ -447,9 +455,16 @@ func (s *Service) notifyDevices(ctx context.Context, m *devices.Model, version s
 		s.log.Warn("list devices for notification", "model", m.Code, "error", err)
 		return
 	}
+	other, err := s.otherAnswer(ctx, m.ID)
+	if err != nil {
+		s.log.Warn("read pins and rollouts for notification", "model", m.Code, "error", err)
+		return
+	}
 	ids := make([]string, 0, len(ds))
 	for _, d := range ds {
-		ids = append(ids, d.ClientID())
+		if !other(d.Key) {
+			ids = append(ids, d.ClientID())
+		}
 	}
 	s.notify.FirmwareUpdated(ctx, ids, version)
 }
@@ -586,6 +601,13 @@ func (s *Service) DeleteVersion(ctx context.Context, ref ModelRef, version strin
 		if p[version] {
 			return apperr.InvalidOperationf("Cannot delete firmware version %s because core dumps waiting to be decoded need it", version)
 		}
+		held, err := heldVersions(ctx, tx, m.ID)
+		if err != nil {
+			return err
+		}
+		if held[version] {
+			return apperr.InvalidOperationf("Cannot delete firmware version %s because a rollout or a device pin uses it", version)
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM firmware_versions WHERE id = $1`, id); err != nil {
 			return err
 		}
@@ -643,8 +665,10 @@ func (s *Service) Current(ctx context.Context, ref ModelRef) (*Artifact, error) 
 	return s.artifact(ctx, m, *m.FirmwareVersion, "firmware.bin")
 }
 
-// CurrentOfDevice returns a device's model (ID, Code, Name and FirmwareVersion
-// only) and its current firmware.bin in one query, since devices poll for it.
+// CurrentOfDevice returns a device's model (ID, Code, Name and FirmwareVersion only,
+// FirmwareVersion being the version this device is to run: its pin, else its rollout's,
+// else the model's current one; see answer.go) and that firmware.bin, in one query,
+// since devices poll for it.
 // The model is nil when the device does not exist; the artifact is nil, with a
 // NotFound error, when the model has no current version.
 func (s *Service) CurrentOfDevice(ctx context.Context, deviceID int64) (*devices.Model, *Artifact, error) {
@@ -658,37 +682,6 @@ func (s *Service) CurrentOfDevice(ctx context.Context, deviceID int64) (*devices
 		s.current.Put(gen, deviceID, currentOf{m: m, a: a, err: err})
 	}
 	return m, a, err
-}
-
-func (s *Service) currentOfDevice(ctx context.Context, deviceID int64) (*devices.Model, *Artifact, error) {
-	var (
-		m       devices.Model
-		fw, sha sql.NullString
-		size    sql.NullInt64
-		found   bool
-	)
-	err := s.db.QueryRowContext(ctx, `SELECT m.id, m.code, m.name, m.firmware_version, fv.id IS NOT NULL, fv.bin_size, fv.bin_sha256
-		FROM devices d JOIN device_models m ON m.id = d.device_model_id
-		LEFT JOIN firmware_versions fv ON fv.device_model_id = m.id AND fv.version = m.firmware_version
-		WHERE d.id = $1`, deviceID).Scan(&m.ID, &m.Code, &m.Name, &fw, &found, &size, &sha)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, apperr.NotFoundf("Device %d was not found", deviceID)
-	}
-	if err != nil {
-		return nil, nil, storeErr("get current firmware", err)
-	}
-	if !fw.Valid {
-		return &m, nil, apperr.NotFoundf("Firmware %s was not found", m.Code)
-	}
-	m.FirmwareVersion = &fw.String
-	if !found {
-		return &m, nil, apperr.NotFoundf("FirmwareVersion %s %s was not found", m.Code, fw.String)
-	}
-	if size.Int64 > 0 && sha.String != "" {
-		return &m, &Artifact{Code: m.Code, Version: fw.String, Name: "firmware.bin", Size: size.Int64, SHA256: sha.String}, nil
-	}
-	a, err := s.artifact(ctx, &m, fw.String, "firmware.bin") // adopted versions: sizes from the store
-	return &m, a, err
 }
 
 // Artifact describes one artifact of a stored version. Versions adopted from the older

@@ -68,7 +68,7 @@ func TestUploadStoresVersionThenTellsDumps(t *testing.T) {
 		slices.Sort(clients)
 
 		other, _ := build(t, "other", "1.0.0")
-		if _, err := f.s.Upload(ctx, firmware.ModelCode("lamp"), body(other), false); !isKind(err, apperr.Validation) {
+		if _, err := f.s.Upload(ctx, firmware.ModelCode("lamp"), body(other), false, true); !isKind(err, apperr.Validation) {
 			t.Fatalf("bundle of another model: %v, want a validation error", err)
 		}
 		if vs := f.versions(t, "lamp"); len(vs) != 0 || len(f.dumps.arrivals()) != 0 || len(f.notes.all()) != 0 {
@@ -79,7 +79,7 @@ func TestUploadStoresVersionThenTellsDumps(t *testing.T) {
 		}
 
 		z, sha := build(t, "lamp", "1.0.0")
-		res, err := f.s.Upload(ctx, firmware.ModelID(m.ID), body(z), false)
+		res, err := f.s.Upload(ctx, firmware.ModelID(m.ID), body(z), false, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,17 +107,17 @@ func TestUploadStoresVersionThenTellsDumps(t *testing.T) {
 		}
 
 		// The same bundle again changes nothing; different content needs replace.
-		if res, err := f.s.Upload(ctx, firmware.ModelCode("lamp"), body(z), false); err != nil || res.Created {
+		if res, err := f.s.Upload(ctx, firmware.ModelCode("lamp"), body(z), false, true); err != nil || res.Created {
 			t.Fatalf("identical re-upload: %+v %v", res, err)
 		}
 		z2, sha2 := build(t, "lamp", "1.0.0", "rebuilt")
-		if _, err := f.s.Upload(ctx, firmware.ModelCode("lamp"), body(z2), false); !isKind(err, apperr.Exists) {
+		if _, err := f.s.Upload(ctx, firmware.ModelCode("lamp"), body(z2), false, true); !isKind(err, apperr.Exists) {
 			t.Fatalf("different content without replace: %v, want RECORD_EXISTS", err)
 		}
 		if got := hexSHA(readAll(t, f.s, firmware.ModelCode("lamp"), "1.0.0", "firmware.elf")); got != sha {
 			t.Fatal("a refused re-upload changed the stored ELF")
 		}
-		if _, err := f.s.Upload(ctx, firmware.ModelCode("lamp"), body(z2), true); err != nil {
+		if _, err := f.s.Upload(ctx, firmware.ModelCode("lamp"), body(z2), true, true); err != nil {
 			t.Fatal(err)
 		}
 		if got := hexSHA(readAll(t, f.s, firmware.ModelCode("lamp"), "1.0.0", "firmware.elf")); got != sha2 {
@@ -140,7 +140,7 @@ func TestModelRef(t *testing.T) {
 		read := false
 		unread := func() (io.Reader, error) { read = true; return strings.NewReader("x"), nil }
 		for _, ref := range []firmware.ModelRef{firmware.ModelCode("nope"), firmware.ModelID(9999)} {
-			if _, err := f.s.Upload(ctx, ref, unread, false); !isKind(err, apperr.NotFound) || read {
+			if _, err := f.s.Upload(ctx, ref, unread, false, true); !isKind(err, apperr.NotFound) || read {
 				t.Fatalf("upload to %+v: %v (body read: %v)", ref, err, read)
 			}
 		}

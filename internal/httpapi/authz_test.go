@@ -73,6 +73,18 @@ var routeNeeds = map[string]struct {
 	"GET /api/pipeline/upload.sh":                                              {"public", 200},
 	"GET /api/pipeline/upload.ps1":                                             {"public", 200},
 
+	// Rollouts and pins.
+	"POST /api/device-models/{model_id}/rollouts":                       {"editor", 400},
+	"GET /api/device-models/{model_id}/rollouts":                        {"viewer", 404},
+	"GET /api/device-models/{model_id}/rollouts/{rollout_id}":           {"viewer", 404},
+	"POST /api/device-models/{model_id}/rollouts/{rollout_id}/advance":  {"editor", 404},
+	"POST /api/device-models/{model_id}/rollouts/{rollout_id}/pause":    {"editor", 404},
+	"POST /api/device-models/{model_id}/rollouts/{rollout_id}/resume":   {"editor", 404},
+	"POST /api/device-models/{model_id}/rollouts/{rollout_id}/abort":    {"editor", 404},
+	"POST /api/device-models/{model_id}/rollouts/{rollout_id}/complete": {"editor", 404},
+	"GET /api/devices/{device_id}/firmware-version":                     {"viewer", 404},
+	"PUT /api/devices/{device_id}/firmware-version":                     {"editor", 400},
+
 	// Provisioning.
 	"POST /api/devices/{device_id}/provisioning":            {"editor", 404},
 	"POST /api/device-models/{model_id}/provisioning-batch": {"editor", 400},

@@ -89,7 +89,15 @@ func uploadStream(r *http.Request) (io.Reader, error) {
 
 func (s *Server) upload(w http.ResponseWriter, r *http.Request, ref firmware.ModelRef, body func() (io.Reader, error)) {
 	replace, _ := strconv.ParseBool(r.URL.Query().Get("replace"))
-	res, err := s.deps.Firmware.Upload(r.Context(), ref, body, replace)
+	makeCurrent := true
+	if v := r.URL.Query().Get("make_current"); v != "" {
+		var err error
+		if makeCurrent, err = strconv.ParseBool(v); err != nil {
+			writeError(w, r, apperr.Validationf("make_current must be true or false (got %q)", v))
+			return
+		}
+	}
+	res, err := s.deps.Firmware.Upload(r.Context(), ref, body, replace, makeCurrent)
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -128,7 +136,8 @@ func binaryResponses(desc string) map[string]*huma.Response {
 func uploadOperation(id, path, summary string, tags []string) *huma.Operation {
 	return &huma.Operation{OperationID: id, Method: http.MethodPost, Path: path, Summary: summary, Tags: tags,
 		Description: "Body: the firmware bundle ZIP, raw (`application/zip` or `application/octet-stream`) or as multipart field `file`. " +
-			"`?replace=true` overwrites an existing version with different content.",
+			"`?replace=true` overwrites an existing version with different content; " +
+			"`?make_current=false` stores the version without making it current (a rollout can start from it).",
 		RequestBody: &huma.RequestBody{Required: true, Content: map[string]*huma.MediaType{
 			"application/zip": {}, "application/octet-stream": {}, "multipart/form-data": {}}},
 		Responses: map[string]*huma.Response{

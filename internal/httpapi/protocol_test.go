@@ -39,8 +39,13 @@ func TestEveryGetRouteAnswersHead(t *testing.T) {
 			t.Fatal(err)
 		}
 		gid := int(s.Expect(200, "GET", "/api/crash-groups", nil).Map(t)["crash_groups"].([]any)[0].(map[string]any)["id"].(float64))
+		s.Expect(200, "POST", fmt.Sprintf("/api/device-models/%d/firmware?make_current=false", mid),
+			bundletest.BuildCase(t, "lamp", "esp32c3", bundletest.Options{Version: "1.0.1"}))
+		roID := int(s.Expect(201, "POST", fmt.Sprintf("/api/device-models/%d/rollouts", mid),
+			map[string]any{"version": "1.0.1", "stages": []map[string]any{{"percent": 100}}}).Map(t)["id"].(float64))
 		values := map[string]string{"model_id": fmt.Sprint(mid), "device_id": fmt.Sprint(int(d["id"].(float64))),
-			"coredump_id": fmt.Sprint(cid), "version": "1.0.0", "artifact": "firmware.bin", "code": "lamp", "crash_group_id": fmt.Sprint(gid)}
+			"coredump_id": fmt.Sprint(cid), "version": "1.0.0", "artifact": "firmware.bin", "code": "lamp", "crash_group_id": fmt.Sprint(gid),
+			"rollout_id": fmt.Sprint(roID)}
 
 		var paths []string
 		for p, item := range s.App.HTTP.API().OpenAPI().Paths {

@@ -27,6 +27,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/fleet"
 	"github.com/iotsupport/iotsupport/internal/provisioning"
 	"github.com/iotsupport/iotsupport/internal/publicurl"
+	"github.com/iotsupport/iotsupport/internal/rollouts"
 	"github.com/iotsupport/iotsupport/internal/testsession"
 )
 
@@ -48,6 +49,8 @@ type Deps struct {
 	Firmware *firmware.Service
 	// Fleet records device telemetry and answers the fleet view.
 	Fleet *fleet.Service
+	// Rollouts runs staged rollouts and device pins.
+	Rollouts *rollouts.Service
 	// Coredumps stores and serves core dumps.
 	Coredumps *coredumps.Service
 	// CrashGroups serves crash groups.
@@ -130,6 +133,7 @@ func New(deps Deps) *Server {
 	s.registerFirmware()
 	s.registerDecoding()
 	s.registerCrashGroups()
+	s.registerRollouts()
 	s.registerSession()
 	s.registerProvisioning()
 	if deps.Console != nil {

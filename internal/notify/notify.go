@@ -22,6 +22,8 @@ const (
 	TopicConfig   = "iotsupport/updates/config"
 	// TopicCrashGroups carries crash group events (a new group, a regression) for operators.
 	TopicCrashGroups = "iotsupport/events/crash-groups"
+	// TopicRollouts carries staged rollout events (started, advanced, halted, …).
+	TopicRollouts = "iotsupport/events/rollouts"
 )
 
 // Notifier is what services call after a commit. Failures are logged and counted,
@@ -37,6 +39,7 @@ type Nop struct{}
 func (Nop) FirmwareUpdated(context.Context, []string, string) {}
 func (Nop) ConfigChanged(context.Context, string)             {}
 func (Nop) CrashGroupEvent(context.Context, any)              {}
+func (Nop) PublishEvent(context.Context, string, any)         {}
 
 // Config addresses the broker.
 type Config struct {
@@ -156,4 +159,9 @@ func (m *MQTT) ConfigChanged(ctx context.Context, clientID string) {
 // CrashGroupEvent publishes a crash group event (crashgroups.Event) on TopicCrashGroups.
 func (m *MQTT) CrashGroupEvent(ctx context.Context, event any) {
 	m.publish(ctx, TopicCrashGroups, event)
+}
+
+// PublishEvent publishes an event on an events topic (TopicRollouts).
+func (m *MQTT) PublishEvent(ctx context.Context, topic string, event any) {
+	m.publish(ctx, topic, event)
 }
