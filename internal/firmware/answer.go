@@ -96,6 +96,25 @@ func (s *Service) currentOfDevice(ctx context.Context, deviceID int64) (*devices
 	return &m, a, err
 }
 
+// refuseWhileRolling refuses to make version current while the model has an unfinished
+// rollout (its previous version would no longer be what the other devices run): the
+// rollout is completed or aborted first. Re-making the current version current is no
+// change and passes.
+func refuseWhileRolling(ctx context.Context, tx *sql.Tx, modelID int64, version string) error {
+	var id int64
+	var rv, state string
+	var current sql.NullString
+	err := tx.QueryRowContext(ctx, `SELECT r.id, r.version, r.state, m.firmware_version FROM rollouts r
+		JOIN device_models m ON m.id = r.model_id WHERE r.model_id = $1 AND r.state IN `+unfinishedSQL+` LIMIT 1`, modelID).Scan(&id, &rv, &state, &current)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && current.Valid && current.String == version {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return apperr.Existsf("Rollout %d of version %s is %s: complete or abort it before making another version current", id, rv, state)
+}
+
 // heldVersions are the model's versions an unfinished rollout or a device pin uses:
 // retention and deletion keep them.
 func heldVersions(ctx context.Context, tx *sql.Tx, modelID int64) (map[string]bool, error) {

@@ -269,6 +269,9 @@ func (s *Service) store2(ctx context.Context, m *devices.Model, b *bundle.Bundle
 		}
 		current := version
 		if makeCurrent {
+			if err := refuseWhileRolling(ctx, tx, m.ID, version); err != nil {
+				return err
+			}
 			if err := s.models.SetFirmwareVersionTx(ctx, tx, m.ID, version); err != nil {
 				return err
 			}
@@ -547,6 +550,9 @@ func (s *Service) SetCurrent(ctx context.Context, ref ModelRef, version string) 
 	}
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		if err := LockModel(ctx, s.db, tx, m.ID); err != nil {
+			return err
+		}
+		if err := refuseWhileRolling(ctx, tx, m.ID, version); err != nil {
 			return err
 		}
 		var id int64

@@ -128,6 +128,14 @@ func TestRolloutThroughTwoReplicas(t *testing.T) {
 			t.Fatalf("started: %+v", r)
 		}
 		a.Role("editor").Expect(409, "POST", base, map[string]any{"version": "1.1.0", "stages": []map[string]any{{"percent": 100}}})
+		// While it runs, no other way makes a version current: the rollout's previous
+		// version must stay what the other devices run.
+		mv := fmt.Sprintf("/api/device-models/%d/firmware-version", model)
+		apitest.CheckEnvelope(t, a.Role("editor").Expect(409, "PUT", mv, map[string]any{"version": "1.1.0"}))
+		apitest.CheckEnvelope(t, a.Role("editor").Expect(409, "POST", fmt.Sprintf("/api/device-models/%d/firmware", model), newBundle))
+		if v := a.Expect(200, "GET", fmt.Sprintf("/api/device-models/%d", model), nil).Map(t)["firmware_version"]; v != "1.0.0" {
+			t.Fatalf("current version during the rollout: %v", v)
+		}
 		want := map[string]string{}
 		in := map[string]bool{}
 		for _, d := range devs {
