@@ -32,9 +32,20 @@ type crashFleet struct {
 // decodedCrashes makes model code with n devices, each with one real dump, decoded.
 func decodedCrashes(t *testing.T, s *apitest.Server, code string, n int) crashFleet {
 	t.Helper()
-	ctx := context.Background()
 	f := crashFleet{model: int(s.Expect(201, "POST", "/api/device-models", map[string]any{"code": code, "name": code}).Map(t)["id"].(float64))}
 	s.Expect(200, "POST", fmt.Sprintf("/api/device-models/%d/firmware", f.model), bundletest.BuildCase(t, code, "esp32c3", bundletest.Options{Version: "1.0.0"}))
+	moreCrashes(t, s, &f, n)
+	groups := s.Expect(200, "GET", fmt.Sprintf("/api/crash-groups?model_id=%d", f.model), nil).Map(t)["crash_groups"].([]any)
+	if len(groups) != 1 {
+		t.Fatalf("%s: %d groups", code, len(groups))
+	}
+	f.group = int(groups[0].(map[string]any)["id"].(float64))
+	return f
+}
+
+// moreCrashes adds n devices to f's model, each uploading the real dump, decoded.
+func moreCrashes(t *testing.T, s *apitest.Server, f *crashFleet, n int) {
+	t.Helper()
 	dump, err := os.ReadFile(filepath.Join(filepath.Dir(espimagetest.ELFPath(t, "esp32c3")), "coredump.b64"))
 	if err != nil {
 		t.Fatal(err)
@@ -42,18 +53,12 @@ func decodedCrashes(t *testing.T, s *apitest.Server, code string, n int) crashFl
 	for range n {
 		d := s.Expect(201, "POST", "/api/devices", map[string]any{"device_model_id": f.model, "config": `{}`}).Map(t)
 		cid := int(s.Basic(d["key"].(string), d["secret"].(string)).Expect(201, "POST", "/api/iot/coredump?chip=esp32c3&firmware_version=1.0.0", dump).Map(t)["coredump_id"].(float64))
-		if err := s.App.Decoding.Decode(ctx, int64(cid)); err != nil {
+		if err := s.App.Decoding.Decode(context.Background(), int64(cid)); err != nil {
 			t.Fatal(err)
 		}
 		f.devices = append(f.devices, int(d["id"].(float64)))
 		f.dumps = append(f.dumps, cid)
 	}
-	groups := s.Expect(200, "GET", fmt.Sprintf("/api/crash-groups?model_id=%d", f.model), nil).Map(t)["crash_groups"].([]any)
-	if len(groups) != 1 {
-		t.Fatalf("%s: %d groups", code, len(groups))
-	}
-	f.group = int(groups[0].(map[string]any)["id"].(float64))
-	return f
 }
 
 // otherSignature files dump id again into a group of its own, through the crash groups

@@ -264,7 +264,7 @@ func TestOverviewCountsRecentCrashesPerModel(t *testing.T) {
 			t.Fatalf("fleet row counts %v:\n%s", cells, row)
 		}
 		// Versions running from the fleet view: the two crashed devices run 1.0.0 and crashed on it.
-		sec := regexp.MustCompile(`(?s)<section class="card model-summary"[^>]*id="model-`+strconv.Itoa(mid)+`">.*?</section>`).FindString(p.Body)
+		sec := regexp.MustCompile(`(?s)<section class="card model-summary"[^>]*id="model-` + strconv.Itoa(mid) + `">.*?</section>`).FindString(p.Body)
 		if !regexp.MustCompile(`(?s)<code>1\.0\.0</code></th>\s*<td class="num">2</td><td class="num">2</td>\s*<td class="num">0\.0 %</td>`).MatchString(sec) {
 			t.Fatalf("versions running of fleet:\n%s", sec)
 		}
