@@ -63,7 +63,7 @@ func (r *runner) seedConsole(ctx context.Context) (*consoleFleet, error) {
 	for done := 0; done < consoleDumps; done += batch {
 		err := r.db.Tx(ctx, func(tx *sql.Tx) error {
 			for i := done; i < min(done+batch, consoleDumps); i++ {
-				at := now.Add(-time.Duration(i) * 30 * 24 * time.Hour / consoleDumps)
+				at := now.Add(-time.Duration(i) * (30 * 24 * time.Hour / consoleDumps)) // (i × 30 d overflows int64)
 				r.svc.Coredumps.SetClock(func() time.Time { return at })
 				id, err := r.svc.Coredumps.WriteUploadRowsTx(ctx, tx, ids[i%len(ids)], "esp32c3", "1.0.0", dump, h, false)
 				if err != nil {

@@ -82,25 +82,67 @@ func (s *Service) Overview(ctx context.Context) (map[int64]*ModelOverview, error
 		{`SELECT model_id, version, COUNT(DISTINCT device_id) FROM fleet_device_days
 			WHERE day >= $1 AND last_seen_at >= $2 GROUP BY model_id, version`, []any{Day(day), day},
 			func(id int64, v string, n int) { get(id, v).DevicesSeen = n }},
-		{`SELECT model_id, version, COUNT(DISTINCT device_id) FROM (
-				SELECT model_id, device_id, version FROM fleet_boots WHERE booted_at >= $1 AND version IS NOT NULL
-					AND reason IN (` + crashReasonsSQL + `)
-				UNION SELECT model_id, device_id, version FROM fleet_dumps WHERE uploaded_at >= $1) AS crashed
-			GROUP BY model_id, version`, []any{day},
-			func(id int64, v string, n int) { get(id, v).CrashedDevices = n }},
-		{`SELECT model_id, version, COUNT(*) FROM fleet_dumps WHERE uploaded_at >= $1 GROUP BY model_id, version`, []any{day},
-			func(id int64, v string, n int) { get(id, v).CoreDumps = n; model(id).DumpsDay += n }},
-		// The week's dumps per device first, so the distinct count reads the small grouped set.
-		{`SELECT model_id, '', COUNT(*) FROM (SELECT DISTINCT model_id, device_id FROM fleet_dumps WHERE uploaded_at >= $1) AS w
-			GROUP BY model_id`, []any{week},
-			func(id int64, _ string, n int) { model(id).DevicesWeek = n }},
-		{`SELECT model_id, '', COUNT(*) FROM fleet_dumps WHERE uploaded_at >= $1 GROUP BY model_id`, []any{week},
-			func(id int64, _ string, n int) { model(id).DumpsWeek = n }},
 	}
 	for _, q := range queries {
 		if err := each(q.sql, q.args, q.fn); err != nil {
 			return nil, db.Err("fleet overview", err)
 		}
+	}
+	// Crashes: the week's dumps and the day's crash boots, per device, counted here. One
+	// row per device and version (bounded by the fleet), read through the time indexes;
+	// grouping by model and version in SQL let SQLite scan the (model, time) index whole.
+	type crash struct {
+		model, device int64
+		version       string
+	}
+	crashed := map[crash]bool{}
+	dumpedWeek := map[[2]int64]bool{}
+	rows, err := s.db.QueryContext(ctx, `SELECT model_id, device_id, version, SUM(CASE WHEN uploaded_at >= $1 THEN 1 ELSE 0 END), COUNT(*)
+		FROM fleet_dumps WHERE uploaded_at >= $2 GROUP BY device_id, model_id, version`, day, week)
+	if err != nil {
+		return nil, db.Err("fleet overview", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c crash
+		var inDay, inWeek int
+		if err := rows.Scan(&c.model, &c.device, &c.version, &inDay, &inWeek); err != nil {
+			return nil, db.Err("fleet overview", err)
+		}
+		m := model(c.model)
+		m.DumpsWeek += inWeek
+		dumpedWeek[[2]int64{c.model, c.device}] = true
+		if inDay > 0 {
+			m.DumpsDay += inDay
+			get(c.model, c.version).CoreDumps += inDay
+			crashed[c] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.Err("fleet overview", err)
+	}
+	rows.Close()
+	boots, err := s.db.QueryContext(ctx, `SELECT DISTINCT model_id, device_id, version FROM fleet_boots
+		WHERE booted_at >= $1 AND version IS NOT NULL AND reason IN (`+crashReasonsSQL+`)`, day)
+	if err != nil {
+		return nil, db.Err("fleet overview", err)
+	}
+	defer boots.Close()
+	for boots.Next() {
+		var c crash
+		if err := boots.Scan(&c.model, &c.device, &c.version); err != nil {
+			return nil, db.Err("fleet overview", err)
+		}
+		crashed[c] = true
+	}
+	if err := boots.Err(); err != nil {
+		return nil, db.Err("fleet overview", err)
+	}
+	for c := range crashed {
+		get(c.model, c.version).CrashedDevices++
+	}
+	for k := range dumpedWeek {
+		model(k[0]).DevicesWeek++
 	}
 	for k, st := range byVersion {
 		st.CrashFreePercent = CrashFree(st.DevicesSeen, st.CrashedDevices)
