@@ -170,7 +170,8 @@ func shoot(t *testing.T, ctx context.Context, name string) {
 func TestBrowserEndToEnd(t *testing.T) {
 	browserPath(t) // fails here, before any set-up, when chromium is missing
 	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
-		browserEndToEnd(t, newBrowser(t), apitest.Start(t, env))
+		// Uncached overview: the page right after the dump shows it (the cache is tested apart).
+		browserEndToEnd(t, newBrowser(t), apitest.Start(t, env, "CONSOLE_OVERVIEW_CACHE_TTL", "0"))
 	})
 }
 
@@ -275,6 +276,13 @@ func browserEndToEnd(t *testing.T, ctx context.Context, s *apitest.Server) {
 	visit(t, ctx, base+deviceURL, "device")
 	visit(t, ctx, base+"/devices", "devices")
 	visit(t, ctx, base+"/", "overview")
+	// The overview shows the crash, the version running and the group among the top ones.
+	if n := eval[int](t, ctx, `document.querySelectorAll(".top-groups a[href='`+groupURL+`']").length`); n != 1 {
+		t.Fatalf("overview links the crash group %d times", n)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("table.versions-running code").length`); n != 1 {
+		t.Fatalf("overview lists %d versions running", n)
+	}
 	visit(t, ctx, base+"/tokens", "tokens")
 	visit(t, ctx, base+"/audit", "audit")
 
