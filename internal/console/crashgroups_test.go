@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apitest"
 	"github.com/iotsupport/iotsupport/internal/bundle/bundletest"
@@ -226,8 +227,18 @@ func TestDeviceListFiltersByRunningVersionAndLastSeen(t *testing.T) {
 		v.get("/devices?running=1.0.0").must(t, 200, `id="device-count">1 devices<`, row(ids[0])).mustNot(t, row(ids[1]), row(never))
 		v.get(fmt.Sprintf("/devices?model=%d&running=2.0.0&seen=24h", mid)).must(t, 200, `id="device-count">5 devices<`, row(ids[1])).mustNot(t, row(ids[0]))
 		v.get("/devices?seen=1h").must(t, 200, `id="device-count">6 devices<`)
-		// Never seen is neither seen recently nor "not seen for": it has no report.
+		// Not seen for 24 h: a device that never reported counts from its creation, as the
+		// overview's count (which links here) does.
 		v.get("/devices?seen=not-24h").must(t, 200, `id="device-count">0 devices<`)
+		if _, err := env.DB.ExecContext(context.Background(), `UPDATE devices SET created_at = $1 WHERE id = $2`,
+			time.Now().UTC().Add(-48*time.Hour), never); err != nil {
+			t.Fatal(err)
+		}
+		v.get("/devices?seen=not-24h").must(t, 200, `id="device-count">1 devices<`, row(never))
+		uncached := apitest.Start(t, env, "CONSOLE_OVERVIEW_CACHE_TTL", "0")
+		if p := newClientPage(t, uncached, "/"); !strings.Contains(p, fmt.Sprintf(`<a href="/devices?model=%d&amp;seen=not-24h" class="stale">1</a>`, mid)) {
+			t.Fatalf("overview's stale count:\n%s", p)
+		}
 		v.get("/devices?running=9.9.9").must(t, 200, `id="device-count">0 devices<`)
 		// The pager keeps the filters (five a page here).
 		s2 := apitest.Start(t, env, "APP_ENV", "testing", "CONSOLE_PAGE_SIZE", "5")

@@ -31,7 +31,7 @@ type deviceFilter struct {
 // seenChoice is one choice of the "last seen" filter.
 type seenChoice struct {
 	Value, Label string
-	Within       bool // seen within Ago; else not seen for Ago (never seen included: no)
+	Within       bool // seen within Ago; else not seen for Ago (never seen: counted from creation)
 	Ago          time.Duration
 }
 
@@ -91,7 +91,7 @@ func (f deviceFilter) devices(now time.Time) devices.DeviceFilter {
 			if c.Within {
 				p.SeenAfter = &at
 			} else {
-				p.SeenBefore = &at
+				p.StaleBefore = &at // as the overview's "not seen in 24 h" counts
 			}
 		}
 	}

@@ -52,7 +52,7 @@ func FuzzDeviceFilter(f *testing.F) {
 		}
 		p := flt.devices(time.Now())
 		if offset := (flt.Page - 1) * 50; flt.Page < 1 || offset < 0 || flt.Model < 0 || len(flt.Q) > 100 ||
-			(p.RunningVersion != "" && !naming.ValidVersion(p.RunningVersion)) || (flt.Seen != "" && p.SeenAfter == nil && p.SeenBefore == nil) {
+			(p.RunningVersion != "" && !naming.ValidVersion(p.RunningVersion)) || (flt.Seen != "" && p.SeenAfter == nil && p.StaleBefore == nil) {
 			t.Fatalf("filter %+v from %q gives query %+v", flt, raw, p)
 		}
 		u, err := url.Parse(flt.PageURL(flt.Page))

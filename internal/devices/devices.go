@@ -113,6 +113,9 @@ type DeviceFilter struct {
 	// SeenBefore and SeenAfter bound last_seen_at (before: strictly earlier; after: at or
 	// later); devices that never reported match neither.
 	SeenBefore, SeenAfter *time.Time
+	// StaleBefore matches devices not seen since then, a device that never reported
+	// counting from its creation (the fleet view's stale_devices).
+	StaleBefore *time.Time
 	// Active is nil for every device, else only active (true) or inactive (false) ones.
 	Active *bool
 	// Search matches a substring of the key or (case-insensitively) the name.
@@ -147,6 +150,9 @@ func (f DeviceFilter) where() (string, []any, error) {
 	}
 	if f.SeenAfter != nil {
 		add(`st.last_seen_at >= ?`, f.SeenAfter.UTC())
+	}
+	if f.StaleBefore != nil {
+		add(`COALESCE(st.last_seen_at, d.created_at) < ?`, f.StaleBefore.UTC())
 	}
 	if f.Active != nil {
 		add(`d.active = ?`, *f.Active)
