@@ -362,7 +362,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, d *db.DB, st
 		}
 	}
 	pub := publicurl.Resolver{Configured: cfg.PublicBaseURL, TrustProxy: cfg.TrustProxyHeaders}
-	ui, err := console.New(console.Deps{Log: log, Devices: a.Devices, Firmware: a.Firmware, Coredumps: a.Coredumps, Tokens: a.Tokens,
+	ui, err := console.New(console.Deps{Log: log, Devices: a.Devices, Firmware: a.Firmware, Coredumps: a.Coredumps,
+		CrashGroups: a.CrashGroups, Fleet: a.Fleet, Tokens: a.Tokens,
 		Audit: a.Audit, Auth: a.Auth, Sessions: consoleSessions, TrustProxy: cfg.TrustProxyHeaders, PageSize: cfg.ConsolePageSize, OverviewTTL: cfg.ConsoleOverviewTTL,
 		SSO: sso, PublicURL: pub})
 	if err != nil {

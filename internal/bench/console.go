@@ -17,6 +17,7 @@ import (
 	"github.com/iotsupport/iotsupport/internal/coredumps"
 	"github.com/iotsupport/iotsupport/internal/decoding"
 	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/fleet"
 )
 
 // Console fleet size: the "10 000 devices and 100 000 dumps".
@@ -62,10 +63,14 @@ func (r *runner) seedConsole(ctx context.Context) (*consoleFleet, error) {
 	for done := 0; done < consoleDumps; done += batch {
 		err := r.db.Tx(ctx, func(tx *sql.Tx) error {
 			for i := done; i < min(done+batch, consoleDumps); i++ {
-				at := now.Add(-time.Duration(i) * 30 * 24 * time.Hour / consoleDumps)
+				at := now.Add(-time.Duration(i) * (30 * 24 * time.Hour / consoleDumps)) // (i × 30 d overflows int64)
 				r.svc.Coredumps.SetClock(func() time.Time { return at })
 				id, err := r.svc.Coredumps.WriteUploadRowsTx(ctx, tx, ids[i%len(ids)], "esp32c3", "1.0.0", dump, h, false)
 				if err != nil {
+					return err
+				}
+				// and the fleet view's rows a real upload writes with it (the overview counts those)
+				if err := r.db.Batch(ctx, tx, fleet.Dumps{}.DumpQueries(ids[i%len(ids)], "1.0.0", at)...); err != nil {
 					return err
 				}
 				if err := r.svc.Coredumps.RecordResult(ctx, tx, id, coredumps.Result{Status: coredumps.StatusParsed, Output: "bench"}); err != nil {

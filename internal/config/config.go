@@ -310,7 +310,7 @@ var Settings = []Setting{
 	{Name: "AUDIT_WRITE_TIMEOUT", Default: "10s", Doc: "Longest an audit log write may take after its request; it does not depend on the client staying connected.", apply: durationSetting(func(c *Config) *time.Duration { return &c.AuditWriteTimeout })},
 	{Name: "CONSOLE_SESSION_IDLE_TIMEOUT", Default: "2h", Doc: "A web console session not used for this long ends (sign in again).", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionIdle })},
 	{Name: "CONSOLE_SESSION_MAX_AGE", Default: "24h", Doc: "A web console session ends this long after sign-in, used or not.", apply: durationSetting(func(c *Config) *time.Duration { return &c.ConsoleSessionMaxAge })},
-	{Name: "CONSOLE_OVERVIEW_CACHE_TTL", Default: "10s", Doc: "How long the web console's overview reuses its crash counts (they read the last week's core dumps); `0` counts on every view.", apply: func(c *Config, v string) error {
+	{Name: "CONSOLE_OVERVIEW_CACHE_TTL", Default: "10s", Doc: "How long the web console's overview reuses its fleet counts and top crash groups (they read the last week's fleet view rows); `0` counts on every view.", apply: func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
 			return fmt.Errorf("must be a duration like 10s, or 0")

@@ -21,8 +21,10 @@ import (
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/auth"
 	"github.com/iotsupport/iotsupport/internal/coredumps"
+	"github.com/iotsupport/iotsupport/internal/crashgroups"
 	"github.com/iotsupport/iotsupport/internal/devices"
 	"github.com/iotsupport/iotsupport/internal/firmware"
+	"github.com/iotsupport/iotsupport/internal/fleet"
 	"github.com/iotsupport/iotsupport/internal/publicurl"
 	"github.com/iotsupport/iotsupport/internal/sessions"
 	"github.com/iotsupport/iotsupport/internal/ttlcache"
@@ -40,15 +42,18 @@ type Deps struct {
 	Devices   *devices.Service
 	Firmware  *firmware.Service
 	Coredumps *coredumps.Service
-	Tokens    *auth.Tokens
-	Audit     *auth.Audit
-	Auth      *auth.Authenticator
-	Sessions  *sessions.Store
+	// CrashGroups lists, shows and edits crash groups; Fleet gives the overview's versions.
+	CrashGroups *crashgroups.Service
+	Fleet       *fleet.Service
+	Tokens      *auth.Tokens
+	Audit       *auth.Audit
+	Auth        *auth.Authenticator
+	Sessions    *sessions.Store
 	// TrustProxy marks the cookie Secure when X-Forwarded-Proto says https (TRUST_PROXY_HEADERS).
 	TrustProxy bool
 	// PageSize is the rows per page of the lists (CONSOLE_PAGE_SIZE).
 	PageSize int
-	// OverviewTTL keeps the overview's crash counts this long (CONSOLE_OVERVIEW_CACHE_TTL; 0: none).
+	// OverviewTTL keeps the overview's fleet counts and top groups this long (CONSOLE_OVERVIEW_CACHE_TTL; 0: none).
 	OverviewTTL time.Duration
 	// SSO runs "Sign in with SSO" (OIDC authorization code with PKCE); nil when OIDC is off.
 	SSO *auth.SSO
@@ -61,7 +66,7 @@ type Console struct {
 	d       Deps
 	pages   map[string]*template.Template
 	csp     *http.CrossOriginProtection
-	crashes *ttlcache.Cache[struct{}, map[int64]coredumps.ModelCrashes]
+	summary *ttlcache.Cache[struct{}, fleetSummary]
 }
 
 // New parses every template (a broken one fails at start, not on first view).
@@ -73,7 +78,7 @@ func New(d Deps) (*Console, error) {
 		d.PageSize = 50
 	}
 	c := &Console{d: d, pages: map[string]*template.Template{}, csp: http.NewCrossOriginProtection(),
-		crashes: ttlcache.New[struct{}, map[int64]coredumps.ModelCrashes](d.OverviewTTL, 1)}
+		summary: ttlcache.New[struct{}, fleetSummary](d.OverviewTTL, 1)}
 	c.csp.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusForbidden, "Cross-site request refused.")
 	}))
@@ -118,6 +123,8 @@ func (c *Console) Register(r chi.Router) {
 				r.Get("/devices", c.deviceList)
 				r.Get("/devices/{id}", c.deviceShow)
 				r.Get("/devices/{id}/coredumps/{cid}", c.coredumpShow)
+				r.Get("/crash-groups", c.crashGroupList)
+				r.Get("/crash-groups/{id}", c.crashGroupShow)
 				r.Group(func(r chi.Router) {
 					r.Use(c.requireRole(auth.Editor))
 					r.Post("/models", c.modelCreate)
@@ -131,6 +138,8 @@ func (c *Console) Register(r chi.Router) {
 					r.Post("/devices/{id}/secret", c.deviceSecret)
 					r.Post("/devices/{id}/delete", c.deviceDelete)
 					r.Post("/devices/{id}/coredumps/{cid}/reparse", c.coredumpReparse)
+					r.Post("/crash-groups/{id}/status", c.crashGroupStatus)
+					r.Post("/crash-groups/{id}/merge", c.crashGroupMerge)
 				})
 				r.Group(func(r chi.Router) {
 					r.Use(c.requireRole(auth.Admin))

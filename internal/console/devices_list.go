@@ -4,26 +4,56 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
 	"github.com/iotsupport/iotsupport/internal/devices"
+	"github.com/iotsupport/iotsupport/internal/naming"
 )
 
 // maxPage bounds the page number: past it no fleet has devices.
 const maxPage = 1_000_000
 
-// deviceFilter is the list's query: model, active state, a search over key and name, page.
+// deviceFilter is the list's query: model, active state, a search over key and name,
+// running version, last seen, page.
 type deviceFilter struct {
-	Model  int64
-	Active string // "", "yes", "no"
-	Q      string
-	Page   int
+	Model   int64
+	Active  string // "", "yes", "no"
+	Q       string
+	Running string // "": any version
+	Seen    string // "", or one of seenChoices' values
+	Page    int
+}
+
+// seenChoice is one choice of the "last seen" filter.
+type seenChoice struct {
+	Value, Label string
+	Within       bool // seen within Ago; else not seen for Ago (never seen: counted from creation)
+	Ago          time.Duration
+}
+
+// seenChoices are the "last seen" filter's choices, in the order shown.
+var seenChoices = []seenChoice{
+	{"1h", "Seen within 1 hour", true, time.Hour},
+	{"24h", "Seen within 24 hours", true, 24 * time.Hour},
+	{"7d", "Seen within 7 days", true, 7 * 24 * time.Hour},
+	{"not-24h", "Not seen for 24 hours", false, 24 * time.Hour},
+	{"not-7d", "Not seen for 7 days", false, 7 * 24 * time.Hour},
+	{"not-30d", "Not seen for 30 days", false, 30 * 24 * time.Hour},
 }
 
 func readDeviceFilter(q url.Values) (deviceFilter, error) {
-	f := deviceFilter{Active: q.Get("active"), Q: strings.TrimSpace(q.Get("q")), Page: 1}
+	f := deviceFilter{Active: q.Get("active"), Q: strings.TrimSpace(q.Get("q")), Running: strings.TrimSpace(q.Get("running")),
+		Seen: q.Get("seen"), Page: 1}
+	if f.Running != "" && !naming.ValidVersion(f.Running) {
+		return f, apperr.Validationf("running version must be a firmware version (1-32 of A-Z, a-z, 0-9, '.', '_', '+', '-')")
+	}
+	if f.Seen != "" && !slices.ContainsFunc(seenChoices, func(c seenChoice) bool { return c.Value == f.Seen }) {
+		return f, apperr.Validationf("last seen must be one of the listed choices")
+	}
 	if v := q.Get("model"); v != "" {
 		id, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || id < 0 {
@@ -48,15 +78,28 @@ func readDeviceFilter(q url.Values) (deviceFilter, error) {
 	return f, nil
 }
 
-// page is the devices query of this filter's page.
-func (f deviceFilter) page(size int) devices.PageFilter {
-	p := devices.PageFilter{ModelID: f.Model, Search: f.Q, Limit: size, Offset: (f.Page - 1) * size}
+// devices is the devices query of this filter at now.
+func (f deviceFilter) devices(now time.Time) devices.DeviceFilter {
+	p := devices.DeviceFilter{ModelID: f.Model, Search: f.Q, RunningVersion: f.Running}
 	if f.Active != "" {
 		active := f.Active == "yes"
 		p.Active = &active
 	}
+	for _, c := range seenChoices {
+		if c.Value == f.Seen {
+			at := now.Add(-c.Ago)
+			if c.Within {
+				p.SeenAfter = &at
+			} else {
+				p.StaleBefore = &at // as the overview's "not seen in 24 h" counts
+			}
+		}
+	}
 	return p
 }
+
+// SeenChoices lists the "last seen" filter's choices for the template.
+func (deviceFilter) SeenChoices() []seenChoice { return seenChoices }
 
 // pageURL is this list's URL at another page.
 func (f deviceFilter) PageURL(page int) string {
@@ -69,6 +112,12 @@ func (f deviceFilter) PageURL(page int) string {
 	}
 	if f.Q != "" {
 		v.Set("q", f.Q)
+	}
+	if f.Running != "" {
+		v.Set("running", f.Running)
+	}
+	if f.Seen != "" {
+		v.Set("seen", f.Seen)
 	}
 	v.Set("page", strconv.Itoa(page))
 	return "/devices?" + v.Encode()
@@ -86,7 +135,7 @@ func (c *Console) renderDevices(w http.ResponseWriter, r *http.Request, status i
 		return
 	}
 	size := c.d.PageSize
-	devs, total, err := c.d.Devices.FindDevicePage(r.Context(), f.page(size))
+	devs, total, err := c.d.Devices.FindDevicePage(r.Context(), f.devices(time.Now().UTC()), size, (f.Page-1)*size)
 	if err != nil {
 		c.serviceError(w, r, err)
 		return

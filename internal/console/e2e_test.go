@@ -130,7 +130,8 @@ func settle(t *testing.T, ctx context.Context, name string) {
 
 // documented are the pages docs/screenshots shows.
 var documented = map[string]bool{"login": true, "overview": true, "models": true, "model": true, "devices": true, "device": true,
-	"device-secret": true, "coredump-pending": true, "coredump": true, "tokens": true, "audit": true}
+	"device-secret": true, "coredump-pending": true, "coredump": true, "tokens": true, "audit": true,
+	"crash-groups": true, "crash-group": true}
 
 func shoot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
@@ -162,13 +163,15 @@ func shoot(t *testing.T, ctx context.Context, name string) {
 // TestBrowserEndToEnd drives the console in real headless Chromium: sign in with a token,
 // create a model, upload a real bundle through the page, create a device and see its
 // secret once, let the device upload a real core dump through the API, watch the PENDING
-// dump page update itself until it shows the crashed task and top frame; then a viewer
-// sees no write control, a cross-site form post is refused, and logout ends the session.
-// axe-core checks every page. Crash groups are not in this tree yet: their step waits.
+// dump page update itself until it shows the crashed task and top frame, and follow its
+// link to the crash group page, which shows the group's title; then a viewer sees no
+// write control, a cross-site form post is refused, and logout ends the session.
+// axe-core checks every page.
 func TestBrowserEndToEnd(t *testing.T) {
 	browserPath(t) // fails here, before any set-up, when chromium is missing
 	testenv.ForEach(t, func(t *testing.T, env *testenv.Env) {
-		browserEndToEnd(t, newBrowser(t), apitest.Start(t, env))
+		// Uncached overview: the page right after the dump shows it (the cache is tested apart).
+		browserEndToEnd(t, newBrowser(t), apitest.Start(t, env, "CONSOLE_OVERVIEW_CACHE_TTL", "0"))
 	})
 }
 
@@ -254,13 +257,34 @@ func browserEndToEnd(t *testing.T, ctx context.Context, s *apitest.Server) {
 		t.Fatalf("top frame %q lacks function and file:line", top)
 	}
 	settle(t, ctx, "coredump")
+	// The dump page links its crash group, whose page shows the group's title; the list
+	// shows the group with its sparkline.
+	run(t, ctx, "to crash group", chromedp.WaitVisible(chromedp.CSS("#crash-group-link")), chromedp.Click(chromedp.CSS("#crash-group-link")),
+		chromedp.WaitVisible(chromedp.CSS("#group-title")))
+	groupURL := eval[string](t, ctx, `location.pathname`)
+	if title := text(t, ctx, "#group-title"); !strings.Contains(title, "fail_once") || !strings.Contains(title, "abort()") {
+		t.Fatalf("crash group title %q", title)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("#group-samples a[href*='/coredumps/']").length`); n != 1 {
+		t.Fatalf("crash group page lists %d sample dumps", n)
+	}
+	settle(t, ctx, "crash-group")
+	visit(t, ctx, base+"/crash-groups", "crash-groups")
+	if n := eval[int](t, ctx, `document.querySelectorAll("#crash-groups svg.spark[role=img] rect").length`); n != 1 {
+		t.Fatalf("crash group list draws %d sparkline bars", n)
+	}
 	visit(t, ctx, base+deviceURL, "device")
 	visit(t, ctx, base+"/devices", "devices")
 	visit(t, ctx, base+"/", "overview")
+	// The overview shows the crash, the version running and the group among the top ones.
+	if n := eval[int](t, ctx, `document.querySelectorAll(".top-groups a[href='`+groupURL+`']").length`); n != 1 {
+		t.Fatalf("overview links the crash group %d times", n)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("table.versions-running code").length`); n != 1 {
+		t.Fatalf("overview lists %d versions running", n)
+	}
 	visit(t, ctx, base+"/tokens", "tokens")
 	visit(t, ctx, base+"/audit", "audit")
-	// Crash groups (issue 21) are not in this tree: the step "the crash group page shows
-	// it" is added with them.
 
 	// Logout ends the session.
 	run(t, ctx, "logout", chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#token")))
@@ -272,7 +296,7 @@ func browserEndToEnd(t *testing.T, ctx context.Context, s *apitest.Server) {
 	// A viewer sees no write control anywhere.
 	run(t, ctx, "viewer sign in", chromedp.SendKeys(chromedp.CSS("#token"), s.Tokens["viewer"]), chromedp.Click(chromedp.CSS("#signin")),
 		chromedp.WaitVisible(chromedp.CSS("#who")))
-	for _, p := range []string{"/", "/models", modelURL, "/devices", deviceURL, fmt.Sprintf("%s/coredumps/%d", deviceURL, cid)} {
+	for _, p := range []string{"/", "/models", modelURL, "/devices", deviceURL, fmt.Sprintf("%s/coredumps/%d", deviceURL, cid), "/crash-groups", groupURL} {
 		visit(t, ctx, base+p, "viewer"+strings.ReplaceAll(p, "/", "-"))
 		n := eval[int](t, ctx, `document.querySelectorAll("form[method=post]:not(.who), input[type=file], textarea, button.danger").length`)
 		if n != 0 {

@@ -4,6 +4,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/iotsupport/iotsupport/internal/naming"
 )
 
 // The sign-in redirect's target comes from the query string: whatever it is, the console
@@ -34,7 +37,8 @@ func FuzzLocalPath(f *testing.F) {
 // The device list's filters come from the query string: anything is either refused with
 // a message or a filter whose page query is in range.
 func FuzzDeviceFilter(f *testing.F) {
-	for _, s := range []string{"model=1&active=yes&q=abc&page=2", "page=0", "page=-1", "model=x", "active=maybe", "q=%25_%5C", "page=99999999999999999999"} {
+	for _, s := range []string{"model=1&active=yes&q=abc&page=2", "page=0", "page=-1", "model=x", "active=maybe", "q=%25_%5C", "page=99999999999999999999",
+		"running=1.0.0&seen=24h", "running=../x", "seen=not-7d", "seen=forever"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -46,12 +50,18 @@ func FuzzDeviceFilter(f *testing.F) {
 		if err != nil {
 			return
 		}
-		p := flt.page(50)
-		if flt.Page < 1 || p.Offset < 0 || p.Limit != 50 || flt.Model < 0 || len(flt.Q) > 100 {
-			t.Fatalf("filter %+v from %q gives page %+v", flt, raw, p)
+		p := flt.devices(time.Now())
+		if offset := (flt.Page - 1) * 50; flt.Page < 1 || offset < 0 || flt.Model < 0 || len(flt.Q) > 100 ||
+			(p.RunningVersion != "" && !naming.ValidVersion(p.RunningVersion)) || (flt.Seen != "" && p.SeenAfter == nil && p.StaleBefore == nil) {
+			t.Fatalf("filter %+v from %q gives query %+v", flt, raw, p)
 		}
-		if _, err := url.Parse(flt.PageURL(flt.Page + 1)); err != nil {
+		u, err := url.Parse(flt.PageURL(flt.Page))
+		if err != nil {
 			t.Fatalf("page URL of %q: %v", raw, err)
+		}
+		// The pager's links keep every filter.
+		if again, err := readDeviceFilter(u.Query()); err != nil || again != flt {
+			t.Fatalf("page URL %q of %q reads back as %+v, %v", u, raw, again, err)
 		}
 	})
 }

@@ -55,4 +55,18 @@ var funcs = template.FuncMap{
 	"hex":   func(v uint32) string { return fmt.Sprintf("0x%08x", v) },
 	"lower": strings.ToLower,
 	"add":   func(a, b int) int { return a + b },
+	"list":  func(s ...string) []string { return s },
+	// percent shows a crash-free share: 99.95 % is not 100 %, so two decimals near the top.
+	"percent": func(p *float64) string {
+		if p == nil {
+			return ""
+		}
+		if *p >= 99 && *p < 100 {
+			return fmt.Sprintf("%.2f %%", *p)
+		}
+		return fmt.Sprintf("%.1f %%", *p)
+	},
 }
+
+// now is the pages' clock (UTC).
+func (c *Console) now() time.Time { return time.Now().UTC() }

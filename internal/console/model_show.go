@@ -25,7 +25,7 @@ func (c *Console) renderModel(w http.ResponseWriter, r *http.Request, status int
 		c.serviceError(w, r, err)
 		return
 	}
-	devs, total, err := c.d.Devices.FindDevicePage(r.Context(), devices.PageFilter{ModelID: id, Limit: c.d.PageSize})
+	devs, total, err := c.d.Devices.FindDevicePage(r.Context(), devices.DeviceFilter{ModelID: id}, c.d.PageSize, 0)
 	if err != nil {
 		c.serviceError(w, r, err)
 		return

@@ -259,8 +259,14 @@ func TestOverviewCountsRecentCrashesPerModel(t *testing.T) {
 		p := c.get("/").must(t, 200, `href="/models/`, ">fleet<", ">quiet<")
 		row := regexp.MustCompile(`(?s)>fleet</a>.*?</tr>`).FindString(p.Body)
 		cells := regexp.MustCompile(`<td class="num">(\d+)</td>`).FindAllStringSubmatch(row, -1)
-		if len(cells) != 3 || cells[0][1] != "3" || cells[1][1] != "3" || cells[2][1] != "2" {
+		// Not seen in 24 h (created just now: none), crashes 24 h, 7 d, devices with a crash.
+		if len(cells) != 4 || cells[0][1] != "0" || cells[1][1] != "3" || cells[2][1] != "3" || cells[3][1] != "2" {
 			t.Fatalf("fleet row counts %v:\n%s", cells, row)
+		}
+		// Versions running from the fleet view: the two crashed devices run 1.0.0 and crashed on it.
+		sec := regexp.MustCompile(`(?s)<section class="card model-summary"[^>]*id="model-` + strconv.Itoa(mid) + `">.*?</section>`).FindString(p.Body)
+		if !regexp.MustCompile(`(?s)<code>1\.0\.0</code></th>\s*<td class="num">2</td><td class="num">2</td>\s*<td class="num">0\.0 %</td>`).MatchString(sec) {
+			t.Fatalf("versions running of fleet:\n%s", sec)
 		}
 		if !strings.Contains(row, `>3</a></td>`) {
 			t.Fatalf("fleet row lacks its 3 devices:\n%s", row)

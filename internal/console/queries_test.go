@@ -30,9 +30,13 @@ func TestPagesRunAFixedNumberOfQueries(t *testing.T) {
 		}
 		dev := addDevices(2)
 		cid := addDumps(dev, 2)
+		// Crash groups with real decoded dumps: lamp's group gains devices, and more groups come.
+		lamp := decodedCrashes(t, s, "lamp", 2)
 		c := signIn(t, s, "admin")
-		pages := []string{"/", "/models", fmt.Sprintf("/models/%d", mid), "/devices", fmt.Sprintf("/devices?model=%d&q=a", mid),
-			fmt.Sprintf("/devices/%d", dev), fmt.Sprintf("/devices/%d/coredumps/%d", dev, cid), "/tokens", "/audit"}
+		pages := []string{"/", "/models", fmt.Sprintf("/models/%d", mid), "/devices", fmt.Sprintf("/devices?model=%d&q=a&running=1.0.0&seen=24h", mid),
+			fmt.Sprintf("/devices/%d", dev), fmt.Sprintf("/devices/%d/coredumps/%d", dev, cid), "/tokens", "/audit",
+			"/crash-groups", fmt.Sprintf("/crash-groups?model=%d&status=open&version=1.0.0&sort=devices", lamp.model),
+			fmt.Sprintf("/crash-groups/%d", lamp.group)}
 		count := func() map[string]int64 {
 			out := map[string]int64{}
 			for _, p := range pages {
@@ -50,6 +54,9 @@ func TestPagesRunAFixedNumberOfQueries(t *testing.T) {
 			d := int(s.Expect(201, "POST", "/api/devices", map[string]any{"device_model_id": m, "config": `{}`}).Map(t)["id"].(float64))
 			addDumps(d, 1)
 		}
+		moreCrashes(t, s, &lamp, 3)      // lamp's group: more devices, dumps and samples
+		decodedCrashes(t, s, "lamp2", 1) // and another model's group
+		otherSignature(t, s, env, int64(lamp.dumps[0]))
 		for i := 0; i < 20; i++ { // more tokens and audit entries too
 			s.Expect(201, "POST", "/api/tokens", map[string]any{"name": fmt.Sprintf("qc-%d", i), "role": "viewer"})
 		}

@@ -185,6 +185,14 @@ type Detail struct {
 	Versions          []VersionCount `json:"versions"`
 	Daily             []DayCount     `json:"daily" doc:"The last 30 days with dumps, oldest first"`
 	SampleCoredumpIDs []int64        `json:"sample_coredump_ids" doc:"Stored dumps of the group, newest first (at most 10)"`
+	// Samples are those dumps with their devices (the console links each to its page).
+	Samples []Sample `json:"-"`
+}
+
+// Sample is one stored dump of a group.
+type Sample struct {
+	CoredumpID, DeviceID int64
+	Version, Day         string
 }
 
 // DailyDays is how many days Get's daily counts cover.
@@ -234,12 +242,22 @@ func (s *Service) Get(ctx context.Context, id int64) (*Detail, error) {
 		d.Daily = append(d.Daily, c)
 	}
 	rows.Close()
-	ids, err := db.Int64s(ctx, s.db, `SELECT coredump_id FROM crash_group_dumps WHERE group_id = $1 ORDER BY coredump_id DESC LIMIT 10`, id)
+	rows, err = s.db.QueryContext(ctx, `SELECT coredump_id, device_id, version, day FROM crash_group_dumps
+		WHERE group_id = $1 ORDER BY coredump_id DESC LIMIT 10`, id)
 	if err != nil {
 		return nil, db.Err("get crash group", err)
 	}
-	if ids != nil {
-		d.SampleCoredumpIDs = ids
+	defer rows.Close()
+	for rows.Next() {
+		var sm Sample
+		if err := rows.Scan(&sm.CoredumpID, &sm.DeviceID, &sm.Version, &sm.Day); err != nil {
+			return nil, db.Err("get crash group", err)
+		}
+		d.Samples = append(d.Samples, sm)
+		d.SampleCoredumpIDs = append(d.SampleCoredumpIDs, sm.CoredumpID)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.Err("get crash group", err)
 	}
 	return d, nil
 }

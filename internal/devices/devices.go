@@ -103,7 +103,8 @@ func nullTime(t sql.NullTime) *time.Time {
 
 const deviceFrom = ` FROM devices d JOIN device_models m ON m.id = d.device_model_id LEFT JOIN device_status st ON st.device_id = d.id`
 
-// DeviceFilter narrows ListDevices; zero fields match every device.
+// DeviceFilter narrows FindDevices and FindDevicePage (the API's list and the console's,
+// one implementation); zero fields match every device.
 type DeviceFilter struct {
 	ModelID       int64
 	RotationState string
@@ -112,6 +113,55 @@ type DeviceFilter struct {
 	// SeenBefore and SeenAfter bound last_seen_at (before: strictly earlier; after: at or
 	// later); devices that never reported match neither.
 	SeenBefore, SeenAfter *time.Time
+	// StaleBefore matches devices not seen since then, a device that never reported
+	// counting from its creation (the fleet view's stale_devices).
+	StaleBefore *time.Time
+	// Active is nil for every device, else only active (true) or inactive (false) ones.
+	Active *bool
+	// Search matches a substring of the key or (case-insensitively) the name.
+	Search string
+}
+
+// where is f's WHERE clause over deviceFrom, with its arguments.
+func (f DeviceFilter) where() (string, []any, error) {
+	w := ` WHERE 1 = 1`
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		w += ` AND ` + strings.ReplaceAll(cond, "?", fmt.Sprintf("$%d", len(args)))
+	}
+	if f.ModelID != 0 {
+		add(`d.device_model_id = ?`, f.ModelID)
+	}
+	if f.RotationState != "" {
+		if !slices.Contains(RotationStates, f.RotationState) {
+			return "", nil, apperr.Validationf("rotation_state must be one of %s", strings.Join(RotationStates, ", "))
+		}
+		add(`d.rotation_state = ?`, f.RotationState)
+	}
+	if f.RunningVersion != "" {
+		if !naming.ValidVersion(f.RunningVersion) {
+			return "", nil, apperr.Validationf("running_version %q is not a valid firmware version", f.RunningVersion)
+		}
+		add(`st.running_version = ?`, f.RunningVersion)
+	}
+	if f.SeenBefore != nil {
+		add(`st.last_seen_at < ?`, f.SeenBefore.UTC())
+	}
+	if f.SeenAfter != nil {
+		add(`st.last_seen_at >= ?`, f.SeenAfter.UTC())
+	}
+	if f.StaleBefore != nil {
+		add(`COALESCE(st.last_seen_at, d.created_at) < ?`, f.StaleBefore.UTC())
+	}
+	if f.Active != nil {
+		add(`d.active = ?`, *f.Active)
+	}
+	if q := strings.ToLower(strings.TrimSpace(f.Search)); q != "" {
+		esc := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(q)
+		add(`(d.key LIKE ? ESCAPE '\' OR LOWER(d.device_name) LIKE ? ESCAPE '\')`, "%"+esc+"%")
+	}
+	return w, args, nil
 }
 
 // ListDevices returns devices ordered by key, optionally of one model.
@@ -125,34 +175,11 @@ func (s *Service) ListDevices(ctx context.Context, modelID *int64) ([]*Device, e
 
 // FindDevices returns the devices matching f, ordered by key.
 func (s *Service) FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error) {
-	q := `SELECT ` + deviceColumns + deviceFrom + ` WHERE 1 = 1`
-	var args []any
-	if f.ModelID != 0 {
-		args = append(args, f.ModelID)
-		q += fmt.Sprintf(` AND d.device_model_id = $%d`, len(args))
+	where, args, err := f.where()
+	if err != nil {
+		return nil, err
 	}
-	if f.RotationState != "" {
-		if !slices.Contains(RotationStates, f.RotationState) {
-			return nil, apperr.Validationf("rotation_state must be one of %s", strings.Join(RotationStates, ", "))
-		}
-		args = append(args, f.RotationState)
-		q += fmt.Sprintf(` AND d.rotation_state = $%d`, len(args))
-	}
-	if f.RunningVersion != "" {
-		if !naming.ValidVersion(f.RunningVersion) {
-			return nil, apperr.Validationf("running_version %q is not a valid firmware version", f.RunningVersion)
-		}
-		args = append(args, f.RunningVersion)
-		q += fmt.Sprintf(` AND st.running_version = $%d`, len(args))
-	}
-	if f.SeenBefore != nil {
-		args = append(args, f.SeenBefore.UTC())
-		q += fmt.Sprintf(` AND st.last_seen_at < $%d`, len(args))
-	}
-	if f.SeenAfter != nil {
-		args = append(args, f.SeenAfter.UTC())
-		q += fmt.Sprintf(` AND st.last_seen_at >= $%d`, len(args))
-	}
+	q := `SELECT ` + deviceColumns + deviceFrom + where
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY d.key`, args...)
 	if err != nil {
 		return nil, db.Err("list devices", err)

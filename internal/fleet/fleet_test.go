@@ -129,6 +129,7 @@ func TestFleetSimulation(t *testing.T) {
 			}
 		}
 		running := map[string]int{}
+		dumped := map[int64]bool{}
 		for h := 0; h < hours; h++ {
 			for i, id := range ids {
 				d := fleetDevs[i]
@@ -161,6 +162,7 @@ func TestFleetSimulation(t *testing.T) {
 				})
 				if crashed && rng.IntN(3) > 0 {
 					dump(t, env.DB, f, id, version, at.Add(time.Second))
+					dumped[id] = true
 					record(at.Add(time.Second), version, func(x *want) { x.dumps++; x.crashed[id] = true })
 				}
 				// A retry of the same request (same boot id) changes nothing.
@@ -203,6 +205,44 @@ func TestFleetSimulation(t *testing.T) {
 				}
 				t.Logf("%s %s: seen %d crashed %d crash-free %.2f%% dumps %d boots %v", w, got.Version, got.DevicesSeen,
 					got.CrashedDevices, *got.CrashFreePercent, got.CoreDumps, got.BootsByReason)
+			}
+			// The console's overview counts the same for every model at once.
+			if w == "24h" {
+				_, other, _ := fixture(t, env.DB, "other", 3) // never seen: no versions
+				all, err := f.Overview(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				ov, err := f.View(context.Background(), other, w)
+				if err != nil {
+					t.Fatal(err)
+				}
+				o := all[model]
+				if o == nil || len(o.Versions) != len(v.Versions) || o.StaleDevices != v.StaleDevices || all[other] == nil ||
+					all[other].StaleDevices != ov.StaleDevices || len(all[other].Versions) != 0 {
+					t.Fatalf("overview %+v (other %+v), view %+v", o, all[other], v)
+				}
+				week := 0
+				for _, x := range expected["90d"] {
+					week += x.dumps
+				}
+				if o.DumpsWeek != week || o.DevicesWeek != len(dumped) {
+					t.Fatalf("overview week: %d dumps from %d devices, want %d from %d", o.DumpsWeek, o.DevicesWeek, week, len(dumped))
+				}
+				day := 0
+				for i, got := range v.Versions {
+					got.BootsByReason, got.CrashGroupsNew = nil, 0
+					ov := o.Versions[i]
+					if ov.Version != got.Version || ov.Current != got.Current || ov.DevicesRunning != got.DevicesRunning ||
+						ov.DevicesSeen != got.DevicesSeen || ov.CrashedDevices != got.CrashedDevices || ov.CoreDumps != got.CoreDumps ||
+						*ov.CrashFreePercent != *got.CrashFreePercent {
+						t.Fatalf("overview %s: %+v, view %+v", got.Version, ov, got)
+					}
+					day += got.CoreDumps
+				}
+				if o.DumpsDay != day || day == 0 {
+					t.Fatalf("overview: %d dumps in 24 h, view %d", o.DumpsDay, day)
+				}
 			}
 			// The simulation's rates must make the versions differ, or it proves little.
 			if w == "24h" {

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/iotsupport/iotsupport/internal/apperr"
@@ -176,20 +174,7 @@ func (s *Service) ViewSince(ctx context.Context, modelID int64, since time.Time,
 		st.CrashFreePercent = CrashFree(st.DevicesSeen, st.CrashedDevices)
 		v.Versions = append(v.Versions, *st)
 	}
-	slices.SortFunc(v.Versions, func(a, b VersionStats) int {
-		switch {
-		case a.Current != b.Current:
-			if a.Current {
-				return -1
-			}
-			return 1
-		case a.DevicesRunning != b.DevicesRunning:
-			return b.DevicesRunning - a.DevicesRunning
-		case a.DevicesSeen != b.DevicesSeen:
-			return b.DevicesSeen - a.DevicesSeen
-		}
-		return strings.Compare(a.Version, b.Version)
-	})
+	sortVersions(v.Versions)
 	if v.Versions == nil {
 		v.Versions = []VersionStats{}
 	}
