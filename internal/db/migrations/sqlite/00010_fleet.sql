@@ -41,7 +41,7 @@ CREATE TABLE fleet_boots (
     booted_at TIMESTAMP NOT NULL,
     PRIMARY KEY (device_id, boot_id)
 );
-CREATE INDEX ix_fleet_boots_model_booted ON fleet_boots (model_id, booted_at);
+CREATE INDEX ix_fleet_boots_model_booted ON fleet_boots (model_id, booted_at, version, reason, device_id);
 CREATE INDEX ix_fleet_boots_booted ON fleet_boots (booted_at);
 
 -- Every stored core dump as a crash of its device on its version; unlike coredumps rows,
@@ -53,9 +53,10 @@ CREATE TABLE fleet_dumps (
     version VARCHAR(50) NOT NULL,
     uploaded_at TIMESTAMP NOT NULL
 );
-CREATE INDEX ix_fleet_dumps_model_uploaded ON fleet_dumps (model_id, uploaded_at);
+CREATE INDEX ix_fleet_dumps_model_uploaded ON fleet_dumps (model_id, uploaded_at, version, device_id);
 CREATE INDEX ix_fleet_dumps_device ON fleet_dumps (device_id);
-CREATE INDEX ix_fleet_dumps_uploaded ON fleet_dumps (uploaded_at);
+-- Covering the overview's and pruning's reads by time: no row lookups.
+CREATE INDEX ix_fleet_dumps_uploaded ON fleet_dumps (uploaded_at, model_id, device_id, version);
 
 -- +goose Down
 DROP TABLE fleet_dumps;
