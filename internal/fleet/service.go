@@ -293,10 +293,13 @@ const dayCols = 5
 
 // upsertDays merges n fleet_device_days rows (model_id, day, version, device_id, last_seen_at).
 func upsertDays(n int) string {
-	return `INSERT INTO fleet_device_days (model_id, day, version, device_id, last_seen_at) VALUES ` + placeholders(n, dayCols) + `
+	return `INSERT INTO fleet_device_days (model_id, day, version, device_id, last_seen_at) VALUES ` + placeholders(n, dayCols) + daysMerge
+}
+
+// daysMerge keeps a day row's latest last_seen_at, whichever writer comes first.
+const daysMerge = `
 	ON CONFLICT (model_id, day, version, device_id) DO UPDATE SET last_seen_at = CASE
 		WHEN excluded.last_seen_at > fleet_device_days.last_seen_at THEN excluded.last_seen_at ELSE fleet_device_days.last_seen_at END`
-}
 
 // placeholders is "($1, …, $cols), (…)" for n rows.
 func placeholders(n, cols int) string {
@@ -465,9 +468,7 @@ func (Dumps) DumpQueries(deviceID int64, version string, at time.Time) []db.Quer
 			Args: []any{deviceID, version, at}},
 		{SQL: upsertStatus(1), Args: statusRow{deviceID: deviceID, seen: at, version: version, since: at, at: at}.args()},
 		{SQL: `INSERT INTO fleet_device_days (model_id, day, version, device_id, last_seen_at)
-			SELECT device_model_id, $2, $3, id, $4 FROM devices WHERE id = $1
-			ON CONFLICT (model_id, day, version, device_id) DO UPDATE SET last_seen_at = CASE
-				WHEN excluded.last_seen_at > fleet_device_days.last_seen_at THEN excluded.last_seen_at ELSE fleet_device_days.last_seen_at END`,
+			SELECT device_model_id, $2, $3, id, $4 FROM devices WHERE id = $1` + daysMerge,
 			Args: []any{deviceID, Day(at), version, at}},
 	}
 }
